@@ -1,0 +1,1 @@
+"""Scheduling and supervised-session monitoring for ketamine and esketamine clinics."""

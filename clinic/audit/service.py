@@ -1,0 +1,95 @@
+"""Writing and reading audit events; every clinical or billing write and every chart read calls record()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from clinic.audit.models import AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, from where: passed to every service that writes."""
+
+    user_id: int | None
+    clinic_id: int
+    roles: tuple[str, ...] = ()
+    ip: str | None = None
+    name: str = ""
+    via: str = "session"  # session | bearer | system
+
+    def has_role(self, *roles: str) -> bool:
+        return any(r in self.roles for r in roles)
+
+
+SYSTEM = Actor(user_id=None, clinic_id=0, roles=("system",), via="system")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def record(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    action: str,
+    entity: str = "",
+    entity_id: Any = None,
+    patient_id: int | None = None,
+    changes: dict[str, Any] | None = None,
+    clinic_id: int | None = None,
+) -> AuditEvent:
+    event = AuditEvent(
+        clinic_id=clinic_id if clinic_id is not None else (actor.clinic_id or None),
+        user_id=actor.user_id,
+        ip=actor.ip,
+        action=action,
+        entity=entity,
+        entity_id=None if entity_id is None else str(entity_id),
+        patient_id=patient_id,
+        changes=_jsonable(changes or {}),
+    )
+    session.add(event)
+    return event
+
+
+@dataclass
+class AuditFilter:
+    action: str | None = None
+    user_id: int | None = None
+    patient_id: int | None = None
+    entity: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def list_events(session: AsyncSession, *, clinic_id: int, flt: AuditFilter) -> list[AuditEvent]:
+    q = select(AuditEvent).where(AuditEvent.clinic_id == clinic_id)
+    if flt.action:
+        q = q.where(col(AuditEvent.action).startswith(flt.action))
+    if flt.user_id is not None:
+        q = q.where(AuditEvent.user_id == flt.user_id)
+    if flt.patient_id is not None:
+        q = q.where(AuditEvent.patient_id == flt.patient_id)
+    if flt.entity:
+        q = q.where(AuditEvent.entity == flt.entity)
+    if flt.since:
+        q = q.where(AuditEvent.at >= flt.since)
+    if flt.until:
+        q = q.where(AuditEvent.at < flt.until)
+    q = q.order_by(col(AuditEvent.id).desc()).limit(min(max(flt.limit, 1), 1000))
+    return list((await session.exec(q)).all())

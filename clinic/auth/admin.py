@@ -1,0 +1,3 @@
+"""Admin pages: staff, tokens, audit trail."""
+
+routes: list = []

@@ -1,0 +1,145 @@
+"""Who is asking: resolves a bearer token or the session cookie to a staff user on every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from litestar.config.csrf import CSRFConfig
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy import text
+
+from clinic.auth.rules import is_idle_expired, token_hash
+from clinic.timeutil import utcnow
+
+SESSION_COOKIE = "clinic_session"
+# touching last_seen on every request would cost a write per request; a minute is precise enough
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: int
+    clinic_id: int
+    email: str
+    full_name: str
+    roles: tuple[str, ...]
+    via: str  # "session" | "bearer"
+    credential_id: int
+
+    def has_role(self, *roles: str) -> bool:
+        return any(r in self.roles for r in roles)
+
+
+_SESSION_SQL = text(
+    """
+    SELECT s.id AS cid, s.last_seen_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles
+    FROM web_sessions s JOIN staff_users u ON u.id = s.user_id
+    WHERE s.token_hash = :h AND s.ended_at IS NULL AND u.active
+    """
+)
+_TOKEN_SQL = text(
+    """
+    SELECT t.id AS cid, t.last_used_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles
+    FROM api_tokens t JOIN staff_users u ON u.id = t.user_id
+    WHERE t.token_hash = :h AND t.revoked_at IS NULL AND u.active
+    """
+)
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            v = value.decode("latin-1")
+            if v[:7].lower() == "bearer ":
+                return v[7:].strip()
+    return None
+
+
+class AuthenticationMiddleware:
+    """Sets scope["user"] to a CurrentUser or None; guards decide what that user may do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith("/static/"):
+            scope["user"] = None
+            await self.app(scope, receive, send)
+            return
+        litestar_app = scope["litestar_app"]
+        user = await self.resolve(scope, litestar_app)
+        scope["user"] = user
+        scope["auth"] = user.via if user else None
+        await self.app(scope, receive, send)
+
+    async def resolve(self, scope: Scope, litestar_app) -> CurrentUser | None:
+        raw = bearer_token(scope)
+        via = "bearer"
+        sql = _TOKEN_SQL
+        if raw is None:
+            raw = _cookie(scope, SESSION_COOKIE)
+            via = "session"
+            sql = _SESSION_SQL
+        if not raw or len(raw) > 200:
+            return None
+        db = litestar_app.state.db
+        settings = litestar_app.state.settings
+        now = utcnow()
+        async with db.sessionmaker() as session:
+            row = (await session.execute(sql, {"h": token_hash(raw)})).first()
+            if row is None:
+                return None
+            if via == "session" and is_idle_expired(row.seen, now, settings.idle_timeout_minutes):
+                await session.execute(
+                    text("UPDATE web_sessions SET ended_at = :now WHERE id = :id"), {"now": now, "id": row.cid}
+                )
+                await session.commit()
+                return None
+            if row.seen is None or now - row.seen > TOUCH_EVERY:
+                table, column = ("web_sessions", "last_seen_at") if via == "session" else ("api_tokens", "last_used_at")
+                await session.execute(
+                    text(f"UPDATE {table} SET {column} = :now WHERE id = :id"), {"now": now, "id": row.cid}
+                )
+                await session.commit()
+        return CurrentUser(
+            id=row.id,
+            clinic_id=row.clinic_id,
+            email=row.email,
+            full_name=row.full_name,
+            roles=tuple(row.roles or ()),
+            via=via,
+            credential_id=row.cid,
+        )
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for header, value in scope.get("headers", []):
+        if header == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return v
+    return None
+
+
+class BearerAwareCSRFMiddleware(CSRFMiddleware):
+    """CSRF for browser sessions; a bearer-token request carries no ambient credential, so it is exempt."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and bearer_token(scope) is not None and _cookie(scope, SESSION_COOKIE) is None:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def csrf_config(secret: str, secure: bool) -> CSRFConfig:
+    return CSRFConfig(
+        secret=secret,
+        cookie_name="csrftoken",
+        header_name="x-csrftoken",
+        cookie_secure=secure,
+        cookie_samesite="lax",
+        exclude=["/healthz", "/static"],
+    )

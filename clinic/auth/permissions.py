@@ -1,0 +1,36 @@
+"""The access matrix: every permission a route can ask for, and the roles that hold it. One place, tested route by route."""
+
+from __future__ import annotations
+
+FRONT_DESK, NURSE, PRESCRIBER, BILLING, ADMIN = "front_desk", "nurse", "prescriber", "billing", "admin"
+ALL_ROLES = frozenset({FRONT_DESK, NURSE, PRESCRIBER, BILLING, ADMIN})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    # any signed-in staff member: home page, own account, logout
+    "staff": ALL_ROLES,
+    # patients: front desk books and edits; clinical and billing staff read charts
+    "patients.read": ALL_ROLES,
+    "patients.write": frozenset({FRONT_DESK, ADMIN}),
+    # the schedule: everyone sees it; front desk (and admin) change it
+    "schedule.read": ALL_ROLES,
+    "schedule.write": frozenset({FRONT_DESK, ADMIN}),
+    # supervised sessions: nurses and prescribers run them
+    "session.read": frozenset({NURSE, PRESCRIBER, ADMIN}),
+    "session.run": frozenset({NURSE, PRESCRIBER}),
+    # only prescribers acknowledge pre-dose cautions and sign discharges
+    "session.sign": frozenset({PRESCRIBER}),
+    "board.read": frozenset({NURSE, PRESCRIBER, FRONT_DESK, ADMIN}),
+    # billing sees billing
+    "billing.read": frozenset({BILLING, ADMIN}),
+    "billing.write": frozenset({BILLING}),
+    # admin manages staff, chairs, protocols, fee schedule, and reads the audit trail
+    "admin": frozenset({ADMIN}),
+    "audit.read": frozenset({ADMIN}),
+}
+
+
+def allows(permission: str, roles: list[str] | tuple[str, ...] | frozenset[str]) -> bool:
+    allowed = PERMISSIONS.get(permission)
+    if allowed is None:  # unknown permission: fail closed
+        return False
+    return bool(allowed.intersection(roles))

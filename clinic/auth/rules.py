@@ -1,0 +1,55 @@
+"""Password, token and throttling rules (no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+MIN_PASSWORD_LENGTH = 12
+MAX_FAILED_LOGINS = 5
+THROTTLE_WINDOW = timedelta(minutes=15)
+
+_hasher = PasswordHash((Argon2Hasher(),))
+# verifying against this keeps unknown-email logins as slow as wrong-password ones
+_DUMMY_HASH = _hasher.hash("not-a-real-password-just-timing")
+
+
+def password_problem(password: str) -> str | None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"Password must be at least {MIN_PASSWORD_LENGTH} characters."
+    if len(password) > 256:
+        return "Password must be at most 256 characters."
+    return None
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    try:
+        return _hasher.verify(password, password_hash or _DUMMY_HASH) and password_hash is not None
+    except Exception:
+        return False
+
+
+def new_token(prefix: str = "") -> tuple[str, str]:
+    """(secret to hand out once, hash to store)."""
+    raw = prefix + secrets.token_urlsafe(32)
+    return raw, token_hash(raw)
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def is_idle_expired(last_seen_at: datetime, now: datetime, idle_minutes: int) -> bool:
+    return now - last_seen_at > timedelta(minutes=idle_minutes)
+
+
+def is_throttled(failures_for_email: int, failures_for_ip: int) -> bool:
+    return failures_for_email >= MAX_FAILED_LOGINS or failures_for_ip >= MAX_FAILED_LOGINS

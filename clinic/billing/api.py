@@ -1,0 +1,3 @@
+"""billing JSON routes."""
+
+routes: list = []

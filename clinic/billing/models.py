@@ -1,0 +1,1 @@
+"""Billing tables: fee schedule, coverage, estimates, charges, claims."""

@@ -1,0 +1,3 @@
+"""billing HTML routes."""
+
+routes: list = []

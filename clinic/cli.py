@@ -1,0 +1,333 @@
+"""The `clinic` command: dev, serve, worker, migrate, seed-demo, create-user, create-token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+
+from clinic.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("clinic")
+
+
+def fail(message: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    sys.exit(2)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+@contextmanager
+def services_for(settings: Settings, *, need_redis: bool = True):
+    """Yield settings with URLs filled in, starting embedded servers for whatever is not configured."""
+    from clinic import embedded
+
+    want_pg = settings.database_url is None
+    want_redis = need_redis and settings.redis_url is None
+    started = None
+    if want_pg or want_redis:
+        what = " and ".join(n for n, w in (("Postgres", want_pg), ("Redis", want_redis)) if w)
+        click.echo(f"Starting embedded {what} under {settings.data_dir}/ ...")
+        try:
+            started = embedded.start(settings.data_dir, postgres=want_pg, redis=want_redis)
+        except Exception as exc:
+            fail(f"could not start embedded servers under {settings.data_dir}/: {exc}. "
+                 "Set DATABASE_URL and REDIS_URL to use your own servers instead.")
+        settings = settings.with_(
+            database_url=settings.database_url or started.database_url,
+            redis_url=settings.redis_url or started.redis_url,
+        )
+    try:
+        yield settings
+    finally:
+        if started:
+            started.stop()
+
+
+def describe_db_error(url: str, exc: BaseException) -> str:
+    u = urlparse(url)
+    where = f"{u.hostname or 'socket'}:{u.port or 5432}/{u.path.lstrip('/')}"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "does not exist" in text and "database" in text:
+        return f"database at {where} does not exist: create it (createdb {u.path.lstrip('/')}) or fix DATABASE_URL."
+    if "password" in text or "authentication" in text:
+        return f"Postgres at {where} refused the login: check the user and password in DATABASE_URL."
+    return f"cannot reach Postgres at {where} ({text}): is it running? Check DATABASE_URL."
+
+
+def run_migrations(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["database_url"] = database_url
+    try:
+        command.upgrade(cfg, "head")
+    except (OSError, ConnectionError) as exc:
+        fail(describe_db_error(database_url, exc))
+    except Exception as exc:
+        if type(exc).__module__.startswith(("asyncpg", "sqlalchemy")) or "connect" in str(exc).lower():
+            fail(describe_db_error(database_url, exc))
+        raise
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            fail(f"port {port} on {host} is already in use: stop the other server or pass --port {port + 1}.")
+
+
+async def _seed(database_url: str, patients: int, days: int, *, only_if_empty: bool) -> bool:
+    from rich.progress import Progress
+
+    from clinic.db import Database
+    from clinic.seed import is_seeded, seed_demo
+
+    db = Database.connect(database_url, pool_size=2)
+    try:
+        if only_if_empty and await is_seeded(db):
+            return False
+        with Progress(transient=False) as bar:
+            task = bar.add_task("Seeding demo data", total=None)
+
+            def progress(label: str, n: int) -> None:
+                bar.update(task, advance=n, description=f"Seeding demo data: {label}")
+
+            await seed_demo(db, patients=patients, days=days, progress=progress)
+            bar.update(task, description="Seeding demo data: done", total=1, completed=1)
+        return True
+    finally:
+        await db.dispose()
+
+
+def print_banner(url: str) -> None:
+    from clinic.seed import DEMO_PASSWORD, DEMO_STAFF
+
+    click.echo("")
+    click.echo(click.style(f"  Clinic is running at {url}", fg="green", bold=True))
+    click.echo(f"  Sign in with any of these (password {DEMO_PASSWORD!r}):")
+    for email, name, roles, *_ in DEMO_STAFF:
+        click.echo(f"    {email:<26} {', '.join(roles)}")
+    click.echo(f"  Sent mail: {url}/dev/mail     Health: {url}/healthz     API docs: {url}/schema")
+    click.echo("  Press Ctrl-C to stop.\n")
+
+
+async def run_web_and_worker(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
+    import uvicorn
+    from arq.worker import Worker
+
+    from clinic.app import create_app
+    from workers.settings import worker_settings
+
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    worker = Worker(**worker_settings(settings)) if with_worker else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks = [asyncio.create_task(server.serve())]
+    if worker:
+        tasks.append(asyncio.create_task(worker.async_run()))
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    click.echo("\nStopping ...")
+    server.should_exit = True
+    if worker:
+        await worker.close()
+    for t in tasks:
+        if not t.done():
+            try:
+                await asyncio.wait_for(t, timeout=10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                t.cancel()
+    waiter.cancel()
+
+
+@click.group()
+def main() -> None:
+    """Clinic: scheduling and supervised-session monitoring."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def dev(host: str, port: int) -> None:
+    """Zero-setup run: embedded servers unless URLs are set; migrate; seed demo data if empty; web + worker."""
+    settings = load_settings()
+    check_port_free(host, port)
+    if settings.base_url == "http://localhost:8000" and port != 8000:
+        settings = settings.with_(base_url=f"http://localhost:{port}")
+    with services_for(settings) as settings:
+        run_migrations(settings.database_url)
+        if asyncio.run(_seed(settings.database_url, 30, 14, only_if_empty=True)):
+            click.echo("Demo data seeded.")
+        sink = None
+        if not settings.smtp_url:
+            from clinic.notices.devmail import start_dev_sink
+
+            sink = start_dev_sink()
+            settings = settings.with_(smtp_url=f"smtp://127.0.0.1:{sink.port}", dev_mail=True)
+        print_banner(f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}")
+        try:
+            asyncio.run(run_web_and_worker(settings, host, port, with_worker=True))
+        finally:
+            if sink:
+                sink.stop()
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="web processes")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web app (DATABASE_URL required; run `clinic worker` beside it)."""
+    settings = load_settings()
+    if not settings.database_url:
+        fail("DATABASE_URL is not set: `clinic serve` needs your Postgres (use `clinic dev` for the embedded one).")
+    check_port_free(host, port)
+    import uvicorn
+
+    uvicorn.run("clinic.asgi:app", host=host, port=port, workers=workers, proxy_headers=True, log_level="info")
+
+
+@main.command()
+def worker() -> None:
+    """Run the arq worker (notices, billing jobs, cron sweeps)."""
+    settings = load_settings()
+    if not settings.database_url or not settings.redis_url:
+        fail("DATABASE_URL and REDIS_URL must be set for `clinic worker` (use `clinic dev` for embedded ones).")
+    from arq.worker import Worker
+
+    from workers.settings import worker_settings
+
+    async def run() -> None:
+        w = Worker(**(worker_settings(settings) | {"handle_signals": True}))
+        await w.async_run()
+
+    asyncio.run(run())
+
+
+@main.command()
+def migrate() -> None:
+    """Apply every Alembic migration (alembic upgrade head)."""
+    settings = load_settings()
+    with services_for(settings, need_redis=False) as settings:
+        run_migrations(settings.database_url)
+        click.echo("Database is at the latest migration.")
+
+
+@main.command("seed-demo")
+@click.option("--patients", default=30, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 3650))
+def seed_demo_cmd(patients: int, days: int) -> None:
+    """Load a demo clinic (migrates first). Refuses if the database already holds a clinic."""
+    settings = load_settings()
+    with services_for(settings, need_redis=False) as settings:
+        run_migrations(settings.database_url)
+        if not asyncio.run(_seed(settings.database_url, patients, days, only_if_empty=True)):
+            fail("the database already holds a clinic; seed-demo only fills an empty database.")
+        click.echo("Demo data seeded.")
+
+
+@main.command("create-user")
+@click.option("--email", required=True)
+@click.option("--role", "roles", required=True, multiple=True, help="repeat for several roles")
+@click.option("--password", required=True)
+@click.option("--name", default="", help="full name (defaults to the email's name part)")
+def create_user(email: str, roles: tuple[str, ...], password: str, name: str) -> None:
+    """Create a staff account in the (first) clinic."""
+    settings = load_settings()
+    with services_for(settings, need_redis=False) as settings:
+        run_migrations(settings.database_url)
+
+        async def run() -> int:
+            from sqlmodel import select
+
+            from clinic.audit.service import Actor
+            from clinic.auth import service
+            from clinic.db import Database
+            from clinic.http import ClinicError
+            from clinic.scheduling.models import Clinic
+
+            db = Database.connect(settings.database_url, pool_size=1)
+            try:
+                async with db.transaction() as session:
+                    clinic = (await session.exec(select(Clinic).order_by(Clinic.id))).first()
+                    if clinic is None:
+                        clinic = Clinic(name="Clinic", display_name="Clinic", opening_hours={}, settings={})
+                        session.add(clinic)
+                        await session.flush()
+                    actor = Actor(user_id=None, clinic_id=clinic.id, roles=("admin",), via="system", name="cli")
+                    try:
+                        user = await service.create_user(
+                            session, actor=actor, clinic_id=clinic.id, email=email,
+                            full_name=name or email.split("@")[0], roles=list(roles), password=password,
+                        )
+                    except ClinicError as exc:
+                        fail(f"{exc.field or 'input'}: {exc.detail}")
+                    return user.id
+            finally:
+                await db.dispose()
+
+        uid = asyncio.run(run())
+        click.echo(f"Created staff user {email} (id {uid}).")
+
+
+@main.command("create-token")
+@click.option("--email", required=True)
+@click.option("--name", default="cli", show_default=True)
+def create_token(email: str, name: str) -> None:
+    """Print a new API token for a staff user (shown once; stored hashed)."""
+    settings = load_settings()
+    with services_for(settings, need_redis=False) as settings:
+
+        async def run() -> str:
+            from sqlmodel import select
+
+            from clinic.audit.service import Actor
+            from clinic.auth import service
+            from clinic.auth.models import StaffUser
+            from clinic.db import Database
+
+            db = Database.connect(settings.database_url, pool_size=1)
+            try:
+                async with db.transaction() as session:
+                    user = (await session.exec(select(StaffUser).where(StaffUser.email == email.strip().lower()))).first()
+                    if user is None:
+                        fail(f"email: no staff user {email}")
+                    actor = Actor(user_id=user.id, clinic_id=user.clinic_id, roles=tuple(user.roles), via="system", name="cli")
+                    _, raw = await service.create_token(session, actor=actor, user_id=user.id, name=name)
+                    return raw
+            finally:
+                await db.dispose()
+
+        click.echo(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()

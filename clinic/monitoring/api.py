@@ -1,0 +1,3 @@
+"""monitoring JSON routes."""
+
+routes: list = []

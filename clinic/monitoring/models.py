@@ -1,0 +1,1 @@
+"""Monitoring tables: clinical entries, dosing, alerts, REMS forms."""

@@ -1,0 +1,3 @@
+"""monitoring HTML routes."""
+
+routes: list = []

@@ -1,0 +1,3 @@
+"""notices JSON routes."""
+
+routes: list = []

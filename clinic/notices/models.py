@@ -1,0 +1,44 @@
+"""The notice outbox: one row per notice, written in the transaction that causes it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from clinic.timeutil import TimestampField
+
+NOTICE_KINDS = (
+    "booking_confirmation",
+    "reminder",
+    "estimate_ready",
+    "gfe",
+    "balance",
+    "staff_digest",
+)
+NOTICE_STATES = ("pending", "sending", "sent", "failed", "cancelled")
+
+
+class Notice(SQLModel, table=True):
+    __tablename__ = "notices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id", index=True)
+    kind: str = Field(sa_type=String(30))
+    # unique: one job per notice, whatever retries or double clicks happen
+    dedupe_key: str = Field(sa_type=String(200), unique=True)
+    patient_id: int | None = Field(default=None, foreign_key="patients.id", index=True)
+    appointment_id: int | None = Field(default=None, index=True)
+    to_address: str = Field(sa_type=String(254))
+    status: str = Field(default="pending", sa_type=String(12), index=True)
+    send_after: datetime = TimestampField(default_now=True, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_type=Text)
+    message_id: str | None = Field(default=None, sa_type=String(200))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    created_at: datetime = TimestampField(default_now=True)
+    claimed_at: datetime | None = TimestampField(nullable=True)
+    sent_at: datetime | None = TimestampField(nullable=True)

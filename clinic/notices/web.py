@@ -1,0 +1,3 @@
+"""notices HTML routes."""
+
+routes: list = []

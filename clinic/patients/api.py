@@ -1,0 +1,3 @@
+"""patients JSON routes."""
+
+routes: list = []

@@ -1,0 +1,3 @@
+"""patients HTML routes."""
+
+routes: list = []

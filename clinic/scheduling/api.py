@@ -1,0 +1,3 @@
+"""scheduling JSON routes."""
+
+routes: list = []

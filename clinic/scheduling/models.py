@@ -1,0 +1,155 @@
+"""Clinics, chairs, protocols (session types), staff shifts, courses and appointments."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from clinic.timeutil import TimestampField
+
+APPOINTMENT_STATUSES = ("booked", "arrived", "in_progress", "fulfilled", "cancelled", "noshow")
+LIVE_STATUSES = ("booked", "arrived", "in_progress", "fulfilled")
+PROTOCOL_KINDS = ("esketamine", "ketamine_iv", "kap", "integration", "consult")
+
+
+class Clinic(SQLModel, table=True):
+    __tablename__ = "clinics"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(200))
+    # what patients see in notices; need not say "ketamine"
+    display_name: str = Field(sa_type=String(200))
+    timezone: str = Field(default="America/New_York", sa_type=String(64))
+    phone: str = Field(default="", sa_type=String(40))
+    address: str = Field(default="", sa_type=String(300))
+    state: str = Field(default="", sa_type=String(2))
+    npi: str = Field(default="", sa_type=String(10))
+    tin: str = Field(default="", sa_type=String(12))
+    # {"0": [["09:00", "17:00"]], ... "6": []}: Monday=0, local wall times
+    opening_hours: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    # editable settings: nurse_ratio, grid_minutes, reminder_hours, idle_timeout_minutes, ...
+    settings: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    created_at: datetime = TimestampField(default_now=True)
+
+
+class ClosedDate(SQLModel, table=True):
+    __tablename__ = "closed_dates"
+    __table_args__ = (UniqueConstraint("clinic_id", "day", name="uq_closed_dates_clinic_day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id", index=True)
+    day: date
+    reason: str = Field(default="", sa_type=String(200))
+
+
+class Chair(SQLModel, table=True):
+    """A treatment chair or a therapy room; a monitored session holds one for its whole hold."""
+
+    __tablename__ = "chairs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id", index=True)
+    name: str = Field(sa_type=String(100))
+    kind: str = Field(default="chair", sa_type=String(10))  # chair | room
+    active: bool = True
+    sort_order: int = 0
+
+
+class SessionType(SQLModel, table=True):
+    """A protocol: data, not code branches (DOMAIN.md §1)."""
+
+    __tablename__ = "session_types"
+    __table_args__ = (UniqueConstraint("clinic_id", "kind", name="uq_session_types_clinic_kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id", index=True)
+    kind: str = Field(sa_type=String(20))
+    name: str = Field(sa_type=String(100))
+    needs_chair: bool = True  # False: a room
+    monitored: bool = True
+    needs_prescriber: bool = False
+    needs_therapist: bool = False
+    requires_rems: bool = False
+    prep_minutes: int = 15
+    dosing_minutes: int = 0
+    monitoring_minutes: int = 0
+    turnover_minutes: int = 10
+    # full protocol data: check schedule, thresholds, discharge, doses, course templates, billing
+    protocol: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    active: bool = True
+
+    def hold_minutes(self, devices: int = 1) -> int:
+        extra = max(devices - 1, 0) * 5 if self.kind == "esketamine" else 0
+        return self.prep_minutes + self.dosing_minutes + extra + self.monitoring_minutes + self.turnover_minutes
+
+
+class Shift(SQLModel, table=True):
+    __tablename__ = "shifts"
+    __table_args__ = (CheckConstraint("ends_at > starts_at", name="shift_positive"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id", index=True)
+    user_id: int = Field(foreign_key="staff_users.id", index=True)
+    role: str = Field(sa_type=String(20))  # nurse | prescriber | therapist
+    starts_at: datetime = TimestampField(index=True)
+    ends_at: datetime = TimestampField()
+
+
+class Course(SQLModel, table=True):
+    __tablename__ = "courses"
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id", index=True)
+    patient_id: int = Field(foreign_key="patients.id", index=True)
+    session_type_id: int = Field(foreign_key="session_types.id")
+    template: str = Field(sa_type=String(40))
+    created_by: int | None = Field(default=None, foreign_key="staff_users.id")
+    created_at: datetime = TimestampField(default_now=True)
+
+
+class Appointment(SQLModel, table=True):
+    """One session. Overlaps are refused by exclusion constraints created in migration 0001."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", name="positive_hold"),
+        CheckConstraint(
+            "status IN ('booked','arrived','in_progress','fulfilled','cancelled','noshow')",
+            name="status_known",
+        ),
+        Index("ix_appointments_clinic_starts", "clinic_id", "starts_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id")
+    patient_id: int = Field(foreign_key="patients.id", index=True)
+    session_type_id: int = Field(foreign_key="session_types.id")
+    chair_id: int = Field(foreign_key="chairs.id", index=True)
+    course_id: int | None = Field(default=None, foreign_key="courses.id", index=True)
+    starts_at: datetime = TimestampField()
+    ends_at: datetime = TimestampField()
+    status: str = Field(default="booked", sa_type=String(12))
+    planned_dose_mg: int | None = None
+    escort_name: str | None = Field(default=None, sa_type=String(200))
+    escort_phone: str | None = Field(default=None, sa_type=String(40))
+    escort_confirmed: bool = False
+    notes: str | None = Field(default=None, sa_type=Text)
+    created_by: int | None = Field(default=None, foreign_key="staff_users.id")
+    created_at: datetime = TimestampField(default_now=True)
+    updated_at: datetime = TimestampField(default_now=True)
+    cancel_reason: str | None = Field(default=None, sa_type=String(300))
+    cancelled_by: int | None = Field(default=None, foreign_key="staff_users.id")
+    cancelled_at: datetime | None = TimestampField(nullable=True)
+    late_cancel: bool = False
+    # monitoring lifecycle facts
+    checked_in_at: datetime | None = TimestampField(nullable=True)
+    dosing_started_at: datetime | None = TimestampField(nullable=True)
+    discharged_at: datetime | None = TimestampField(nullable=True)
+    discharged_by: int | None = Field(default=None, foreign_key="staff_users.id")
+    weight_kg: float | None = None
+    fasting_confirmed: bool = False
+    facts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)

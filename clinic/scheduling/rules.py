@@ -1,0 +1,540 @@
+"""Scheduling rules as pure functions: opening hours, the grid, chair holds, staffing, availability and course dates (no I/O)."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+UTC = timezone.utc
+DEFAULT_GRID_MINUTES = 15
+DEFAULT_NURSE_RATIO = 3
+DEFAULT_LATE_CANCEL_HOURS = 24
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+class Problem(NamedTuple):
+    """Why a slot or an input is refused: the field it concerns, a stable rule code and a sentence."""
+
+    field: str
+    code: str
+    message: str
+
+
+# ---- the clinic's calendar ------------------------------------------------------------------
+
+
+def parse_hhmm(value: str) -> time:
+    hh, mm = str(value).strip().split(":")
+    h, m = int(hh), int(mm)
+    if h == 24 and m == 0:
+        return time(23, 59, 59, 999999)
+    return time(h, m)
+
+
+def parse_opening_hours(raw: dict[str, Any] | None) -> dict[int, tuple[tuple[time, time], ...]]:
+    """{"0": [["08:00","18:00"]], ...} (Monday=0, local wall times) -> {0: ((08:00, 18:00),), ...}."""
+    out: dict[int, tuple[tuple[time, time], ...]] = {}
+    for d in range(7):
+        spans = []
+        for pair in (raw or {}).get(str(d), []) or []:
+            start, end = parse_hhmm(pair[0]), parse_hhmm(pair[1])
+            if end > start:
+                spans.append((start, end))
+        out[d] = tuple(sorted(spans))
+    return out
+
+
+def validate_opening_hours(raw: dict[str, Any]) -> Problem | None:
+    """Opening hours must be HH:MM pairs, each closing after it opens, not overlapping within a day."""
+    for d in range(7):
+        spans = []
+        for pair in raw.get(str(d), []) or []:
+            try:
+                start, end = parse_hhmm(pair[0]), parse_hhmm(pair[1])
+            except (ValueError, IndexError, TypeError):
+                return Problem("opening_hours", "hours_format", f"{WEEKDAYS[d]}: times must look like 08:00.")
+            if end <= start:
+                return Problem("opening_hours", "hours_order", f"{WEEKDAYS[d]}: closing time must be after opening time.")
+            spans.append((start, end))
+        spans.sort()
+        for (_, e1), (s2, _) in zip(spans, spans[1:]):
+            if s2 < e1:
+                return Problem("opening_hours", "hours_overlap", f"{WEEKDAYS[d]}: opening periods overlap.")
+    return None
+
+
+@dataclass(frozen=True)
+class ClinicCalendar:
+    """What the rules need to know about a clinic: its zone, hours, closed dates and settings."""
+
+    tz: str
+    hours: dict[int, tuple[tuple[time, time], ...]]
+    closed: frozenset[date] = frozenset()
+    grid_minutes: int = DEFAULT_GRID_MINUTES
+    nurse_ratio: int = DEFAULT_NURSE_RATIO
+    late_cancel_hours: int = DEFAULT_LATE_CANCEL_HOURS
+
+    @classmethod
+    def build(cls, *, tz: str, opening_hours: dict | None, closed: Iterable[date] = (), settings: dict | None = None) -> "ClinicCalendar":
+        s = settings or {}
+        return cls(
+            tz=tz,
+            hours=parse_opening_hours(opening_hours),
+            closed=frozenset(closed),
+            grid_minutes=int(s.get("grid_minutes") or DEFAULT_GRID_MINUTES),
+            nurse_ratio=int(s.get("nurse_ratio") or DEFAULT_NURSE_RATIO),
+            late_cancel_hours=int(s.get("late_cancel_hours") if s.get("late_cancel_hours") is not None else DEFAULT_LATE_CANCEL_HOURS),
+        )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    def local_day(self, instant: datetime) -> date:
+        return instant.astimezone(self.zone).date()
+
+    def is_open_day(self, day: date) -> bool:
+        return day not in self.closed and bool(self.hours.get(day.weekday()))
+
+    def open_spans(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The day's opening periods as aware UTC instants (empty on a closed date)."""
+        if day in self.closed:
+            return []
+        return [(wall_to_utc(day, s, self.tz), wall_to_utc(day, e, self.tz)) for s, e in self.hours.get(day.weekday(), ())]
+
+
+def wall_to_utc(day: date, at: time, tz: str) -> datetime:
+    """A clinic-local wall time on a day as a UTC instant: 10:00 stays 10:00 across DST."""
+    return datetime.combine(day, at, tzinfo=ZoneInfo(tz)).astimezone(UTC)
+
+
+def wall_time_exists(day: date, at: time, tz: str) -> bool:
+    """False for wall times skipped by a spring-forward change (e.g. 02:30 on that night)."""
+    local = datetime.combine(day, at, tzinfo=ZoneInfo(tz))
+    back = local.astimezone(UTC).astimezone(ZoneInfo(tz))
+    return back.replace(tzinfo=None) == local.replace(tzinfo=None)
+
+
+def local_day_bounds(day: date, tz: str) -> tuple[datetime, datetime]:
+    """[start, end) of a clinic-local calendar day in UTC (23 or 25 hours long on DST days)."""
+    return wall_to_utc(day, time(0), tz), wall_to_utc(day + timedelta(days=1), time(0), tz)
+
+
+def local_days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def on_grid(instant: datetime, cal: ClinicCalendar) -> bool:
+    local = instant.astimezone(cal.zone)
+    return local.second == 0 and local.microsecond == 0 and (local.hour * 60 + local.minute) % cal.grid_minutes == 0
+
+
+# ---- protocol timing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long a protocol holds a chair or room, and which staff it needs (from SessionType)."""
+
+    kind: str
+    prep: int
+    dosing: int
+    monitoring: int
+    turnover: int
+    needs_chair: bool = True
+    monitored: bool = True
+    needs_prescriber: bool = False
+    needs_therapist: bool = False
+    requires_rems: bool = False
+    doses_mg: tuple[int, ...] = ()
+    mg_per_device: int = 28
+    minutes_between_devices: int = 5
+
+    @classmethod
+    def of(cls, st: Any) -> "Timing":
+        """From a SessionType (or anything with its attributes)."""
+        protocol = getattr(st, "protocol", None) or {}
+        return cls(
+            kind=st.kind,
+            prep=int(st.prep_minutes),
+            dosing=int(st.dosing_minutes),
+            monitoring=int(st.monitoring_minutes),
+            turnover=int(st.turnover_minutes),
+            needs_chair=bool(st.needs_chair),
+            monitored=bool(st.monitored),
+            needs_prescriber=bool(st.needs_prescriber),
+            needs_therapist=bool(st.needs_therapist),
+            requires_rems=bool(st.requires_rems),
+            doses_mg=tuple(int(d) for d in protocol.get("doses_mg", ()) or ()),
+            mg_per_device=int(protocol.get("mg_per_device") or 28),
+            minutes_between_devices=int(protocol.get("minutes_between_devices") or 5),
+        )
+
+    def devices(self, dose_mg: int | None) -> int:
+        if not dose_mg or not self.doses_mg:
+            return 1
+        return max(1, math.ceil(dose_mg / self.mg_per_device))
+
+    def hold_minutes(self, dose_mg: int | None = None) -> int:
+        """Prep + dosing (+ rest between nasal devices) + monitoring + turnover, as SessionType.hold_minutes."""
+        extra = (self.devices(dose_mg) - 1) * self.minutes_between_devices if self.doses_mg else 0
+        return self.prep + self.dosing + extra + self.monitoring + self.turnover
+
+    def windows(self, start: datetime, dose_mg: int | None = None) -> "Windows":
+        hold = timedelta(minutes=self.hold_minutes(dose_mg))
+        end = start + hold
+        care_end = end - timedelta(minutes=self.turnover)
+        return Windows(start=start, end=end, care_end=care_end, clinical_start=start + timedelta(minutes=self.prep))
+
+
+class Windows(NamedTuple):
+    """A session's spans: the chair hold [start, end), the patient's stay [start, care_end),
+    and dosing plus monitoring [clinical_start, care_end), when a prescriber must be on site."""
+
+    start: datetime
+    end: datetime
+    care_end: datetime
+    clinical_start: datetime
+
+
+def check_dose(timing: Timing, dose_mg: int | None) -> Problem | None:
+    if timing.doses_mg:
+        allowed = ", ".join(str(d) for d in timing.doses_mg)
+        if dose_mg is None:
+            return Problem("planned_dose_mg", "dose_required", f"Enter the planned dose ({allowed} mg).")
+        if dose_mg not in timing.doses_mg:
+            return Problem("planned_dose_mg", "dose_not_allowed", f"The planned dose must be one of {allowed} mg.")
+    elif dose_mg is not None:
+        return Problem("planned_dose_mg", "dose_not_applicable", "A planned dose in mg applies to esketamine sessions only.")
+    return None
+
+
+def check_slot(start: datetime, timing: Timing, cal: ClinicCalendar, *, now: datetime, dose_mg: int | None = None) -> Problem | None:
+    """The calendar rules for one start: aware, in the future, on the grid, on an open day, inside opening hours."""
+    if start.tzinfo is None:
+        return Problem("starts_at", "timezone_required", "The start time needs a UTC offset.")
+    if start <= now:
+        return Problem("starts_at", "in_past", "The start time is in the past.")
+    if not on_grid(start, cal):
+        return Problem("starts_at", "off_grid", f"Sessions start on the {cal.grid_minutes}-minute grid (e.g. 10:00, 10:{cal.grid_minutes:02d}).")
+    day = cal.local_day(start)
+    if day in cal.closed:
+        return Problem("starts_at", "closed_date", f"The clinic is closed on {day.isoformat()}.")
+    spans = cal.open_spans(day)
+    if not spans:
+        return Problem("starts_at", "closed_day", f"The clinic is not open on {WEEKDAYS[day.weekday()]}s.")
+    w = timing.windows(start, dose_mg)
+    if not any(s <= w.start and w.care_end <= e for s, e in spans):
+        return Problem("starts_at", "outside_opening_hours", "The session must start and end within the clinic's opening hours.")
+    return None
+
+
+# ---- what is already booked and who is on shift -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Booked:
+    """A live appointment as the rules see it."""
+
+    chair_id: int
+    patient_id: int
+    start: datetime
+    end: datetime
+    care_end: datetime
+    monitored: bool = True
+    needs_therapist: bool = False
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class OnShift:
+    role: str  # nurse | prescriber | therapist
+    start: datetime
+    end: datetime
+    user_id: int | None = None
+
+
+def overlaps(a_start: datetime, a_end: datetime, b_start: datetime, b_end: datetime) -> bool:
+    return a_start < b_end and b_start < a_end
+
+
+def covered(start: datetime, end: datetime, shifts: Iterable[OnShift]) -> bool:
+    """True when the union of the shifts covers [start, end) without a gap."""
+    t = start
+    for s in sorted(shifts, key=lambda x: x.start):
+        if s.start > t:
+            break
+        if s.end > t:
+            t = s.end
+        if t >= end:
+            return True
+    return t >= end
+
+
+class StepFunction:
+    """Piecewise-constant value over time: spare capacity = staff x ratio - load, per segment."""
+
+    def __init__(self, changes: dict[datetime, int]) -> None:
+        self.points: list[datetime] = sorted(changes)
+        self.values: list[int] = []
+        running = 0
+        for p in self.points:
+            running += changes[p]
+            self.values.append(running)
+
+    def minimum(self, start: datetime, end: datetime) -> int:
+        """Least value over [start, end) (0 before the first change)."""
+        if not self.points:
+            return 0
+        i = bisect_right(self.points, start) - 1
+        lowest = self.values[i] if i >= 0 else 0
+        j = bisect_left(self.points, end)
+        for k in range(i + 1, j):
+            lowest = min(lowest, self.values[k])
+        return lowest
+
+
+def spare_capacity(*, capacity_per_person: int, people: Iterable[OnShift], load: Iterable[tuple[datetime, datetime]]) -> StepFunction:
+    changes: dict[datetime, int] = {}
+    for p in people:
+        changes[p.start] = changes.get(p.start, 0) + capacity_per_person
+        changes[p.end] = changes.get(p.end, 0) - capacity_per_person
+    for s, e in load:
+        changes[s] = changes.get(s, 0) - 1
+        changes[e] = changes.get(e, 0) + 1
+    return StepFunction(changes)
+
+
+@dataclass
+class Staffing:
+    """The staffing rules for one protocol, precomputed over the booked sessions and shifts they concern."""
+
+    timing: Timing
+    nurse_ratio: int
+    booked: Sequence[Booked]
+    shifts: Sequence[OnShift]
+    _nurse: StepFunction | None = field(default=None, init=False)
+    _therapist: StepFunction | None = field(default=None, init=False)
+    _prescribers: list[OnShift] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        t = self.timing
+        if t.monitored:
+            self._nurse = spare_capacity(
+                capacity_per_person=self.nurse_ratio,
+                people=[s for s in self.shifts if s.role == "nurse"],
+                load=[(b.start, b.care_end) for b in self.booked if b.monitored],
+            )
+        if t.needs_therapist:
+            # a therapist is with one patient for the whole session
+            self._therapist = spare_capacity(
+                capacity_per_person=1,
+                people=[s for s in self.shifts if s.role == "therapist"],
+                load=[(b.start, b.care_end) for b in self.booked if b.needs_therapist],
+            )
+        if t.needs_prescriber:
+            self._prescribers = sorted((s for s in self.shifts if s.role == "prescriber"), key=lambda s: s.start)
+
+    def problem(self, w: Windows) -> Problem | None:
+        if self._nurse is not None and self._nurse.minimum(w.start, w.care_end) < 1:
+            return Problem(
+                "starts_at",
+                "nurse_capacity",
+                f"No nurse has room for another monitored patient then (at most {self.nurse_ratio} per nurse on shift).",
+            )
+        if self.timing.needs_prescriber and not covered(w.clinical_start, w.care_end, self._prescribers):
+            return Problem("starts_at", "no_prescriber", "No prescriber is on shift for the whole dosing and monitoring time.")
+        if self._therapist is not None and self._therapist.minimum(w.start, w.care_end) < 1:
+            return Problem("starts_at", "no_therapist", "No therapist is free on shift for the whole session.")
+        return None
+
+
+# ---- availability ------------------------------------------------------------------------------
+
+
+class Candidate(NamedTuple):
+    start: datetime
+    end: datetime
+    chair_id: int
+
+
+@dataclass(frozen=True)
+class Place:
+    """A chair or a room that sessions can be booked in."""
+
+    id: int
+    kind: str = "chair"  # chair | room
+    sort_order: int = 0
+
+
+def places_for(timing: Timing, places: Iterable[Place]) -> list[Place]:
+    kind = "chair" if timing.needs_chair else "room"
+    return sorted((p for p in places if p.kind == kind), key=lambda p: (p.sort_order, p.id))
+
+
+def grid_starts(day: date, cal: ClinicCalendar, timing: Timing, dose_mg: int | None = None) -> list[datetime]:
+    """Every start on the grid for which the patient's stay fits inside one opening period."""
+    out: list[datetime] = []
+    if day in cal.closed:
+        return out
+    care = timedelta(minutes=timing.hold_minutes(dose_mg) - timing.turnover)
+    step = cal.grid_minutes
+    for open_at, close_at in cal.hours.get(day.weekday(), ()):
+        minute = open_at.hour * 60 + open_at.minute
+        minute += (-minute) % step
+        close_utc = wall_to_utc(day, close_at, cal.tz)
+        while minute < 24 * 60:
+            at = time(minute // 60, minute % 60)
+            if wall_time_exists(day, at, cal.tz):
+                start = wall_to_utc(day, at, cal.tz)
+                if start + care > close_utc:
+                    break
+                out.append(start)
+            minute += step
+    return out
+
+
+class _ChairHolds:
+    """A chair's live holds, sorted; they never overlap each other, so ends are sorted too."""
+
+    def __init__(self, holds: Iterable[tuple[datetime, datetime]]) -> None:
+        pairs = sorted(holds)
+        self.starts = [s for s, _ in pairs]
+        self.ends = [e for _, e in pairs]
+
+    def free(self, start: datetime, end: datetime) -> bool:
+        i = bisect_right(self.ends, start)  # first hold ending after start
+        return i >= len(self.starts) or self.starts[i] >= end
+
+
+def availability(
+    *,
+    timing: Timing,
+    cal: ClinicCalendar,
+    days: Iterable[date],
+    places: Iterable[Place],
+    booked: Sequence[Booked],
+    shifts: Sequence[OnShift],
+    now: datetime,
+    dose_mg: int | None = None,
+    patient_id: int | None = None,
+    chair_id: int | None = None,
+    ignore_id: int | None = None,
+) -> list[Candidate]:
+    """(start, end, chair) candidates on the grid that satisfy every scheduling rule, by start then chair order.
+
+    `booked` are the live appointments around the days asked for; `ignore_id` leaves one out
+    (the appointment being moved).
+    """
+    booked = [b for b in booked if b.id is None or b.id != ignore_id]
+    usable = places_for(timing, places)
+    if chair_id is not None:
+        usable = [p for p in usable if p.id == chair_id]
+    if not usable:
+        return []
+    staffing = Staffing(timing=timing, nurse_ratio=cal.nurse_ratio, booked=booked, shifts=shifts)
+    holds = {p.id: _ChairHolds((b.start, b.end) for b in booked if b.chair_id == p.id) for p in usable}
+    own = _ChairHolds((b.start, b.end) for b in booked if patient_id is not None and b.patient_id == patient_id) if patient_id is not None else None
+    hold = timedelta(minutes=timing.hold_minutes(dose_mg))
+    out: list[Candidate] = []
+    for day in days:
+        for start in grid_starts(day, cal, timing, dose_mg):
+            if start <= now:
+                continue
+            end = start + hold
+            if own is not None and not own.free(start, end):
+                continue
+            if staffing.problem(timing.windows(start, dose_mg)) is not None:
+                continue
+            for p in usable:
+                if holds[p.id].free(start, end):
+                    out.append(Candidate(start, end, p.id))
+    return out
+
+
+def nearest(candidates: Iterable[Candidate], wanted: datetime, *, chair_id: int | None = None, limit: int = 5) -> list[Candidate]:
+    """The free candidates closest in time to the wanted start (the same chair first on a tie)."""
+    ranked = sorted(candidates, key=lambda c: (abs((c.start - wanted).total_seconds()), c.chair_id != chair_id, c.start, c.chair_id))
+    return ranked[:limit]
+
+
+def booking_problem(
+    *,
+    start: datetime,
+    chair_id: int,
+    patient_id: int,
+    timing: Timing,
+    cal: ClinicCalendar,
+    booked: Sequence[Booked],
+    shifts: Sequence[OnShift],
+    dose_mg: int | None = None,
+    ignore_id: int | None = None,
+) -> Problem | None:
+    """Chair, patient and staffing rules for one slot (the calendar rules are check_slot)."""
+    w = timing.windows(start, dose_mg)
+    others = [b for b in booked if b.id is None or b.id != ignore_id]
+    if any(b.chair_id == chair_id and overlaps(b.start, b.end, w.start, w.end) for b in others):
+        return Problem("chair_id", "chair_taken", "That chair is already booked then.")
+    if any(b.patient_id == patient_id and overlaps(b.start, b.end, w.start, w.end) for b in others):
+        return Problem("patient_id", "patient_busy", "The patient already has a session booked then.")
+    return Staffing(timing=timing, nurse_ratio=cal.nurse_ratio, booked=others, shifts=shifts).problem(w)
+
+
+def is_late_cancel(starts_at: datetime, now: datetime, late_cancel_hours: int) -> bool:
+    """A cancellation is "late" when made less than the clinic's notice period before the start."""
+    return starts_at - now < timedelta(hours=late_cancel_hours)
+
+
+# ---- courses -----------------------------------------------------------------------------------
+
+
+def template_offsets(template: dict[str, Any]) -> list[int]:
+    """Ideal day offsets from the first session: spread `per_week` sessions evenly over each week,
+    e.g. twice weekly -> 0, 3, 7, 10, ... (Mon/Thu); three times -> 0, 2, 4, 7, ... (Mon/Wed/Fri)."""
+    sessions = int(template.get("sessions") or 1)
+    per_week = float(template.get("per_week") or 1)
+    gap = max(int(template.get("min_days_apart") or 1), 1)
+    spacing = 7.0 / per_week
+    offsets: list[int] = []
+    for i in range(sessions):
+        o = math.floor(i * spacing + 1e-9)
+        if offsets and o - offsets[-1] < gap:
+            o = offsets[-1] + gap
+        offsets.append(o)
+    return offsets
+
+
+def course_days(template: dict[str, Any], first_day: date, is_open: Callable[[date], bool]) -> list[date]:
+    """Dates for a course from its template, starting on `first_day`; a date the clinic is closed
+    moves to the nearest open day that keeps `min_days_apart` from its neighbours."""
+    gap = max(int(template.get("min_days_apart") or 1), 1)
+    ideal = [first_day + timedelta(days=o) for o in template_offsets(template)]
+    days: list[date] = []
+    for i, want in enumerate(ideal):
+        prev = days[-1] if days else None
+        nxt = ideal[i + 1] if i + 1 < len(ideal) else None
+        chosen = want
+        if not is_open(want):
+            for shift in (1, -1, 2, -2, 3, -3):
+                d = want + timedelta(days=shift)
+                if prev is not None and (d - prev).days < gap:
+                    continue
+                if nxt is not None and (nxt - d).days < gap:
+                    continue
+                if i == 0 and d < first_day:
+                    continue
+                if is_open(d):
+                    chosen = d
+                    break
+        days.append(chosen)
+    return days
+
+
+def course_span_ok(days: Sequence[date], template: dict[str, Any]) -> bool:
+    gap = max(int(template.get("min_days_apart") or 1), 1)
+    return all((b - a).days >= gap for a, b in zip(days, days[1:]))

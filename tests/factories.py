@@ -108,3 +108,21 @@ def csrf_headers(client: AsyncTestClient) -> dict[str, str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def staff_on_shift(factory: Factory, clinic: Clinic, days, *, nurses: int = 1, start: str = "08:00", end: str = "18:00") -> dict[str, Any]:
+    """Nurses, a prescriber and a therapist on shift for each clinic-local day given (scheduling tests)."""
+    from clinic.scheduling.models import Shift
+    from clinic.scheduling.rules import parse_hhmm, wall_to_utc
+
+    people = {f"nurse{i}": await factory.user(clinic, "nurse") for i in range(nurses)}
+    people["prescriber"] = await factory.user(clinic, "prescriber")
+    people["therapist"] = await factory.user(clinic, "prescriber", is_therapist=True)
+    shifts = []
+    for day in days:
+        s, e = wall_to_utc(day, parse_hhmm(start), clinic.timezone), wall_to_utc(day, parse_hhmm(end), clinic.timezone)
+        for key, user in people.items():
+            role = "therapist" if key == "therapist" else ("prescriber" if key == "prescriber" else "nurse")
+            shifts.append(Shift(clinic_id=clinic.id, user_id=user.id, role=role, starts_at=s, ends_at=e))
+    await factory.add(*shifts)
+    return people

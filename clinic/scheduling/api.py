@@ -1,3 +1,453 @@
-"""scheduling JSON routes."""
+"""Scheduling JSON API under /api/v1: chairs, session-types, availability, appointments, courses, shifts, clinic setup."""
 
-routes: list = []
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post
+from litestar.params import Parameter
+from msgspec import UNSET, Struct, UnsetType
+
+from clinic.http import CurrentActor, DbSession, InvalidInput
+from clinic.scheduling import rules, service, setup
+from clinic.scheduling.models import APPOINTMENT_STATUSES, Chair, Clinic, ClosedDate, SessionType, Shift
+from clinic.scheduling.service import AppointmentRow
+from clinic.timeutil import both_zones
+
+TAG = ["scheduling"]
+SETUP_TAG = ["clinic setup"]
+
+
+# ---- shapes -------------------------------------------------------------------------------------
+
+
+def escort_out(a) -> dict[str, Any]:
+    status = "confirmed" if a.escort_confirmed else ("named" if a.escort_name else "to_confirm")
+    return {"name": a.escort_name, "phone": a.escort_phone, "status": status}
+
+
+def appointment_out(row: AppointmentRow, tz: str) -> dict[str, Any]:
+    a = row.appointment
+    return {
+        "id": a.id,
+        "status": a.status,
+        "patient_id": a.patient_id,
+        "patient": {"id": row.patient.id, "name": row.patient.full_name},
+        "session_type": {"id": row.session_type.id, "kind": row.session_type.kind, "name": row.session_type.name},
+        "chair_id": a.chair_id,
+        "chair": {"id": row.chair.id, "name": row.chair.name, "kind": row.chair.kind},
+        "starts_at": both_zones(a.starts_at, tz),
+        "ends_at": both_zones(a.ends_at, tz),
+        "local_date": a.starts_at.astimezone(rules.ZoneInfo(tz)).date().isoformat(),
+        "planned_dose_mg": a.planned_dose_mg,
+        "escort": escort_out(a),
+        "course_id": a.course_id,
+        "notes": a.notes,
+        "cancel_reason": a.cancel_reason,
+        "cancelled_at": both_zones(a.cancelled_at, tz),
+        "late_cancel": a.late_cancel,
+        "created_at": both_zones(a.created_at, tz),
+        "updated_at": both_zones(a.updated_at, tz),
+    }
+
+
+def chair_out(c: Chair) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "kind": c.kind, "active": c.active, "sort_order": c.sort_order}
+
+
+def session_type_out(st: SessionType) -> dict[str, Any]:
+    timing = rules.Timing.of(st)
+    p = st.protocol or {}
+    return {
+        "id": st.id,
+        "kind": st.kind,
+        "name": st.name,
+        "active": st.active,
+        "needs_chair": st.needs_chair,
+        "monitored": st.monitored,
+        "needs_prescriber": st.needs_prescriber,
+        "needs_therapist": st.needs_therapist,
+        "requires_rems": st.requires_rems,
+        "prep_minutes": st.prep_minutes,
+        "dosing_minutes": st.dosing_minutes,
+        "monitoring_minutes": st.monitoring_minutes,
+        "turnover_minutes": st.turnover_minutes,
+        "hold_minutes": {str(d): timing.hold_minutes(d) for d in timing.doses_mg} if timing.doses_mg else timing.hold_minutes(),
+        "doses_mg": list(timing.doses_mg),
+        "course_templates": p.get("course_templates", {}),
+        "instructions": p.get("instructions", []),
+    }
+
+
+def shift_out(s: Shift, name: str, tz: str) -> dict[str, Any]:
+    return {"id": s.id, "user_id": s.user_id, "staff": name, "role": s.role, "starts_at": both_zones(s.starts_at, tz), "ends_at": both_zones(s.ends_at, tz)}
+
+
+def clinic_out(c: Clinic) -> dict[str, Any]:
+    return {
+        "id": c.id, "name": c.name, "display_name": c.display_name, "timezone": c.timezone, "phone": c.phone,
+        "address": c.address, "opening_hours": c.opening_hours, "settings": c.settings,
+    }
+
+
+def queue_of(request: Request):
+    return request.app.state.queue
+
+
+# ---- chairs and session types -------------------------------------------------------------------
+
+
+@get("/chairs", opt={"permission": "schedule.read"}, tags=TAG, summary="List chairs and rooms")
+async def list_chairs(db_session: DbSession, actor: CurrentActor, include_inactive: bool = False) -> list[dict[str, Any]]:
+    return [chair_out(c) for c in await service.chairs(db_session, actor, active_only=not include_inactive)]
+
+
+class ChairIn(Struct):
+    name: str
+    kind: str = "chair"
+    sort_order: int | None = None
+
+
+class ChairPatch(Struct):
+    name: str | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+    sort_order: int | UnsetType = UNSET
+
+
+def given(s: Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(s).items() if v is not UNSET}
+
+
+@post("/chairs", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Add a chair or room (admin)")
+async def create_chair(db_session: DbSession, actor: CurrentActor, data: ChairIn) -> dict[str, Any]:
+    return chair_out(await setup.add_chair(db_session, actor=actor, name=data.name, kind=data.kind, sort_order=data.sort_order))
+
+
+@patch("/chairs/{chair_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Rename, reorder or retire a chair (admin)")
+async def edit_chair(db_session: DbSession, actor: CurrentActor, chair_id: int, data: ChairPatch) -> dict[str, Any]:
+    return chair_out(await setup.update_chair(db_session, actor=actor, chair_id=chair_id, data=given(data)))
+
+
+@get("/session-types", opt={"permission": "schedule.read"}, tags=TAG, summary="List protocols (session types)")
+async def list_session_types(db_session: DbSession, actor: CurrentActor, include_inactive: bool = False) -> list[dict[str, Any]]:
+    return [session_type_out(st) for st in await service.session_types(db_session, actor, active_only=not include_inactive)]
+
+
+@get("/session-types/{session_type_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="One protocol")
+async def get_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int) -> dict[str, Any]:
+    st = await db_session.get(SessionType, session_type_id)
+    if st is None or st.clinic_id != actor.clinic_id:
+        from clinic.http import NotFound
+
+        raise NotFound("No such protocol.")
+    return session_type_out(st)
+
+
+class SessionTypePatch(Struct):
+    name: str | UnsetType = UNSET
+    active: bool | UnsetType = UNSET
+    prep_minutes: int | UnsetType = UNSET
+    dosing_minutes: int | UnsetType = UNSET
+    monitoring_minutes: int | UnsetType = UNSET
+    turnover_minutes: int | UnsetType = UNSET
+    course_templates: dict[str, dict[str, Any]] | UnsetType = UNSET
+
+
+@patch("/session-types/{session_type_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Edit a protocol's durations and course templates (admin)")
+async def edit_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int, data: SessionTypePatch) -> dict[str, Any]:
+    return session_type_out(await setup.update_session_type(db_session, actor=actor, session_type_id=session_type_id, data=given(data)))
+
+
+# ---- availability -----------------------------------------------------------------------------------
+
+
+@get("/availability", opt={"permission": "schedule.read"}, tags=TAG, summary="Free (start, end, chair) candidates for a protocol")
+async def availability(
+    db_session: DbSession,
+    actor: CurrentActor,
+    session_type: Annotated[str, Parameter(description="protocol kind (e.g. esketamine) or id")],
+    day_from: Annotated[date, Parameter(query="from", description="first clinic-local day, YYYY-MM-DD")],
+    day_to: Annotated[date | None, Parameter(query="to", description="last clinic-local day (inclusive); default: from")] = None,
+    patient_id: Annotated[int | None, Parameter(description="leave out times this patient is already booked")] = None,
+    chair_id: int | None = None,
+    dose_mg: Annotated[int | None, Parameter(description="esketamine planned dose (changes the hold)")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=20000)] = 5000,
+) -> dict[str, Any]:
+    found = await service.find_availability(
+        db_session, actor=actor, session_type=session_type, day_from=day_from, day_to=day_to or day_from,
+        patient_id=patient_id, chair_id=chair_id, dose_mg=dose_mg,
+    )
+    tz = found.calendar.tz
+    return {
+        "session_type": found.session_type.kind,
+        "from": day_from.isoformat(),
+        "to": (day_to or day_from).isoformat(),
+        "timezone": tz,
+        "truncated": len(found.candidates) > limit,
+        "candidates": [service.candidate_out(c, tz, found.chairs) for c in found.candidates[:limit]],
+    }
+
+
+# ---- appointments -----------------------------------------------------------------------------------
+
+
+class BookIn(Struct):
+    patient_id: int
+    session_type: str | int
+    chair_id: int
+    starts_at: datetime
+    planned_dose_mg: int | None = None
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    notes: str | None = None
+
+
+class MoveIn(Struct):
+    starts_at: datetime
+    chair_id: int | None = None
+
+
+class CancelIn(Struct):
+    reason: str = ""
+
+
+async def _one(db_session, actor, appointment_id: int) -> dict[str, Any]:
+    row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
+    tz = (await service.clinic_of(db_session, actor)).timezone
+    return appointment_out(row, tz)
+
+
+@get("/appointments", opt={"permission": "schedule.read"}, tags=TAG, summary="List appointments")
+async def list_appointments(
+    db_session: DbSession,
+    actor: CurrentActor,
+    day: Annotated[date | None, Parameter(query="date", description="clinic-local day, YYYY-MM-DD")] = None,
+    day_from: Annotated[datetime | None, Parameter(query="from", description="instant, ISO 8601 with offset")] = None,
+    day_to: Annotated[datetime | None, Parameter(query="to", description="instant, ISO 8601 with offset")] = None,
+    status: Annotated[str | None, Parameter(description="one status or several, comma-separated")] = None,
+    patient_id: int | None = None,
+    chair_id: int | None = None,
+    course_id: int | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=5000)] = 500,
+) -> list[dict[str, Any]]:
+    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
+    for s in statuses or []:
+        if s not in APPOINTMENT_STATUSES:
+            raise InvalidInput(f"Unknown status; use one of {', '.join(APPOINTMENT_STATUSES)}.", field="status", code="unknown_status")
+    for name, v in (("from", day_from), ("to", day_to)):
+        if v is not None and v.tzinfo is None:
+            raise InvalidInput("Give the time with a UTC offset.", field=name, code="timezone_required")
+    tz = (await service.clinic_of(db_session, actor)).timezone
+    rows = await service.list_appointments(
+        db_session, actor=actor, day=day, start=day_from, end=day_to, status=statuses, patient_id=patient_id,
+        chair_id=chair_id, course_id=course_id, limit=limit, tz=tz,
+    )
+    return [appointment_out(r, tz) for r in rows]
+
+
+@post("/appointments", opt={"permission": "schedule.write"}, tags=TAG, summary="Book one session",
+      description="422 names the field and rule for bad input; 409 names the conflict (chair, patient, nurse capacity, "
+                  "prescriber or therapist coverage) and offers `alternatives: [{start, end, chair_id}]`.")
+async def book(request: Request, db_session: DbSession, actor: CurrentActor, data: BookIn) -> dict[str, Any]:
+    appt = await service.book(
+        db_session, actor=actor, queue=queue_of(request), patient_id=data.patient_id, session_type=data.session_type,
+        chair_id=data.chair_id, starts_at=data.starts_at, planned_dose_mg=data.planned_dose_mg, escort_name=data.escort_name,
+        escort_phone=data.escort_phone, notes=data.notes,
+    )
+    return await _one(db_session, actor, appt.id)
+
+
+@get("/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="One appointment")
+async def get_appointment(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> dict[str, Any]:
+    return await _one(db_session, actor, appointment_id)
+
+
+@post("/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, tags=TAG, summary="Move a booked session", status_code=200)
+async def move(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: MoveIn) -> dict[str, Any]:
+    await service.move(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id, starts_at=data.starts_at, chair_id=data.chair_id)
+    return await _one(db_session, actor, appointment_id)
+
+
+@post("/appointments/{appointment_id:int}/cancel", opt={"permission": "schedule.write"}, tags=TAG, summary="Cancel with a reason (late when under 24 h)", status_code=200)
+async def cancel(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: CancelIn) -> dict[str, Any]:
+    await service.cancel(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id, reason=data.reason)
+    return await _one(db_session, actor, appointment_id)
+
+
+@post("/appointments/{appointment_id:int}/no-show", opt={"permission": "schedule.write"}, tags=TAG, summary="Record a no-show", status_code=200)
+async def no_show(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> dict[str, Any]:
+    await service.no_show(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id)
+    return await _one(db_session, actor, appointment_id)
+
+
+# ---- courses ----------------------------------------------------------------------------------------
+
+
+class OccurrenceIn(Struct):
+    starts_at: datetime
+    chair_id: int | None = None
+
+
+class CourseIn(Struct):
+    patient_id: int
+    session_type: str | int
+    template: str
+    starts_at: datetime | None = None
+    chair_id: int | None = None
+    planned_dose_mg: int | None = None
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    all_or_nothing: bool = True
+    occurrences: list[OccurrenceIn] | None = None
+
+
+class CourseCancelIn(Struct):
+    reason: str = ""
+    from_appointment_id: int | None = None
+
+
+class CourseMoveIn(Struct):
+    shift_days: int = 0
+    at_time: str | None = None
+    from_appointment_id: int | None = None
+
+
+async def _course(db_session, request, actor, data: CourseIn, *, dry_run: bool) -> service.CoursePlan:
+    return await service.book_course(
+        db_session, actor=actor, queue=queue_of(request), patient_id=data.patient_id, session_type=data.session_type,
+        template=data.template, starts_at=data.starts_at, chair_id=data.chair_id, planned_dose_mg=data.planned_dose_mg,
+        escort_name=data.escort_name, escort_phone=data.escort_phone, all_or_nothing=data.all_or_nothing,
+        occurrences=[(o.starts_at, o.chair_id) for o in data.occurrences] if data.occurrences else None, dry_run=dry_run,
+    )
+
+
+@post("/courses/preview", opt={"permission": "schedule.read"}, tags=TAG, summary="Plan a course without booking it", status_code=200)
+async def preview_course(request: Request, db_session: DbSession, actor: CurrentActor, data: CourseIn) -> dict[str, Any]:
+    return service.plan_out(await _course(db_session, request, actor, data, dry_run=True))
+
+
+@post("/courses", opt={"permission": "schedule.write"}, tags=TAG, summary="Book a course from a protocol's template",
+      description="All-or-nothing by default: a 409 `course_conflicts` lists every occurrence with its conflict and nearest "
+                  "alternatives, and nothing is booked. Send `occurrences` to book chosen starts instead of the template's.")
+async def book_course(request: Request, db_session: DbSession, actor: CurrentActor, data: CourseIn) -> dict[str, Any]:
+    plan = await _course(db_session, request, actor, data, dry_run=False)
+    return service.plan_out(plan)
+
+
+async def _course_view(db_session, actor, course_id: int) -> dict[str, Any]:
+    course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
+    tz = (await service.clinic_of(db_session, actor)).timezone
+    return {"id": course.id, "patient_id": course.patient_id, "session_type_id": course.session_type_id, "template": course.template,
+            "created_at": both_zones(course.created_at, tz), "appointments": [appointment_out(r, tz) for r in rows]}
+
+
+@get("/courses/{course_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="A course with its sessions")
+async def get_course(db_session: DbSession, actor: CurrentActor, course_id: int) -> dict[str, Any]:
+    return await _course_view(db_session, actor, course_id)
+
+
+@post("/courses/{course_id:int}/cancel", opt={"permission": "schedule.write"}, tags=TAG, summary="Cancel all remaining sessions of a course", status_code=200)
+async def cancel_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseCancelIn) -> dict[str, Any]:
+    await service.cancel_course(db_session, actor=actor, queue=queue_of(request), course_id=course_id, reason=data.reason,
+                                from_appointment_id=data.from_appointment_id)
+    return await _course_view(db_session, actor, course_id)
+
+
+@post("/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, tags=TAG, summary="Move all remaining sessions of a course", status_code=200)
+async def move_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseMoveIn) -> dict[str, Any]:
+    await service.move_course(db_session, actor=actor, queue=queue_of(request), course_id=course_id, shift_days=data.shift_days,
+                              at_time=data.at_time, from_appointment_id=data.from_appointment_id)
+    return await _course_view(db_session, actor, course_id)
+
+
+# ---- shifts and clinic setup --------------------------------------------------------------------------
+
+
+class ShiftIn(Struct):
+    user_id: int
+    role: str
+    starts_at: datetime
+    ends_at: datetime
+
+
+@get("/shifts", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="Staff shifts in a range")
+async def list_shifts(
+    db_session: DbSession,
+    actor: CurrentActor,
+    day_from: Annotated[date, Parameter(query="from", description="first clinic-local day")],
+    day_to: Annotated[date | None, Parameter(query="to", description="last clinic-local day (inclusive)")] = None,
+) -> list[dict[str, Any]]:
+    tz = (await service.clinic_of(db_session, actor)).timezone
+    day_to = day_to or day_from
+    if (day_to - day_from).days > 92 or day_to < day_from:
+        raise InvalidInput("Ask for at most 93 days, 'to' on or after 'from'.", field="to", code="range")
+    lo, _ = rules.local_day_bounds(day_from, tz)
+    _, hi = rules.local_day_bounds(day_to, tz)
+    return [shift_out(s, u.full_name, tz) for s, u in await setup.list_shifts(db_session, actor=actor, start=lo, end=hi)]
+
+
+@post("/shifts", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Add a staff shift (admin)")
+async def create_shift(db_session: DbSession, actor: CurrentActor, data: ShiftIn) -> dict[str, Any]:
+    tz = (await service.clinic_of(db_session, actor)).timezone
+    shift = await setup.add_shift(db_session, actor=actor, user_id=data.user_id, role=data.role, starts_at=data.starts_at, ends_at=data.ends_at)
+    return shift_out(shift, "", tz)
+
+
+@delete("/shifts/{shift_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Remove a staff shift (admin)", status_code=204)
+async def delete_shift(db_session: DbSession, actor: CurrentActor, shift_id: int) -> None:
+    await setup.remove_shift(db_session, actor=actor, shift_id=shift_id)
+
+
+class ClinicPatch(Struct):
+    name: str | UnsetType = UNSET
+    display_name: str | UnsetType = UNSET
+    timezone: str | UnsetType = UNSET
+    phone: str | UnsetType = UNSET
+    address: str | UnsetType = UNSET
+    opening_hours: dict[str, list[list[str]]] | UnsetType = UNSET
+    settings: dict[str, Any] | UnsetType = UNSET
+
+
+@get("/clinic", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="The clinic: zone, opening hours, settings")
+async def get_clinic(db_session: DbSession, actor: CurrentActor) -> dict[str, Any]:
+    return clinic_out(await service.clinic_of(db_session, actor))
+
+
+@patch("/clinic", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Change the clinic's zone, hours or settings (admin)")
+async def edit_clinic(db_session: DbSession, actor: CurrentActor, data: ClinicPatch) -> dict[str, Any]:
+    return clinic_out(await setup.update_clinic(db_session, actor=actor, data=given(data)))
+
+
+class ClosedDateIn(Struct):
+    day: date
+    reason: str = ""
+
+
+def closed_out(c: ClosedDate) -> dict[str, Any]:
+    return {"id": c.id, "day": c.day.isoformat(), "reason": c.reason}
+
+
+@get("/closed-dates", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="Dates the clinic is closed")
+async def list_closed(db_session: DbSession, actor: CurrentActor, since: date | None = None) -> list[dict[str, Any]]:
+    return [closed_out(c) for c in await setup.closed_dates(db_session, actor=actor, since=since)]
+
+
+@post("/closed-dates", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Close the clinic on a date (admin)",
+      description="Sessions already booked that day stay booked; `still_booked` says how many to move or cancel.")
+async def create_closed(db_session: DbSession, actor: CurrentActor, data: ClosedDateIn) -> dict[str, Any]:
+    row, still = await setup.add_closed_date(db_session, actor=actor, day=data.day, reason=data.reason)
+    return {**closed_out(row), "still_booked": still}
+
+
+@delete("/closed-dates/{closed_date_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Reopen a closed date (admin)", status_code=204)
+async def delete_closed(db_session: DbSession, actor: CurrentActor, closed_date_id: int) -> None:
+    await setup.remove_closed_date(db_session, actor=actor, closed_date_id=closed_date_id)
+
+
+routes = [
+    list_chairs, create_chair, edit_chair, list_session_types, get_session_type, edit_session_type, availability,
+    list_appointments, book, get_appointment, move, cancel, no_show, preview_course, book_course, get_course, cancel_course,
+    move_course, list_shifts, create_shift, delete_shift, get_clinic, edit_clinic, list_closed, create_closed, delete_closed,
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor
+from clinic.auth.middleware import IDLE, SESSION_COOKIE
 from clinic.auth.permissions import allows
 from clinic.db import conflict_message, is_unavailable
 
@@ -116,6 +118,13 @@ CurrentActor = Annotated[Actor, Dependency(skip_validation=True)]
 # ---- the guard ----------------------------------------------------------------------------
 
 
+ROLE_DENIED = "Your role does not allow this."
+
+
+class RoleDenied(PermissionDeniedException):
+    """The guard's refusal (as opposed to a domain rule's 403); answers carry code "role"."""
+
+
 def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Every route declares opt={"permission": ...} or opt={"public": True}; anything else is refused."""
     if handler.opt.get("public") or connection.scope["path"].startswith("/schema"):
@@ -125,7 +134,7 @@ def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> N
         raise NotAuthorizedException("Sign in first.")
     permission = handler.opt.get("permission")
     if not permission or not allows(permission, user.roles):
-        raise PermissionDeniedException("Your role does not allow this.")
+        raise RoleDenied(ROLE_DENIED)
 
 
 # ---- error answers --------------------------------------------------------------------------
@@ -164,24 +173,52 @@ def integrity_error_handler(request: Request, exc: IntegrityError) -> Response:
 
 
 def not_authorized_handler(request: Request, exc: NotAuthorizedException) -> Response:
-    if wants_html(request):
-        target = request.url.path
-        if request.url.query:
-            target += "?" + request.url.query
-        from urllib.parse import quote
+    """No one signed in: the login page for people (back to where they were after), 401 for programs."""
+    problem = request.scope.get("auth_problem")
+    if not wants_html(request):
+        detail = "Authentication required: sign in or send a valid bearer token."
+        if problem == IDLE:
+            detail = "Your session ended after a period without activity; sign in again."
+        elif problem:
+            detail = "That session or token is not valid (ended, revoked or unknown)."
+        return _json(401, {"detail": detail, "code": "idle" if problem == IDLE else "unauthenticated"})
+    login = login_url(request, problem, request.scope.get("idle_minutes"))
+    if request.headers.get("hx-request"):
+        # an htmx fragment must not land inside the page: the whole page goes to the login form
+        response: Response = Response(content="", status_code=401, headers={"HX-Redirect": login})
+    else:
+        response = Redirect(path=login)
+    if SESSION_COOKIE in request.cookies:
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
-        login = f"/login?next={quote(target, safe='/')}"
-        if request.headers.get("hx-request"):
-            return Response(content="", status_code=401, headers={"HX-Redirect": login})
-        return Redirect(path=login)
-    return _json(401, {"detail": "Authentication required: sign in or send a valid bearer token."})
+
+def login_url(request: Request, problem: str | None, idle_minutes: int | None) -> str:
+    target: str | None = None
+    if request.headers.get("hx-request"):
+        # the page the person is looking at, not the fragment URL htmx asked for
+        current = urlsplit(request.headers.get("hx-current-url") or "")
+        if current.path.startswith("/") and (not current.netloc or current.netloc == request.url.netloc):
+            target = current.path + ("?" + current.query if current.query else "")
+    elif request.method in ("GET", "HEAD"):
+        target = request.url.path + ("?" + request.url.query if request.url.query else "")
+    params: dict[str, str] = {}
+    if target and target not in ("/", "/login") and not target.startswith("//"):
+        params["next"] = target
+    if problem == IDLE:
+        params["reason"] = "idle"
+        if idle_minutes:
+            params["idle"] = str(idle_minutes)
+    return "/login" + ("?" + urlencode(params, safe="/") if params else "")
 
 
 def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if status == 403:
-        body = {"detail": exc.detail if exc.detail != "Forbidden" else "Your role does not allow this."}
-        if "CSRF" in str(exc.detail):
+        body = {"detail": exc.detail if exc.detail != "Forbidden" else ROLE_DENIED}
+        if isinstance(exc, RoleDenied):
+            body["code"] = "role"
+        elif "CSRF" in str(exc.detail):
             body = {"detail": "The form expired or came from another site; reload the page and try again.", "code": "csrf"}
     elif isinstance(exc, ValidationException):
         body = validation_body(exc)

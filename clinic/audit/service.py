@@ -67,29 +67,43 @@ def record(
 
 @dataclass
 class AuditFilter:
-    action: str | None = None
+    action: str | None = None  # a prefix: "staff." matches staff.create, staff.roles, ...
     user_id: int | None = None
     patient_id: int | None = None
     entity: str | None = None
+    entity_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    # keyset pages: events older than before_id, or newer than after_id
+    before_id: int | None = None
+    after_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def list_events(session: AsyncSession, *, clinic_id: int, flt: AuditFilter) -> list[AuditEvent]:
+    """Newest first, always within one clinic."""
     q = select(AuditEvent).where(AuditEvent.clinic_id == clinic_id)
     if flt.action:
-        q = q.where(col(AuditEvent.action).startswith(flt.action))
+        # a prefix match must not treat % or _ in the filter as wildcards
+        q = q.where(col(AuditEvent.action).startswith(flt.action, autoescape=True))
     if flt.user_id is not None:
         q = q.where(AuditEvent.user_id == flt.user_id)
     if flt.patient_id is not None:
         q = q.where(AuditEvent.patient_id == flt.patient_id)
     if flt.entity:
         q = q.where(AuditEvent.entity == flt.entity)
+    if flt.entity_id is not None:
+        q = q.where(AuditEvent.entity_id == str(flt.entity_id))
     if flt.since:
         q = q.where(AuditEvent.at >= flt.since)
     if flt.until:
         q = q.where(AuditEvent.at < flt.until)
-    q = q.order_by(col(AuditEvent.id).desc()).limit(min(max(flt.limit, 1), 1000))
+    limit = min(max(flt.limit, 1), 1000)
+    if flt.after_id is not None and flt.before_id is None:
+        q = q.where(col(AuditEvent.id) > flt.after_id).order_by(col(AuditEvent.id).asc()).limit(limit)
+        return list(reversed((await session.exec(q)).all()))
+    if flt.before_id is not None:
+        q = q.where(col(AuditEvent.id) < flt.before_id)
+    q = q.order_by(col(AuditEvent.id).desc()).limit(limit)
     return list((await session.exec(q)).all())

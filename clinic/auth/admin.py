@@ -1,3 +1,320 @@
-"""Admin pages: staff, tokens, audit trail."""
+"""Admin pages: staff accounts, API tokens and the audit trail (HTML; the JSON twins live in auth/api.py)."""
 
-routes: list = []
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import FormMultiDict
+from litestar.params import Parameter
+from litestar.response import Redirect, Template
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from clinic.audit.service import Actor, AuditFilter, list_events
+from clinic.auth import service
+from clinic.auth.models import ROLES, StaffUser
+from clinic.auth.rules import MIN_PASSWORD_LENGTH
+from clinic.http import ClinicError, CurrentActor, DbSession, InvalidInput
+from clinic.scheduling.models import Clinic
+
+ROLE_LABELS = {
+    "front_desk": "Front desk",
+    "nurse": "Nurse",
+    "prescriber": "Prescriber",
+    "billing": "Billing",
+    "admin": "Admin",
+}
+ROLE_HINTS = {
+    "front_desk": "books appointments, edits patients",
+    "nurse": "runs supervised sessions",
+    "prescriber": "runs sessions, acknowledges cautions, signs discharges",
+    "billing": "estimates, claims, balances",
+    "admin": "staff, chairs, protocols, fees, audit trail",
+}
+# outcomes shown after a redirect; fixed sentences, so nothing from the request is echoed
+DONE_MESSAGES = {
+    "created": "Account created. Give the person their initial password in person or by phone.",
+    "details": "Details saved.",
+    "roles": "Roles saved. They apply from the person's next click.",
+    "deactivated": "Account deactivated. Its sessions and API tokens stopped working at once.",
+    "reactivated": "Account reactivated. Tokens revoked at deactivation stay revoked; create new ones if needed.",
+    "password": "Password reset. The person was signed out everywhere and must use the new password.",
+    "revoked": "Token revoked. It is refused from its next request on.",
+}
+AUDIT_PAGE_SIZE = 50
+AUDIT_ACTION_PREFIXES = ("auth.", "staff.", "token.", "patient.", "chart.", "appointment.", "session.", "billing.", "notice.")
+
+
+async def clinic_timezone(session: AsyncSession, clinic_id: int) -> str:
+    clinic = await session.get(Clinic, clinic_id)
+    return clinic.timezone if clinic else "UTC"
+
+
+def _roles_from(form: FormMultiDict) -> list[str]:
+    return [r for r in form.getall("roles") if isinstance(r, str)] if "roles" in form else []
+
+
+def _text(form: FormMultiDict, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _common(**context: Any) -> dict[str, Any]:
+    return {"roles_all": ROLES, "role_labels": ROLE_LABELS, "role_hints": ROLE_HINTS, "min_password": MIN_PASSWORD_LENGTH, **context}
+
+
+# ---- staff ------------------------------------------------------------------------------
+
+
+@get("/admin", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_home() -> Redirect:
+    return Redirect(path="/admin/staff")
+
+
+@get("/admin/staff", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_list(db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
+    users = await service.list_users(db_session, clinic_id=actor.clinic_id)
+    seen = await service.last_sign_ins(db_session, user_ids=[u.id for u in users if u.id is not None])
+    tz = await clinic_timezone(db_session, actor.clinic_id)
+    return Template(
+        "admin/staff_list.html",
+        context=_common(users=users, last_seen=seen, tz=tz, ok=DONE_MESSAGES.get(done or ""), section="staff"),
+    )
+
+
+@get("/admin/staff/new", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_new() -> Template:
+    return Template("admin/staff_new.html", context=_common(form={"roles": []}, error=None, section="staff"))
+
+
+@post("/admin/staff", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_create(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await request.form()
+    values = {
+        "full_name": _text(form, "full_name"),
+        "email": _text(form, "email"),
+        "credentials": _text(form, "credentials"),
+        "npi": _text(form, "npi"),
+        "is_therapist": bool(form.get("is_therapist")),
+        "roles": _roles_from(form),
+    }
+    try:
+        user = await service.create_user(
+            db_session, actor=actor, clinic_id=actor.clinic_id, password=_text(form, "password"), **values
+        )
+    except ClinicError as exc:
+        # the form comes back with what was typed (never the password) and the reason
+        return Template(
+            "admin/staff_new.html",
+            context=_common(form=values, error=exc.body(), section="staff"),
+            status_code=exc.status_code,
+        )
+    return Redirect(path=f"/admin/staff/{user.id}?done=created", status_code=303)
+
+
+async def _staff_page(
+    session: AsyncSession, actor: Actor, user_id: int, *, ok: str | None = None, error: dict | None = None, status_code: int = 200
+) -> Template:
+    user = await service.get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
+    seen = await service.last_sign_ins(session, user_ids=[user_id])
+    tokens = [t for t, _ in await service.list_tokens(session, clinic_id=actor.clinic_id) if t.user_id == user_id]
+    tz = await clinic_timezone(session, actor.clinic_id)
+    return Template(
+        "admin/staff_detail.html",
+        context=_common(
+            person=user, last_seen=seen.get(user_id), tokens=tokens, tz=tz, ok=ok, error=error,
+            is_self=user.id == actor.user_id, section="staff",
+        ),
+        status_code=status_code,
+    )
+
+
+@get("/admin/staff/{user_id:int}", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_detail(db_session: DbSession, actor: CurrentActor, user_id: int, done: str | None = None) -> Template:
+    return await _staff_page(db_session, actor, user_id, ok=DONE_MESSAGES.get(done or ""))
+
+
+async def _staff_write(session: AsyncSession, actor: Actor, user_id: int, done: str, write) -> Response:
+    """Run one staff change; on a refusal show the person's page again with the reason."""
+    try:
+        await write()
+    except ClinicError as exc:
+        if exc.status_code == 404:
+            raise
+        await session.rollback()
+        return await _staff_page(session, actor, user_id, error=exc.body(), status_code=exc.status_code)
+    return Redirect(path=f"/admin/staff/{user_id}?done={done}", status_code=303)
+
+
+@post("/admin/staff/{user_id:int}/details", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_update_details(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+    form = await request.form()
+    return await _staff_write(
+        db_session, actor, user_id, "details",
+        lambda: service.update_details(
+            db_session, actor=actor, user_id=user_id, full_name=_text(form, "full_name"),
+            credentials=_text(form, "credentials"), npi=_text(form, "npi"), is_therapist=bool(form.get("is_therapist")),
+        ),
+    )
+
+
+@post("/admin/staff/{user_id:int}/roles", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_update_roles(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+    form = await request.form()
+    return await _staff_write(
+        db_session, actor, user_id, "roles",
+        lambda: service.update_roles(db_session, actor=actor, user_id=user_id, roles=_roles_from(form)),
+    )
+
+
+@post("/admin/staff/{user_id:int}/deactivate", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_deactivate(db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+    return await _staff_write(
+        db_session, actor, user_id, "deactivated",
+        lambda: service.set_active(db_session, actor=actor, user_id=user_id, active=False),
+    )
+
+
+@post("/admin/staff/{user_id:int}/reactivate", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_reactivate(db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+    return await _staff_write(
+        db_session, actor, user_id, "reactivated",
+        lambda: service.set_active(db_session, actor=actor, user_id=user_id, active=True),
+    )
+
+
+@post("/admin/staff/{user_id:int}/password", opt={"permission": "admin"}, include_in_schema=False)
+async def staff_reset_password(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+    form = await request.form()
+
+    async def write() -> None:
+        if _text(form, "password") != _text(form, "confirm_password"):
+            raise InvalidInput("The password and its confirmation differ.", field="confirm_password")
+        await service.reset_password(db_session, actor=actor, user_id=user_id, password=_text(form, "password"))
+
+    return await _staff_write(db_session, actor, user_id, "password", write)
+
+
+# ---- API tokens --------------------------------------------------------------------------
+
+
+async def _tokens_context(session: AsyncSession, actor: Actor, **extra: Any) -> dict[str, Any]:
+    tokens = await service.list_tokens(session, clinic_id=actor.clinic_id)
+    users = [u for u in await service.list_users(session, clinic_id=actor.clinic_id) if u.active]
+    tz = await clinic_timezone(session, actor.clinic_id)
+    return _common(tokens=tokens, users=users, tz=tz, section="tokens", new_token=None, error=None, ok=None, **extra)
+
+
+@get("/admin/tokens", opt={"permission": "admin"}, include_in_schema=False)
+async def tokens_page(db_session: DbSession, actor: CurrentActor, done: str | None = None, user_id: int | None = None) -> Template:
+    return Template(
+        "admin/tokens.html",
+        context=await _tokens_context(db_session, actor, ok=DONE_MESSAGES.get(done or ""), selected_user=user_id),
+    )
+
+
+@post("/admin/tokens", opt={"permission": "admin"}, include_in_schema=False)
+async def tokens_create(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await request.form()
+    raw_user = _text(form, "user_id")
+    try:
+        if not raw_user.isdigit():
+            raise InvalidInput("Choose whose token this is.", field="user_id")
+        token, raw = await service.create_token(db_session, actor=actor, user_id=int(raw_user), name=_text(form, "name"))
+    except ClinicError as exc:
+        await db_session.rollback()
+        context = await _tokens_context(db_session, actor, error=exc.body(), selected_user=int(raw_user) if raw_user.isdigit() else None)
+        return Template("admin/tokens.html", context=context, status_code=exc.status_code)
+    await db_session.flush()
+    # the secret exists only in this response: it is stored hashed and cannot be shown again
+    context = await _tokens_context(db_session, actor, new_token={"raw": raw, "id": token.id, "name": token.name})
+    return Template("admin/tokens.html", context=context, status_code=201)
+
+
+@post("/admin/tokens/{token_id:int}/revoke", opt={"permission": "admin"}, include_in_schema=False)
+async def tokens_revoke(request: Request, db_session: DbSession, actor: CurrentActor, token_id: int) -> Response:
+    token = await service.revoke_token(db_session, actor=actor, token_id=token_id)
+    if request.headers.get("hx-request"):
+        token, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token.id)
+        tz = await clinic_timezone(db_session, actor.clinic_id)
+        return Template("admin/partials/token_row.html", context={"token": token, "owner": owner, "tz": tz})
+    return Redirect(path="/admin/tokens?done=revoked", status_code=303)
+
+
+# ---- audit trail -------------------------------------------------------------------------
+
+
+def summarize(changes: dict[str, Any] | None, limit: int) -> str:
+    text = json.dumps(changes or {}, ensure_ascii=False, default=str, separators=(", ", ": "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _day_start(day: date | None, tz: str) -> datetime | None:
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(tz)) if day else None
+
+
+@get("/admin/audit", opt={"permission": "audit.read"}, include_in_schema=False)
+async def audit_page(
+    request: Request,
+    db_session: DbSession,
+    actor: CurrentActor,
+    action: str | None = None,
+    user_id: int | None = Parameter(default=None, ge=1),
+    patient_id: int | None = Parameter(default=None, ge=1),
+    date_from: date | None = Parameter(query="from", default=None),
+    date_to: date | None = Parameter(query="to", default=None),
+    before: int | None = Parameter(default=None, ge=1),
+    after: int | None = Parameter(default=None, ge=0),
+) -> Template:
+    tz = await clinic_timezone(db_session, actor.clinic_id)
+    action = (action or "").strip()[:80] or None
+    until = _day_start(date_to + timedelta(days=1), tz) if date_to else None  # "to" is inclusive of that whole day
+    events = await list_events(
+        db_session,
+        clinic_id=actor.clinic_id,
+        flt=AuditFilter(
+            action=action, user_id=user_id, patient_id=patient_id, since=_day_start(date_from, tz), until=until,
+            before_id=before, after_id=after, limit=AUDIT_PAGE_SIZE + 1,
+        ),
+    )
+    # one extra row tells whether another page exists in the direction we walked
+    more = len(events) > AUDIT_PAGE_SIZE
+    if more:
+        events = events[1:] if after is not None and before is None else events[:AUDIT_PAGE_SIZE]
+    paging_back = after is not None and before is None
+    has_older = more if not paging_back else True
+    has_newer = (before is not None) or (paging_back and more)
+    staff = await service.list_users(db_session, clinic_id=actor.clinic_id)
+    filters = {"action": action or "", "user_id": user_id, "patient_id": patient_id, "from": date_from, "to": date_to}
+    base = {k: ("" if v is None else str(v)) for k, v in filters.items() if v not in (None, "")}
+    return Template(
+        "admin/audit.html",
+        context=_common(
+            events=events, staff={u.id: u for u in staff}, staff_list=staff, tz=tz, filters=filters, query=base,
+            older=events[-1].id if events and has_older else None,
+            newer=events[0].id if events and has_newer else None,
+            prefixes=AUDIT_ACTION_PREFIXES, section="audit", page_size=AUDIT_PAGE_SIZE,
+            filtered=bool(base), summarize=summarize,
+        ),
+    )
+
+
+routes = [
+    admin_home,
+    staff_list,
+    staff_new,
+    staff_create,
+    staff_detail,
+    staff_update_details,
+    staff_update_roles,
+    staff_deactivate,
+    staff_reactivate,
+    staff_reset_password,
+    tokens_page,
+    tokens_create,
+    tokens_revoke,
+    audit_page,
+]

@@ -14,8 +14,13 @@ from clinic.auth.rules import is_idle_expired, token_hash
 from clinic.timeutil import utcnow
 
 SESSION_COOKIE = "clinic_session"
+CSRF_COOKIE = "csrftoken"
 # touching last_seen on every request would cost a write per request; a minute is precise enough
 TOUCH_EVERY = timedelta(seconds=60)
+# requests a page makes on its own (polls, live streams) are not a person at the keyboard
+BACKGROUND_HEADER = b"x-clinic-background"
+# why a presented credential did not sign anyone in: scope["auth_problem"]
+IDLE, ENDED = "idle", "ended"
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,9 @@ class CurrentUser:
 
 _SESSION_SQL = text(
     """
-    SELECT s.id AS cid, s.last_seen_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles
-    FROM web_sessions s JOIN staff_users u ON u.id = s.user_id
+    SELECT s.id AS cid, s.last_seen_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles,
+           c.settings ->> 'idle_timeout_minutes' AS clinic_idle
+    FROM web_sessions s JOIN staff_users u ON u.id = s.user_id JOIN clinics c ON c.id = u.clinic_id
     WHERE s.token_hash = :h AND s.ended_at IS NULL AND u.active
     """
 )
@@ -64,6 +70,7 @@ class AuthenticationMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["auth_problem"] = None
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith("/static/"):
             scope["user"] = None
             await self.app(scope, receive, send)
@@ -82,7 +89,10 @@ class AuthenticationMiddleware:
             raw = _cookie(scope, SESSION_COOKIE)
             via = "session"
             sql = _SESSION_SQL
-        if not raw or len(raw) > 200:
+        if not raw:
+            return None
+        if len(raw) > 200:
+            scope["auth_problem"] = ENDED
             return None
         db = litestar_app.state.db
         settings = litestar_app.state.settings
@@ -90,14 +100,19 @@ class AuthenticationMiddleware:
         async with db.sessionmaker() as session:
             row = (await session.execute(sql, {"h": token_hash(raw)})).first()
             if row is None:
+                scope["auth_problem"] = ENDED
                 return None
-            if via == "session" and is_idle_expired(row.seen, now, settings.idle_timeout_minutes):
-                await session.execute(
-                    text("UPDATE web_sessions SET ended_at = :now WHERE id = :id"), {"now": now, "id": row.cid}
-                )
-                await session.commit()
-                return None
-            if row.seen is None or now - row.seen > TOUCH_EVERY:
+            if via == "session":
+                idle = idle_minutes(row.clinic_idle, settings.idle_timeout_minutes)
+                if is_idle_expired(row.seen, now, idle):
+                    await session.execute(
+                        text("UPDATE web_sessions SET ended_at = :now WHERE id = :id"), {"now": now, "id": row.cid}
+                    )
+                    await session.commit()
+                    scope["auth_problem"] = IDLE
+                    scope["idle_minutes"] = idle
+                    return None
+            if (row.seen is None or now - row.seen > TOUCH_EVERY) and not _is_background(scope):
                 table, column = ("web_sessions", "last_seen_at") if via == "session" else ("api_tokens", "last_used_at")
                 await session.execute(
                     text(f"UPDATE {table} SET {column} = :now WHERE id = :id"), {"now": now, "id": row.cid}
@@ -112,6 +127,24 @@ class AuthenticationMiddleware:
             via=via,
             credential_id=row.cid,
         )
+
+
+def idle_minutes(clinic_value: str | None, default: int) -> int:
+    """The clinic's own idle limit when it set a sane one, else the server's setting."""
+    try:
+        value = int(clinic_value) if clinic_value is not None else default
+    except ValueError:
+        return default
+    return value if 1 <= value <= 720 else default
+
+
+def _is_background(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == BACKGROUND_HEADER:
+            return True
+        if name == b"accept" and b"text/event-stream" in value:
+            return True
+    return False
 
 
 def _cookie(scope: Scope, name: str) -> str | None:
@@ -131,13 +164,36 @@ class BearerAwareCSRFMiddleware(CSRFMiddleware):
         if scope["type"] == "http" and bearer_token(scope) is not None and _cookie(scope, SESSION_COOKIE) is None:
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http":
+            cookie = _cookie(scope, CSRF_COOKIE)
+            if cookie is not None and self._decode_csrf_token(cookie) is None:
+                # a forged or damaged cookie would otherwise be echoed into every form, which could then never be sent
+                scope["headers"] = _without_cookie(scope["headers"], CSRF_COOKIE)
         await super().__call__(scope, receive, send)
+
+    def _decode_csrf_token(self, token: str) -> str | None:
+        try:
+            return super()._decode_csrf_token(token)
+        except (TypeError, ValueError):  # non-ASCII input makes compare_digest raise
+            return None
+
+
+def _without_cookie(headers: list[tuple[bytes, bytes]], name: str) -> list[tuple[bytes, bytes]]:
+    out = []
+    for header, value in headers:
+        if header == b"cookie":
+            parts = [p for p in value.decode("latin-1").split(";") if p.strip().partition("=")[0] != name]
+            if not parts:
+                continue
+            value = ";".join(parts).strip().encode("latin-1")
+        out.append((header, value))
+    return out
 
 
 def csrf_config(secret: str, secure: bool) -> CSRFConfig:
     return CSRFConfig(
         secret=secret,
-        cookie_name="csrftoken",
+        cookie_name=CSRF_COOKIE,
         header_name="x-csrftoken",
         cookie_secure=secure,
         cookie_samesite="lax",

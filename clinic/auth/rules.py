@@ -26,6 +26,31 @@ def password_problem(password: str) -> str | None:
     return None
 
 
+def npi_problem(npi: str) -> str | None:
+    """An NPI is 10 digits whose last is a Luhn check digit over the prefix 80840 (CMS rule)."""
+    if not npi:
+        return None
+    if len(npi) != 10 or not npi.isdigit():
+        return "An NPI is exactly 10 digits."
+    digits = [int(d) for d in "80840" + npi]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            d = d - 9 if d > 9 else d
+        total += d
+    if total % 10:
+        return "That NPI's check digit is wrong; check for a typo."
+    return None
+
+
+def email_problem(email: str) -> str | None:
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or domain.startswith(".") or domain.endswith(".") or len(email) > 254 or any(c.isspace() for c in email):
+        return "Enter a valid email address."
+    return None
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -10,9 +12,11 @@ from clinic.audit.service import Actor, record
 from clinic.auth.models import ROLES, ApiToken, LoginAttempt, StaffUser, WebSession
 from clinic.auth.rules import (
     THROTTLE_WINDOW,
+    email_problem,
     hash_password,
     is_throttled,
     new_token,
+    npi_problem,
     password_problem,
     token_hash,
     verify_password,
@@ -29,43 +33,65 @@ class BadCredentials(ClinicError):
     status_code = 401
 
 
-async def login(session: AsyncSession, *, email: str, password: str, ip: str) -> tuple[StaffUser, str]:
-    """Check credentials (throttled per account and per address); returns the user and a fresh session token."""
-    email = (email or "").strip().lower()
+async def login(
+    session: AsyncSession, *, email: str, password: str, ip: str, previous_token: str | None = None
+) -> tuple[StaffUser, str]:
+    """Check credentials (throttled per account and per address); returns the user and a fresh session token.
+
+    A session token the browser still carries is ended, so every sign-in starts a new session id.
+    """
+    email = (email or "").strip().lower()[:254]
+    user = (await session.exec(select(StaffUser).where(StaffUser.email == email))).first()
+    clinic_id = user.clinic_id if user else None
     since = utcnow() - THROTTLE_WINDOW
     failed = select(func.count()).select_from(LoginAttempt).where(LoginAttempt.at >= since, col(LoginAttempt.success).is_(False))
     by_email = (await session.exec(failed.where(LoginAttempt.email == email))).one()
     by_ip = (await session.exec(failed.where(LoginAttempt.ip == ip))).one()
     if is_throttled(by_email, by_ip):
-        record(session, actor=Actor(None, 0, ip=ip), action="auth.login_throttled", entity="staff_user", changes={"email": email}, clinic_id=None)
+        record(
+            session,
+            actor=Actor(None, clinic_id or 0, ip=ip),
+            action="auth.login_throttled",
+            entity="staff_user",
+            entity_id=user.id if user else None,
+            changes={"email": email, "by": "account" if by_email >= by_ip else "address"},
+            clinic_id=clinic_id,
+        )
         raise TooManyAttempts("Too many failed sign-ins. Wait 15 minutes and try again.", code="throttled")
-    user = (await session.exec(select(StaffUser).where(StaffUser.email == email))).first()
     ok = verify_password(password or "", user.password_hash if user else None) and user is not None and user.active
     session.add(LoginAttempt(email=email, ip=ip, success=ok))
     if not ok:
         record(
             session,
-            actor=Actor(None, user.clinic_id if user else 0, ip=ip),
+            actor=Actor(None, clinic_id or 0, ip=ip),
             action="auth.login_failed",
             entity="staff_user",
             entity_id=user.id if user else None,
             changes={"email": email},
-            clinic_id=user.clinic_id if user else None,
+            clinic_id=clinic_id,
         )
-        # same answer for a wrong password and an unknown email
+        # same answer for a wrong password, an unknown email and a deactivated account
         raise BadCredentials("Email or password is not right.", code="bad_credentials")
+    if previous_token:
+        await end_session(session, raw_token=previous_token)
     raw, hashed = new_token()
     session.add(WebSession(token_hash=hashed, user_id=user.id, ip=ip))
     record(session, actor=Actor(user.id, user.clinic_id, tuple(user.roles), ip), action="auth.login", entity="staff_user", entity_id=user.id)
     return user, raw
 
 
+async def end_session(session: AsyncSession, *, raw_token: str) -> None:
+    await session.exec(
+        update(WebSession)  # type: ignore[call-overload]
+        .where(WebSession.token_hash == token_hash(raw_token), col(WebSession.ended_at).is_(None))
+        .values(ended_at=utcnow())
+    )
+
+
 async def logout(session: AsyncSession, *, raw_token: str | None, actor: Actor | None) -> None:
     if not raw_token:
         return
-    await session.exec(
-        update(WebSession).where(WebSession.token_hash == token_hash(raw_token)).values(ended_at=utcnow())  # type: ignore[call-overload]
-    )
+    await end_session(session, raw_token=raw_token)
     if actor:
         record(session, actor=actor, action="auth.logout", entity="staff_user", entity_id=actor.user_id)
 
@@ -78,6 +104,22 @@ def _check_roles(roles: list[str]) -> list[str]:
     if unknown:
         raise InvalidInput(f"Unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}.", field="roles")
     return cleaned
+
+
+def _check_details(full_name: str, credentials: str, npi: str | None) -> tuple[str, str, str | None]:
+    full_name = " ".join((full_name or "").split())
+    if not full_name:
+        raise InvalidInput("Enter the person's full name.", field="full_name")
+    if len(full_name) > 200:
+        raise InvalidInput("The name is too long (200 characters at most).", field="full_name")
+    credentials = (credentials or "").strip()
+    if len(credentials) > 40:
+        raise InvalidInput("Credentials are too long (40 characters at most), e.g. RN, MD, PhD.", field="credentials")
+    npi = (npi or "").replace(" ", "").strip() or None
+    problem = npi_problem(npi or "")
+    if problem:
+        raise InvalidInput(problem, field="npi")
+    return full_name, credentials, npi
 
 
 async def create_user(
@@ -94,10 +136,10 @@ async def create_user(
     is_therapist: bool = False,
 ) -> StaffUser:
     email = (email or "").strip().lower()
-    if "@" not in email or len(email) > 254 or email.startswith("@") or email.endswith("@"):
-        raise InvalidInput("Enter a valid email address.", field="email")
-    if not (full_name or "").strip():
-        raise InvalidInput("Enter the person's full name.", field="full_name")
+    problem = email_problem(email)
+    if problem:
+        raise InvalidInput(problem, field="email")
+    full_name, credentials, npi = _check_details(full_name, credentials, npi)
     problem = password_problem(password or "")
     if problem:
         raise InvalidInput(problem, field="password")
@@ -107,16 +149,24 @@ async def create_user(
     user = StaffUser(
         clinic_id=clinic_id,
         email=email,
-        full_name=full_name.strip(),
+        full_name=full_name,
         roles=roles,
         password_hash=hash_password(password),
-        credentials=credentials.strip(),
-        npi=npi or None,
+        credentials=credentials,
+        npi=npi,
         is_therapist=is_therapist,
     )
     session.add(user)
     await session.flush()
-    record(session, actor=actor, action="staff.create", entity="staff_user", entity_id=user.id, changes={"email": email, "roles": roles})
+    record(
+        session,
+        actor=actor,
+        action="staff.create",
+        entity="staff_user",
+        entity_id=user.id,
+        changes={"email": email, "full_name": full_name, "roles": roles, "credentials": credentials, "npi": npi, "is_therapist": is_therapist},
+        clinic_id=clinic_id,
+    )
     return user
 
 
@@ -132,10 +182,46 @@ async def list_users(session: AsyncSession, *, clinic_id: int) -> list[StaffUser
     return list((await session.exec(q)).all())
 
 
+async def last_sign_ins(session: AsyncSession, *, user_ids: list[int]) -> dict[int, datetime]:
+    """When each user last signed in (start of their newest browser session)."""
+    if not user_ids:
+        return {}
+    q = (
+        select(WebSession.user_id, func.max(WebSession.created_at))
+        .where(col(WebSession.user_id).in_(user_ids))
+        .group_by(WebSession.user_id)
+    )
+    return {uid: at for uid, at in (await session.exec(q)).all()}
+
+
+async def update_details(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    user_id: int,
+    full_name: str,
+    credentials: str = "",
+    npi: str | None = None,
+    is_therapist: bool = False,
+) -> StaffUser:
+    user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
+    full_name, credentials, npi = _check_details(full_name, credentials, npi)
+    after = {"full_name": full_name, "credentials": credentials, "npi": npi, "is_therapist": is_therapist}
+    changes = {k: [getattr(user, k), v] for k, v in after.items() if getattr(user, k) != v}
+    if changes:
+        for k, v in after.items():
+            setattr(user, k, v)
+        session.add(user)
+        record(session, actor=actor, action="staff.update", entity="staff_user", entity_id=user.id, changes=changes)
+    return user
+
+
 async def set_active(session: AsyncSession, *, actor: Actor, user_id: int, active: bool) -> StaffUser:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
     if user.id == actor.user_id and not active:
         raise InvalidInput("You cannot deactivate your own account.", field="user_id")
+    if user.active == active:
+        return user
     user.active = active
     session.add(user)
     if not active:
@@ -149,31 +235,65 @@ async def set_active(session: AsyncSession, *, actor: Actor, user_id: int, activ
 
 async def update_roles(session: AsyncSession, *, actor: Actor, user_id: int, roles: list[str]) -> StaffUser:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
-    before = list(user.roles)
-    user.roles = _check_roles(roles)
-    session.add(user)
-    record(session, actor=actor, action="staff.roles", entity="staff_user", entity_id=user.id, changes={"roles": [before, user.roles]})
+    cleaned = _check_roles(roles)
+    if user.id == actor.user_id and "admin" in user.roles and "admin" not in cleaned:
+        # another admin must do it, so a clinic never locks itself out of staff management
+        raise InvalidInput("You cannot remove your own admin role.", field="roles")
+    before = sorted(user.roles)
+    if before != cleaned:
+        user.roles = cleaned
+        session.add(user)
+        record(session, actor=actor, action="staff.roles", entity="staff_user", entity_id=user.id, changes={"roles": [before, cleaned]})
     return user
 
 
 async def reset_password(session: AsyncSession, *, actor: Actor, user_id: int, password: str) -> StaffUser:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
+    if user.id == actor.user_id:
+        raise InvalidInput("Change your own password on the Your account page.", field="user_id")
     problem = password_problem(password or "")
     if problem:
         raise InvalidInput(problem, field="password")
     user.password_hash = hash_password(password)
     session.add(user)
+    # whoever knew the old password is signed out everywhere
     await session.exec(update(WebSession).where(WebSession.user_id == user.id, col(WebSession.ended_at).is_(None)).values(ended_at=utcnow()))  # type: ignore[call-overload]
     record(session, actor=actor, action="staff.reset_password", entity="staff_user", entity_id=user.id)
     return user
+
+
+async def change_own_password(
+    session: AsyncSession, *, actor: Actor, current_password: str, new_password: str, keep_session_id: int | None
+) -> None:
+    user = await get_user(session, clinic_id=actor.clinic_id, user_id=actor.user_id or 0)
+    if not verify_password(current_password or "", user.password_hash):
+        record(session, actor=actor, action="auth.password_change_failed", entity="staff_user", entity_id=user.id)
+        raise InvalidInput("Your current password is not right.", field="current_password")
+    problem = password_problem(new_password or "")
+    if problem:
+        raise InvalidInput(problem, field="new_password")
+    if new_password == current_password:
+        raise InvalidInput("Choose a password different from the current one.", field="new_password")
+    user.password_hash = hash_password(new_password)
+    session.add(user)
+    # other browsers signed in as this user are signed out; this one stays
+    await session.exec(
+        update(WebSession)  # type: ignore[call-overload]
+        .where(WebSession.user_id == user.id, col(WebSession.ended_at).is_(None), WebSession.id != (keep_session_id or 0))
+        .values(ended_at=utcnow())
+    )
+    record(session, actor=actor, action="auth.password_change", entity="staff_user", entity_id=user.id)
 
 
 async def create_token(session: AsyncSession, *, actor: Actor, user_id: int, name: str = "") -> tuple[ApiToken, str]:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
     if not user.active:
         raise InvalidInput("That account is deactivated.", field="user_id")
+    name = " ".join((name or "").split())
+    if len(name) > 100:
+        raise InvalidInput("The token name is too long (100 characters at most).", field="name")
     raw, hashed = new_token("ct_")
-    token = ApiToken(token_hash=hashed, user_id=user.id, name=(name or "")[:100])
+    token = ApiToken(token_hash=hashed, user_id=user.id, name=name)
     session.add(token)
     await session.flush()
     record(session, actor=actor, action="token.create", entity="api_token", entity_id=token.id, changes={"user_id": user.id, "name": token.name})
@@ -185,18 +305,23 @@ async def list_tokens(session: AsyncSession, *, clinic_id: int) -> list[tuple[Ap
         select(ApiToken, StaffUser)
         .join(StaffUser, StaffUser.id == ApiToken.user_id)
         .where(StaffUser.clinic_id == clinic_id)
-        .order_by(col(ApiToken.id).desc())
+        .order_by(col(ApiToken.revoked_at).is_not(None), col(ApiToken.id).desc())
     )
     return list((await session.exec(q)).all())
 
 
-async def revoke_token(session: AsyncSession, *, actor: Actor, token_id: int) -> ApiToken:
+async def get_token(session: AsyncSession, *, clinic_id: int, token_id: int) -> tuple[ApiToken, StaffUser]:
     token = await session.get(ApiToken, token_id)
     owner = await session.get(StaffUser, token.user_id) if token else None
-    if token is None or owner is None or owner.clinic_id != actor.clinic_id:
+    if token is None or owner is None or owner.clinic_id != clinic_id:
         raise NotFound("No such token.")
+    return token, owner
+
+
+async def revoke_token(session: AsyncSession, *, actor: Actor, token_id: int) -> ApiToken:
+    token, _ = await get_token(session, clinic_id=actor.clinic_id, token_id=token_id)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         session.add(token)
-        record(session, actor=actor, action="token.revoke", entity="api_token", entity_id=token.id)
+        record(session, actor=actor, action="token.revoke", entity="api_token", entity_id=token.id, changes={"user_id": token.user_id})
     return token

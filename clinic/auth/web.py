@@ -1,4 +1,4 @@
-"""Sign-in, sign-out and the home page that sends each role where it works."""
+"""Sign-in, sign-out, your own account, and the home page that sends each role where it works."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from urllib.parse import urlparse
 
 from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, Parameter
 from litestar.response import Redirect, Template
 from msgspec import Struct
 
 from clinic.auth import service
-from clinic.auth.middleware import SESSION_COOKIE
-from clinic.http import CurrentActor, DbSession, ClinicError
+from clinic.auth.middleware import SESSION_COOKIE, idle_minutes
+from clinic.http import ClinicError, CurrentActor, DbSession, InvalidInput
 
 HOME_BY_ROLE = (
     ("nurse", "/board"),
@@ -41,8 +41,20 @@ def safe_next(target: str | None) -> str | None:
 
 
 @get("/login", opt={"public": True}, include_in_schema=False)
-async def login_page(request: Request, next: str | None = None) -> Template:
-    return Template("auth/login.html", context={"next": safe_next(next) or "", "error": None})
+async def login_page(
+    request: Request,
+    next_: Annotated[str | None, Parameter(query="next")] = None,
+    reason: str | None = None,
+    idle: str | None = None,
+) -> Response:
+    user = request.scope.get("user")
+    if user is not None and request.scope.get("auth") == "session":
+        return Redirect(path=safe_next(next_) or home_for(user.roles))
+    notice = None
+    if reason == "idle":
+        minutes = idle_minutes(idle, request.app.state.settings.idle_timeout_minutes)
+        notice = f"Your session ended after {minutes} minutes idle. Sign in to carry on where you left off."
+    return Template("auth/login.html", context={"next": safe_next(next_) or "", "error": None, "notice": notice})
 
 
 @post("/login", opt={"public": True}, include_in_schema=False)
@@ -53,18 +65,20 @@ async def login_submit(
 ) -> Response:
     ip = request.client.host if request.client else "unknown"
     try:
-        user, raw = await service.login(db_session, email=data.email, password=data.password, ip=ip)
+        user, raw = await service.login(
+            db_session, email=data.email, password=data.password, ip=ip, previous_token=request.cookies.get(SESSION_COOKIE)
+        )
     except ClinicError as exc:
         # the failed attempt is still recorded: commit it, then answer
         await db_session.commit()
         return Template(
             "auth/login.html",
-            context={"next": safe_next(data.next) or "", "error": exc.detail, "email": data.email[:254]},
+            context={"next": safe_next(data.next) or "", "error": exc.detail, "email": data.email[:254], "notice": None},
             status_code=exc.status_code,
         )
     settings = request.app.state.settings
     target = safe_next(data.next) or home_for(user.roles)
-    response = Redirect(path=target)
+    response = Redirect(path=target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         raw,
@@ -79,7 +93,7 @@ async def login_submit(
 @post("/logout", opt={"permission": "staff"}, include_in_schema=False)
 async def logout(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
     await service.logout(db_session, raw_token=request.cookies.get(SESSION_COOKIE), actor=actor)
-    response = Redirect(path="/login")
+    response = Redirect(path="/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -97,8 +111,49 @@ async def home(request: Request) -> Redirect:
 
 
 @get("/account", opt={"permission": "staff"}, include_in_schema=False)
-async def account(request: Request) -> Template:
-    return Template("auth/account.html", context={})
+async def account(request: Request, done: str | None = None) -> Template:
+    return _account_page(request, ok="Your password was changed. Other devices were signed out." if done == "password" else None)
 
 
-routes = [login_page, login_submit, logout, home, account]
+def _account_page(request: Request, *, ok: str | None = None, error: dict | None = None, status_code: int = 200) -> Template:
+    from clinic.auth.rules import MIN_PASSWORD_LENGTH
+
+    return Template(
+        "auth/account.html",
+        context={"ok": ok, "error": error, "min_password": MIN_PASSWORD_LENGTH},
+        status_code=status_code,
+    )
+
+
+class PasswordChangeForm(Struct):
+    current_password: str = ""
+    new_password: str = ""
+    confirm_password: str = ""
+
+
+@post("/account/password", opt={"permission": "staff"}, include_in_schema=False)
+async def change_password(
+    request: Request,
+    db_session: DbSession,
+    actor: CurrentActor,
+    data: Annotated[PasswordChangeForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response:
+    user = request.scope["user"]
+    try:
+        if data.new_password != data.confirm_password:
+            raise InvalidInput("The new password and its confirmation differ.", field="confirm_password")
+        await service.change_own_password(
+            db_session,
+            actor=actor,
+            current_password=data.current_password,
+            new_password=data.new_password,
+            keep_session_id=user.credential_id if user.via == "session" else None,
+        )
+    except ClinicError as exc:
+        # the failed attempt's audit row is kept
+        await db_session.commit()
+        return _account_page(request, error=exc.body(), status_code=exc.status_code)
+    return Redirect(path="/account?done=password", status_code=303)
+
+
+routes = [login_page, login_submit, logout, home, account, change_password]

@@ -32,7 +32,10 @@ class LoginForm(Struct):
 
 def safe_next(target: str | None) -> str | None:
     """Only same-site paths: never an open redirect."""
-    if not target:
+    if not target or len(target) > 2000:
+        return None
+    # browsers read a backslash as a slash, so "/\\evil.example" would leave the site
+    if "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
         return None
     u = urlparse(target)
     if u.scheme or u.netloc or not target.startswith("/") or target.startswith("//"):

@@ -205,7 +205,8 @@ async def _tokens_context(session: AsyncSession, actor: Actor, **extra: Any) -> 
     tokens = await service.list_tokens(session, clinic_id=actor.clinic_id)
     users = [u for u in await service.list_users(session, clinic_id=actor.clinic_id) if u.active]
     tz = await clinic_timezone(session, actor.clinic_id)
-    return _common(tokens=tokens, users=users, tz=tz, section="tokens", new_token=None, error=None, ok=None, **extra)
+    defaults = {"new_token": None, "error": None, "ok": None, "selected_user": None}
+    return _common(tokens=tokens, users=users, tz=tz, section="tokens", **{**defaults, **extra})
 
 
 @get("/admin/tokens", opt={"permission": "admin"}, include_in_schema=False)

@@ -44,11 +44,12 @@ def patient_out(p: Patient, tz: str) -> dict[str, Any]:
     }
 
 
+# required fields are checked by the service, so a missing one is a 422 that names it
 class PatientIn(Struct):
-    first_name: str
-    last_name: str
-    date_of_birth: date
-    sex: str
+    first_name: str = ""
+    last_name: str = ""
+    date_of_birth: date | None = None
+    sex: str = ""
     email: str | None = None
     phone: str | None = None
     notice_channel: str = "email"

@@ -105,7 +105,7 @@ async def list_chairs(db_session: DbSession, actor: CurrentActor, include_inacti
 
 
 class ChairIn(Struct):
-    name: str
+    name: str = ""
     kind: str = "chair"
     sort_order: int | None = None
 
@@ -193,11 +193,12 @@ async def availability(
 # ---- appointments -----------------------------------------------------------------------------------
 
 
+# required fields are checked by the service, so a missing one is a 422 that names it
 class BookIn(Struct):
-    patient_id: int
-    session_type: str | int
-    chair_id: int
-    starts_at: datetime
+    patient_id: int | None = None
+    session_type: str | int | None = None
+    chair_id: int | None = None
+    starts_at: datetime | None = None
     planned_dose_mg: int | None = None
     escort_name: str | None = None
     escort_phone: str | None = None
@@ -205,7 +206,7 @@ class BookIn(Struct):
 
 
 class MoveIn(Struct):
-    starts_at: datetime
+    starts_at: datetime | None = None
     chair_id: int | None = None
 
 
@@ -291,9 +292,9 @@ class OccurrenceIn(Struct):
 
 
 class CourseIn(Struct):
-    patient_id: int
-    session_type: str | int
-    template: str
+    patient_id: int | None = None
+    session_type: str | int | None = None
+    template: str = ""
     starts_at: datetime | None = None
     chair_id: int | None = None
     planned_dose_mg: int | None = None
@@ -366,10 +367,10 @@ async def move_course(request: Request, db_session: DbSession, actor: CurrentAct
 
 
 class ShiftIn(Struct):
-    user_id: int
-    role: str
-    starts_at: datetime
-    ends_at: datetime
+    user_id: int | None = None
+    role: str = ""
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
 
 
 @get("/shifts", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="Staff shifts in a range")
@@ -421,7 +422,7 @@ async def edit_clinic(db_session: DbSession, actor: CurrentActor, data: ClinicPa
 
 
 class ClosedDateIn(Struct):
-    day: date
+    day: date | None = None
     reason: str = ""
 
 

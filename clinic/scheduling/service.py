@@ -96,6 +96,8 @@ def places_of(rows: Iterable[Chair]) -> list[Place]:
 
 
 async def chair_of(session: AsyncSession, actor: Actor, chair_id: int | None, timing: Timing, *, field: str = "chair_id") -> Chair:
+    if chair_id is None:
+        raise InvalidInput("Choose a chair or room.", field=field, code="required")
     chair = await session.get(Chair, chair_id) if chair_id is not None else None
     if chair is None or chair.clinic_id != actor.clinic_id or not chair.active:
         raise InvalidInput("Unknown chair or room for this clinic.", field=field, code="unknown_chair")
@@ -106,6 +108,8 @@ async def chair_of(session: AsyncSession, actor: Actor, chair_id: int | None, ti
 
 
 async def patient_of(session: AsyncSession, actor: Actor, patient_id: int | None) -> Patient:
+    if patient_id is None:
+        raise InvalidInput("Choose a patient.", field="patient_id", code="required")
     patient = await session.get(Patient, patient_id) if patient_id is not None else None
     if patient is None or patient.clinic_id != actor.clinic_id:
         raise InvalidInput("Unknown patient for this clinic.", field="patient_id", code="unknown_patient")

@@ -264,7 +264,7 @@ async def list_shifts(session: AsyncSession, *, actor: Actor, start: datetime, e
     return [(s, u) for s, u in (await session.exec(q)).all()]
 
 
-async def add_shift(session: AsyncSession, *, actor: Actor, user_id: int | None, role: str, starts_at: datetime, ends_at: datetime) -> Shift:
+async def add_shift(session: AsyncSession, *, actor: Actor, user_id: int | None, role: str, starts_at: datetime | None, ends_at: datetime | None) -> Shift:
     """One shift for a nurse, prescriber or therapist; a person is never on two overlapping shifts."""
     user = await session.get(StaffUser, user_id) if user_id is not None else None
     if user is None or user.clinic_id != actor.clinic_id or not user.active:
@@ -273,6 +273,8 @@ async def add_shift(session: AsyncSession, *, actor: Actor, user_id: int | None,
         raise InvalidInput("Role must be nurse, prescriber or therapist.", field="role", code="not_allowed")
     if role not in shift_roles(user):
         raise InvalidInput(f"This staff member cannot work a {role} shift.", field="role", code="role_mismatch")
+    if starts_at is None or ends_at is None:
+        raise InvalidInput("Give the shift's start and end.", field="starts_at" if starts_at is None else "ends_at", code="required")
     if starts_at.tzinfo is None or ends_at.tzinfo is None:
         raise InvalidInput("Shift times need a UTC offset.", field="starts_at", code="timezone_required")
     if ends_at <= starts_at:

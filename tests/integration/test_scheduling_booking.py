@@ -146,6 +146,12 @@ async def test_malformed_body_is_422_naming_the_field(client, factory):
     clinic, h, patient, day = await setup(factory)
     r = await client.post("/api/v1/appointments", headers=h, json={"patient_id": patient.id, "session_type": "ketamine_iv", "chair_id": 1, "starts_at": "tomorrow"})
     assert r.status_code == 422 and r.json()["field"] == "starts_at"
+    chair = (await chair_ids(client, h))[0]
+    for missing in ("patient_id", "chair_id", "starts_at", "session_type"):
+        body = {"patient_id": patient.id, "session_type": "ketamine_iv", "chair_id": chair, "starts_at": local(day, "10:00")}
+        del body[missing]
+        r = await client.post("/api/v1/appointments", headers=h, json=body)
+        assert r.status_code == 422 and r.json()["field"] == missing, (missing, r.json())
 
 
 async def test_a_taken_chair_is_409_naming_the_chair_with_alternatives(client, factory):

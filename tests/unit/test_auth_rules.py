@@ -1,0 +1,89 @@
+"""Password, NPI, email, token and idle rules (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clinic.auth.middleware import idle_minutes
+from clinic.auth.rules import (
+    email_problem,
+    hash_password,
+    is_idle_expired,
+    is_throttled,
+    new_token,
+    npi_problem,
+    password_problem,
+    token_hash,
+    verify_password,
+)
+from clinic.auth.web import safe_next
+
+T0 = datetime(2030, 1, 7, 9, 0, tzinfo=timezone.utc)
+
+
+def test_password_length_rules():
+    assert password_problem("x" * 11) == "Password must be at least 12 characters."
+    assert password_problem("x" * 12) is None
+    assert password_problem("x" * 257) is not None
+
+
+def test_argon2_hash_verifies_only_the_right_password():
+    h = hash_password("correct-horse-battery")
+    assert h.startswith("$argon2")
+    assert verify_password("correct-horse-battery", h)
+    assert not verify_password("correct-horse-batterY", h)
+    assert not verify_password("anything", None)  # unknown account
+    assert not verify_password("anything", "not-a-hash")
+
+
+def test_npi_check_digit():
+    assert npi_problem("") is None
+    assert npi_problem("1234567893") is None  # the CMS example
+    assert npi_problem("1234567890") is not None
+    assert npi_problem("123456789") is not None
+    assert npi_problem("12345678a3") is not None
+
+
+@given(st.from_regex(r"[0-9]{9}", fullmatch=True))
+def test_exactly_one_check_digit_makes_an_npi_valid(prefix):
+    assert sum(npi_problem(prefix + str(d)) is None for d in range(10)) == 1
+
+
+def test_email_shape():
+    assert email_problem("nurse@clinic.example") is None
+    for bad in ("", "nurse", "@clinic.example", "nurse@", "nurse@clinic", "nu rse@clinic.example", "a@.example"):
+        assert email_problem(bad) is not None, bad
+
+
+def test_tokens_are_random_and_stored_as_hashes():
+    raw1, h1 = new_token("ct_")
+    raw2, h2 = new_token("ct_")
+    assert raw1 != raw2 and raw1.startswith("ct_") and len(raw1) > 40
+    assert h1 == token_hash(raw1) and len(h1) == 64 and raw1 not in h1
+
+
+def test_idle_expiry_boundary():
+    assert not is_idle_expired(T0, T0 + timedelta(minutes=15), 15)
+    assert is_idle_expired(T0, T0 + timedelta(minutes=15, seconds=1), 15)
+
+
+def test_clinic_idle_setting_is_used_only_when_sane():
+    assert idle_minutes(None, 15) == 15
+    assert idle_minutes("10", 15) == 10
+    assert idle_minutes("0", 15) == 15
+    assert idle_minutes("ten", 15) == 15
+    assert idle_minutes("100000", 15) == 15
+
+
+def test_throttle_threshold():
+    assert not is_throttled(4, 4)
+    assert is_throttled(5, 0) and is_throttled(0, 5)
+
+
+def test_next_stays_on_this_site():
+    assert safe_next("/schedule?date=2030-01-07") == "/schedule?date=2030-01-07"
+    for bad in (None, "", "schedule", "//evil.example", "https://evil.example/x", "/\\evil.example", "/x\r\nSet-Cookie: a=b", "javascript:alert(1)"):
+        assert safe_next(bad) is None, bad

@@ -21,7 +21,7 @@ NAV = (
     ("REMS forms", "/rems", "session.read"),
     ("Billing", "/billing", "billing.read"),
     ("Notices", "/notices", "billing.read"),
-    ("Admin", "/admin/staff", "admin"),
+    ("Admin", "/admin", "admin"),  # every /admin/... page highlights it
 )
 
 

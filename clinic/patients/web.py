@@ -1,3 +1,104 @@
-"""patients HTML routes."""
+"""Patient pages: search as you type, register, edit, and the patient page with upcoming and past sessions."""
 
-routes: list = []
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Request, Response, get, post
+from litestar.response import Template
+
+from clinic.http import CurrentActor, DbSession
+from clinic.patients import service
+from clinic.patients.models import MEDICATION_FLAGS
+from clinic.patients.rules import NOTICE_CHANNELS, SEXES
+from clinic.scheduling.service import clinic_of
+from clinic.scheduling.web import KIND_LABELS, STATUS_BADGES, STATUS_LABELS, can, go
+
+FLAG_LABELS = {
+    "benzodiazepines": "Benzodiazepines",
+    "non_benzodiazepine_sedative_hypnotics": "Non-benzodiazepine sedative hypnotics",
+    "psychostimulants": "Psychostimulants",
+    "maois": "MAOIs",
+    "opioids": "Opioids",
+}
+FIELDS = ("first_name", "last_name", "date_of_birth", "sex", "email", "phone", "notice_channel", "escort_name", "escort_phone",
+          "rems_enrolled_on", "rems_patient_id", "diagnosis_codes")
+
+
+def _context(clinic, **kw: Any) -> dict[str, Any]:
+    return {"clinic": clinic, "tz": clinic.timezone, "flag_labels": FLAG_LABELS, "flags": MEDICATION_FLAGS, "sexes": SEXES,
+            "channels": NOTICE_CHANNELS, "kind_labels": KIND_LABELS, "status_badges": STATUS_BADGES, "status_labels": STATUS_LABELS, **kw}
+
+
+async def _form_data(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    data: dict[str, Any] = {k: form.get(k) for k in FIELDS}
+    data["medication_flags"] = form.getall("medication_flags") if "medication_flags" in form else []
+    data["notice_consent"] = form.get("notice_consent") == "1"
+    data["notices_opted_out"] = form.get("notices_opted_out") == "1"
+    return data
+
+
+@get("/patients", opt={"permission": "patients.read"}, include_in_schema=False)
+async def patients_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await clinic_of(db_session, actor)
+    q = request.query_params.get("q") or ""
+    results = await service.search_patients(db_session, actor=actor, q=q, limit=25)
+    return Template("patients/list.html", context=_context(clinic, q=q, results=results, pick="", can_write=can(request, "patients.write"), extra=""))
+
+
+@get("/patients/search", opt={"permission": "patients.read"}, include_in_schema=False)
+async def patients_search(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    """Results as the front desk types; in a booking flow each result picks the patient for it."""
+    clinic = await clinic_of(db_session, actor)
+    q = request.query_params.get("q") or ""
+    pick = request.query_params.get("pick") or ""
+    keep = {k: request.query_params.get(k) for k in ("start", "chair_id") if request.query_params.get(k)}
+    results = await service.search_patients(db_session, actor=actor, q=q, limit=15) if q.strip() or not pick else []
+    return Template("patients/_results.html", context=_context(clinic, q=q, results=results, pick=pick, extra=("&" + urlencode(keep)) if keep else ""))
+
+
+@get("/patients/new", opt={"permission": "patients.write"}, include_in_schema=False)
+async def new_patient(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await clinic_of(db_session, actor)
+    return Template("patients/form.html", context=_context(clinic, patient=None, then=request.query_params.get("then") or ""))
+
+
+@post("/patients", opt={"permission": "patients.write"}, include_in_schema=False)
+async def create_patient(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    data = await _form_data(request)
+    patient = await service.create_patient(db_session, actor=actor, data=data)
+    then = (await request.form()).get("then")
+    if then == "book":
+        return go(request, f"/schedule/book?patient_id={patient.id}")
+    return go(request, f"/patients/{patient.id}?done=created")
+
+
+@get("/patients/{patient_id:int}", opt={"permission": "patients.read"}, include_in_schema=False)
+async def patient_page(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
+    clinic = await clinic_of(db_session, actor)
+    chart = await service.read_chart(db_session, actor=actor, patient_id=patient_id)
+    p = chart.patient
+    from datetime import date
+
+    return Template("patients/detail.html", context=_context(
+        clinic, p=p, upcoming=chart.upcoming, past=chart.past, age=service.age_on(p.date_of_birth, date.today()),
+        can_write=can(request, "patients.write"), can_book=can(request, "schedule.write"), done=request.query_params.get("done")))
+
+
+@get("/patients/{patient_id:int}/edit", opt={"permission": "patients.write"}, include_in_schema=False)
+async def edit_patient(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
+    clinic = await clinic_of(db_session, actor)
+    patient = await service.get_patient(db_session, actor=actor, patient_id=patient_id)
+    return Template("patients/form.html", context=_context(clinic, patient=patient, then=""))
+
+
+@post("/patients/{patient_id:int}/edit", opt={"permission": "patients.write"}, include_in_schema=False)
+async def save_patient(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
+    data = await _form_data(request)
+    await service.update_patient(db_session, actor=actor, patient_id=patient_id, data=data)
+    return go(request, f"/patients/{patient_id}?done=saved")
+
+
+routes = [patients_page, patients_search, new_patient, create_patient, patient_page, edit_patient, save_patient]

@@ -1,3 +1,703 @@
-"""scheduling HTML routes."""
+"""Front-desk pages: day and week views, the booking flow, appointments, courses, and the clinic-setup admin pages."""
 
-routes: list = []
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from litestar import Request, Response, get, post
+from litestar.response import Redirect, Template
+
+from clinic.audit.service import Actor
+from clinic.http import Conflict, CurrentActor, DbSession, InvalidInput
+from clinic.patients.models import Patient
+from clinic.scheduling import rules, service, setup
+from clinic.scheduling.models import Appointment, Chair, Clinic, Course, SessionType
+from clinic.scheduling.rules import ClinicCalendar, Timing
+from clinic.timeutil import utcnow
+
+LIVE = ("booked", "arrived", "in_progress", "fulfilled")
+KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP", "integration": "Integration", "consult": "Consult"}
+STATUS_BADGES = {"booked": "due", "arrived": "warn", "in_progress": "warn", "fulfilled": "ok", "cancelled": "bad", "noshow": "bad"}
+STATUS_LABELS = {"booked": "Booked", "arrived": "Arrived", "in_progress": "In session", "fulfilled": "Discharged", "cancelled": "Cancelled", "noshow": "No-show"}
+COMMON_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Phoenix", "America/Los_Angeles",
+                "America/Anchorage", "Pacific/Honolulu", "America/Puerto_Rico", "Europe/London", "Europe/Berlin", "Australia/Sydney")
+
+
+# ---- helpers shared with the patient pages --------------------------------------------------------
+
+
+def is_htmx(request: Request) -> bool:
+    return bool(request.headers.get("hx-request"))
+
+
+def go(request: Request, url: str) -> Response:
+    """After a successful write: htmx follows HX-Redirect, a plain form a 303."""
+    if is_htmx(request):
+        return Response(content="", status_code=200, headers={"HX-Redirect": url})
+    return Redirect(path=url, status_code=303)
+
+
+async def form_of(request: Request) -> Any:
+    return await request.form()
+
+
+def form_int(value: Any, field: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise InvalidInput("Choose a value from the list.", field=field, code="not_a_number") from None
+
+
+def parse_day(value: str | None, tz: str) -> date:
+    if value:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise InvalidInput("The date must look like 2026-12-14.", field="date", code="date_format") from None
+    return utcnow().astimezone(ZoneInfo(tz)).date()
+
+
+def week_start(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def base_context(clinic: Clinic, **kw: Any) -> dict[str, Any]:
+    return {"clinic": clinic, "tz": clinic.timezone, "kind_labels": KIND_LABELS, "status_badges": STATUS_BADGES,
+            "status_labels": STATUS_LABELS, **kw}
+
+
+def can(request: Request, permission: str) -> bool:
+    from clinic.auth.permissions import allows
+
+    user = request.scope.get("user")
+    return bool(user and allows(permission, user.roles))
+
+
+def slot_value(start: datetime, chair_id: int) -> str:
+    return f"{start.astimezone(rules.UTC).isoformat()}|{chair_id}"
+
+
+def parse_slot(value: str | None, field: str = "slot") -> tuple[datetime, int]:
+    try:
+        s, c = str(value or "").split("|")
+        return datetime.fromisoformat(s), int(c)
+    except ValueError:
+        raise InvalidInput("Choose a time from the list.", field=field, code="required") from None
+
+
+# ---- day and week views ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    row: int
+    span: int = 1
+    start: datetime | None = None
+    appt: Any = None  # AppointmentRow
+    bookable: bool = False
+
+
+def day_grid(day: date, cal: ClinicCalendar, chairs: list[Chair], rows: list, now: datetime) -> dict[str, Any]:
+    """Rows = the grid's slots across the day's opening hours (widened to fit every booked session),
+    columns = chairs then rooms; each live appointment spans the rows it holds."""
+    tz = cal.tz
+    step = cal.grid_minutes
+    spans = cal.hours.get(day.weekday(), ())
+    live = [r for r in rows if r.appointment.status in LIVE]
+    minutes = [t.hour * 60 + t.minute for s, e in spans for t in (s, e)]
+    for r in live:
+        for instant in (r.appointment.starts_at, r.appointment.ends_at):
+            lt = instant.astimezone(ZoneInfo(tz))
+            minutes.append(lt.hour * 60 + lt.minute if lt.date() == day else 24 * 60)
+    if not minutes:
+        return {"times": [], "columns": [], "open": False}
+    first = min(minutes) // step * step
+    last = -(-max(minutes) // step) * step
+    times = []
+    for m in range(first, min(last, 24 * 60), step):
+        at = time(m // 60, m % 60)
+        if not rules.wall_time_exists(day, at, tz):
+            continue
+        start = rules.wall_to_utc(day, at, tz)
+        opened = day not in cal.closed and any(s <= at < e for s, e in spans)
+        times.append({"label": at.strftime("%H:%M"), "start": start, "open": opened, "hour": m % 60 == 0})
+    index = {t["start"]: i for i, t in enumerate(times)}
+    columns = []
+    for chair in chairs:
+        cells: list[Cell] = []
+        taken: set[int] = set()
+        for r in live:
+            if r.appointment.chair_id != chair.id:
+                continue
+            a = r.appointment
+            i = min((j for j, t in enumerate(times) if t["start"] >= a.starts_at), default=None)
+            if i is None:
+                continue
+            # the first row at or after the start; a start between rows (grid changed) still lands
+            j = max((k for k, t in enumerate(times) if t["start"] < a.ends_at), default=i)
+            span = max(1, j - i + 1)
+            cells.append(Cell(row=i, span=span, appt=r))
+            taken.update(range(i, i + span))
+        for i, t in enumerate(times):
+            if i not in taken:
+                cells.append(Cell(row=i, start=t["start"], bookable=t["open"] and t["start"] > now))
+        cells.sort(key=lambda c: c.row)
+        columns.append({"chair": chair, "cells": cells})
+    return {"times": times, "columns": columns, "open": bool(spans) and day not in cal.closed}
+
+
+async def _staff_summary(db_session, actor: Actor, day: date, tz: str) -> list[dict[str, Any]]:
+    lo, hi = rules.local_day_bounds(day, tz)
+    out = []
+    for shift, user in await setup.list_shifts(db_session, actor=actor, start=lo, end=hi):
+        out.append({"role": shift.role, "name": user.full_name, "starts_at": shift.starts_at, "ends_at": shift.ends_at})
+    return out
+
+
+@get("/schedule", opt={"permission": "schedule.read"}, include_in_schema=False)
+async def day_view(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    """One column per chair, the clinic's hours as rows; click an empty slot to book it."""
+    clinic = await service.clinic_of(db_session, actor)
+    cal = await service.calendar_of(db_session, clinic)
+    day = parse_day(request.query_params.get("date"), clinic.timezone)
+    chairs = await service.chairs(db_session, actor)
+    rows = await service.list_appointments(db_session, actor=actor, day=day, tz=clinic.timezone, limit=2000)
+    now = utcnow()
+    grid = day_grid(day, cal, chairs, rows, now)
+    ctx = base_context(
+        clinic, day=day, grid=grid, rows=rows, inactive=[r for r in rows if r.appointment.status not in LIVE],
+        staff=await _staff_summary(db_session, actor, day, clinic.timezone), closed_reason=None,
+        today=now.astimezone(ZoneInfo(clinic.timezone)).date(), can_book=can(request, "schedule.write"),
+        prev_day=day - timedelta(days=1), next_day=day + timedelta(days=1), slot_value=slot_value, now=now,
+    )
+    if day in cal.closed:
+        closed = await setup.closed_dates(db_session, actor=actor, since=day)
+        ctx["closed_reason"] = next((c.reason or "Closed" for c in closed if c.day == day), "Closed")
+    return Template("scheduling/day.html", context=ctx)
+
+
+@get("/schedule/week", opt={"permission": "schedule.read"}, include_in_schema=False)
+async def week_view(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    cal = await service.calendar_of(db_session, clinic)
+    monday = week_start(parse_day(request.query_params.get("date"), clinic.timezone))
+    lo, _ = rules.local_day_bounds(monday, clinic.timezone)
+    _, hi = rules.local_day_bounds(monday + timedelta(days=6), clinic.timezone)
+    rows = await service.list_appointments(db_session, actor=actor, start=lo, end=hi, limit=5000)
+    zone = ZoneInfo(clinic.timezone)
+    days = []
+    chairs = [c for c in await service.chairs(db_session, actor) if c.kind == "chair"]
+    for i in range(7):
+        d = monday + timedelta(days=i)
+        todays = [r for r in rows if r.appointment.starts_at.astimezone(zone).date() == d]
+        open_ = cal.is_open_day(d)
+        if not open_ and not todays:
+            continue
+        live = [r for r in todays if r.appointment.status in LIVE]
+        spans = cal.hours.get(d.weekday(), ())
+        days.append({"day": d, "open": open_, "rows": todays, "live": len(live),
+                     "hours": ", ".join(f"{s.strftime('%H:%M')}-{e.strftime('%H:%M')}" for s, e in spans) if open_ else "Closed",
+                     "monitored": sum(1 for r in live if r.session_type.monitored)})
+    now = utcnow()
+    return Template("scheduling/week.html", context=base_context(
+        clinic, monday=monday, days=days, chairs=chairs, prev_week=monday - timedelta(days=7), next_week=monday + timedelta(days=7),
+        today=now.astimezone(zone).date(), can_book=can(request, "schedule.write")))
+
+
+# ---- the booking flow -------------------------------------------------------------------------------
+
+
+async def _last_booking(db_session, actor: Actor, patient_id: int) -> Appointment | None:
+    from sqlmodel import col, select
+
+    q = (select(Appointment).where(Appointment.clinic_id == actor.clinic_id, Appointment.patient_id == patient_id)
+         .order_by(col(Appointment.starts_at).desc()).limit(1))
+    return (await db_session.exec(q)).first()
+
+
+@get("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def book_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    """Patient -> protocol -> slot -> confirm. A returning patient starts with their usual protocol, dose and time."""
+    clinic = await service.clinic_of(db_session, actor)
+    q = request.query_params
+    patient = None
+    last = None
+    if q.get("patient_id"):
+        patient = await service.patient_of(db_session, actor, form_int(q.get("patient_id"), "patient_id"))
+        last = await _last_booking(db_session, actor, patient.id)
+    types = await service.session_types(db_session, actor)
+    by_id = {st.id: st for st in types}
+    chosen = q.get("session_type") or (str(by_id[last.session_type_id].kind) if last and last.session_type_id in by_id else "")
+    picked_start = q.get("start")
+    picked_chair = form_int(q.get("chair_id"), "chair_id")
+    zone = ZoneInfo(clinic.timezone)
+    day = parse_day(q.get("from"), clinic.timezone)
+    if picked_start:
+        try:
+            day = datetime.fromisoformat(picked_start).astimezone(zone).date()
+        except ValueError:
+            picked_start = None
+    usual = last.starts_at.astimezone(zone).strftime("%H:%M") if last else None
+    holds = {}
+    for st in types:
+        t = Timing.of(st)
+        holds[st.kind] = f"{t.hold_minutes(min(t.doses_mg))}–{t.hold_minutes(max(t.doses_mg))}" if t.doses_mg else str(t.hold_minutes())
+    ctx = base_context(
+        clinic, patient=patient, last=last, types=types, chosen=chosen, holds=holds,
+        dosed=[st.kind for st in types if Timing.of(st).doses_mg], dose=(last.planned_dose_mg if last and last.planned_dose_mg else 56),
+        picked_start=picked_start, picked_chair=picked_chair, day=day, usual=usual,
+        picked_value=slot_value(datetime.fromisoformat(picked_start), picked_chair) if picked_start and picked_chair else "",
+    )
+    return Template("scheduling/book.html", context=ctx)
+
+
+@get("/schedule/book/slots", opt={"permission": "schedule.read"}, include_in_schema=False)
+async def book_slots(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    """The slot picker fragment: one choice per free start time (the preferred chair first), seven days from `from`."""
+    q = request.query_params
+    clinic = await service.clinic_of(db_session, actor)
+    day = parse_day(q.get("from"), clinic.timezone)
+    today = utcnow().astimezone(ZoneInfo(clinic.timezone)).date()
+    day = max(day, today)
+    days = form_int(q.get("days"), "days") or 7
+    kind = q.get("session_type")
+    context = base_context(clinic, day=day, empty=None, groups=[], name=q.get("name") or "slot", picked=q.get("picked") or "",
+                           usual=q.get("usual") or "", prev_from=max(today, day - timedelta(days=days)), next_from=day + timedelta(days=days),
+                           can_go_back=day > today, query=q)
+    if not kind:
+        context["empty"] = "Choose a protocol to see free times."
+        return Template("scheduling/_slots.html", context=context)
+    st = await service.session_type_of(db_session, actor, kind, field="session_type")
+    dose = form_int(q.get("planned_dose_mg"), "planned_dose_mg") if rules.Timing.of(st).doses_mg else None
+    moving = form_int(q.get("appointment_id"), "appointment_id")
+    found = await service.find_availability(
+        db_session, actor=actor, session_type=st.id, day_from=day, day_to=day + timedelta(days=days - 1),
+        patient_id=form_int(q.get("patient_id"), "patient_id"), dose_mg=dose, ignore_appointment_id=moving,
+    )
+    prefer = form_int(q.get("chair_id"), "chair_id")
+    picked_start, picked_chair = (None, None)
+    if context["picked"]:
+        picked_start, picked_chair = parse_slot(context["picked"])
+    zone = ZoneInfo(clinic.timezone)
+    by_day: dict[date, dict[datetime, list[int]]] = {}
+    for c in found.candidates:
+        by_day.setdefault(c.start.astimezone(zone).date(), {}).setdefault(c.start, []).append(c.chair_id)
+    groups = []
+    for d in rules.local_days(day, day + timedelta(days=days - 1)):
+        starts = by_day.get(d, {})
+        choices = []
+        for start, chair_ids in sorted(starts.items()):
+            want = picked_chair if picked_start == start and picked_chair in chair_ids else prefer
+            chair_id = want if want in chair_ids else chair_ids[0]
+            choices.append({"start": start, "chair_id": chair_id, "chair": found.chairs.get(chair_id, ""), "free": len(chair_ids),
+                            "value": slot_value(start, chair_id), "label": start.astimezone(zone).strftime("%H:%M")})
+        groups.append({"day": d, "choices": choices, "open": found.calendar.is_open_day(d)})
+    context.update(groups=groups, st=st, hold=Timing.of(st).hold_minutes(dose))
+    if not found.candidates:
+        context["empty"] = "No free time in these days for this protocol (chairs, staff on shift or the patient's own sessions)."
+    return Template("scheduling/_slots.html", context=context)
+
+
+@post("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def book_submit(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await form_of(request)
+    slot = form.get("alt_slot") or form.get("slot")
+    if not slot:
+        raise InvalidInput("Choose a free time from the list.", field="slot", code="required")
+    start, chair_id = parse_slot(slot)
+    st = await service.session_type_of(db_session, actor, form.get("session_type") or None, field="session_type")
+    try:
+        appt = await service.book(
+            db_session, actor=actor, queue=request.app.state.queue, patient_id=form_int(form.get("patient_id"), "patient_id"),
+            session_type=st.id, chair_id=chair_id, starts_at=start,
+            planned_dose_mg=form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Timing.of(st).doses_mg else None,
+            escort_name=form.get("escort_name"), escort_phone=form.get("escort_phone"), notes=form.get("notes"),
+        )
+    except Conflict as exc:
+        return await _conflict_fragment(request, db_session, actor, exc, target_form="book-form")
+    return go(request, f"/schedule/appointments/{appt.id}?done=booked")
+
+
+async def _conflict_fragment(request: Request, db_session, actor: Actor, exc: Conflict, *, target_form: str) -> Response:
+    """A lost race or an unstaffed time: say why, and offer the nearest free times as one-click choices."""
+    clinic = await service.clinic_of(db_session, actor)
+    zone = ZoneInfo(clinic.timezone)
+    alts = []
+    for a in exc.extra.get("alternatives", []):
+        start = datetime.fromisoformat(a["start"]["utc"])
+        alts.append({"value": slot_value(start, a["chair_id"]), "label": start.astimezone(zone).strftime("%a %d %b %H:%M"), "chair": a.get("chair", "")})
+    body = Template("scheduling/_conflict.html", context={"error": exc.body(), "alternatives": alts, "target_form": target_form})
+    if is_htmx(request):
+        body.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+    body.status_code = 409
+    return body
+
+
+# ---- an appointment ----------------------------------------------------------------------------------
+
+
+@get("/schedule/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, include_in_schema=False)
+async def appointment_page(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    cal = await service.calendar_of(db_session, clinic)
+    row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
+    a = row.appointment
+    course_rows = await service.list_appointments(db_session, actor=actor, course_id=a.course_id) if a.course_id else []
+    now = utcnow()
+    created_by = None
+    if a.created_by:
+        from clinic.auth.models import StaffUser
+
+        user = await db_session.get(StaffUser, a.created_by)
+        created_by = user.full_name if user else None
+    return Template("scheduling/appointment.html", context=base_context(
+        clinic, row=row, a=a, course_rows=course_rows, course_index=next((i + 1 for i, r in enumerate(course_rows) if r.appointment.id == a.id), None),
+        late_if_cancelled=rules.is_late_cancel(a.starts_at, now, cal.late_cancel_hours), started=now >= a.starts_at,
+        can_write=can(request, "schedule.write"), done=request.query_params.get("done"), created_by=created_by,
+        late_hours=cal.late_cancel_hours))
+
+
+@get("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def move_page(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
+    zone = ZoneInfo(clinic.timezone)
+    day = parse_day(request.query_params.get("from"), clinic.timezone) if request.query_params.get("from") else row.appointment.starts_at.astimezone(zone).date()
+    return Template("scheduling/move.html", context=base_context(
+        clinic, row=row, a=row.appointment, day=day, usual=row.appointment.starts_at.astimezone(zone).strftime("%H:%M")))
+
+
+@post("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def move_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+    form = await form_of(request)
+    start, chair_id = parse_slot(form.get("alt_slot") or form.get("slot"))
+    try:
+        await service.move(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id, starts_at=start, chair_id=chair_id)
+    except Conflict as exc:
+        if exc.code in ("not_booked",):
+            raise
+        return await _conflict_fragment(request, db_session, actor, exc, target_form="move-form")
+    return go(request, f"/schedule/appointments/{appointment_id}?done=moved")
+
+
+@post("/schedule/appointments/{appointment_id:int}/cancel", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def cancel_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+    form = await form_of(request)
+    reason = form.get("reason_other") if form.get("reason") == "other" else form.get("reason")
+    await service.cancel(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id, reason=reason)
+    return go(request, f"/schedule/appointments/{appointment_id}?done=cancelled")
+
+
+@post("/schedule/appointments/{appointment_id:int}/no-show", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def no_show_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+    await service.no_show(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id)
+    return go(request, f"/schedule/appointments/{appointment_id}?done=noshow")
+
+
+# ---- courses -----------------------------------------------------------------------------------------
+
+
+def _grid_times(cal: ClinicCalendar) -> list[str]:
+    spans = [s for d in range(7) for s in cal.hours.get(d, ())]
+    if not spans:
+        return []
+    first = min(s for s, _ in spans)
+    last = max(e for _, e in spans)
+    m, end, out = first.hour * 60 + first.minute, last.hour * 60 + last.minute, []
+    m += (-m) % cal.grid_minutes
+    while m < end:
+        out.append(f"{m // 60:02d}:{m % 60:02d}")
+        m += cal.grid_minutes
+    return out
+
+
+@get("/schedule/courses/new", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def course_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    cal = await service.calendar_of(db_session, clinic)
+    q = request.query_params
+    patient = await service.patient_of(db_session, actor, form_int(q.get("patient_id"), "patient_id")) if q.get("patient_id") else None
+    last = await _last_booking(db_session, actor, patient.id) if patient else None
+    types = [st for st in await service.session_types(db_session, actor) if (st.protocol or {}).get("course_templates")]
+    zone = ZoneInfo(clinic.timezone)
+    today = utcnow().astimezone(zone).date()
+    first = today + timedelta(days=1)
+    while not cal.is_open_day(first) and (first - today).days < 14:
+        first += timedelta(days=1)
+    chosen = q.get("session_type") or ("esketamine" if any(t.kind == "esketamine" for t in types) else (types[0].kind if types else ""))
+    return Template("scheduling/course_new.html", context=base_context(
+        clinic, patient=patient, types=types, chosen=chosen, first=first, times=_grid_times(cal),
+        at=(last.starts_at.astimezone(zone).strftime("%H:%M") if last else "10:00"), chairs=await service.chairs(db_session, actor),
+        dose=(last.planned_dose_mg if last and last.planned_dose_mg else 56)))
+
+
+async def _course_args(db_session, actor: Actor, form) -> dict[str, Any]:
+    st = await service.session_type_of(db_session, actor, form.get("session_type") or None, field="session_type")
+    first_day = form.get("first_day") or ""
+    at = form.get("at") or ""
+    starts_at = None
+    if first_day and at:
+        try:
+            starts_at = datetime.combine(date.fromisoformat(first_day), rules.parse_hhmm(at))
+        except ValueError:
+            raise InvalidInput("Choose the first date and a time.", field="starts_at", code="datetime_format") from None
+    return {
+        "patient_id": form_int(form.get("patient_id"), "patient_id"), "session_type": st.id, "template": form.get("template") or "",
+        "starts_at": starts_at, "chair_id": form_int(form.get("chair_id"), "chair_id"),
+        "planned_dose_mg": form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Timing.of(st).doses_mg else None,
+        "escort_name": form.get("escort_name"), "escort_phone": form.get("escort_phone"),
+    }
+
+
+@post("/schedule/courses/preview", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def course_preview(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    form = await form_of(request)
+    plan = await service.book_course(db_session, actor=actor, queue=None, dry_run=True, **(await _course_args(db_session, actor, form)))
+    return Template("scheduling/_course_plan.html", context=base_context(clinic, plan=plan, slot_value=slot_value))
+
+
+@post("/schedule/courses", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def course_submit(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    clinic = await service.clinic_of(db_session, actor)
+    form = await form_of(request)
+    args = await _course_args(db_session, actor, form)
+    chosen = []
+    for key in sorted((k for k in form.keys() if k.startswith("occ-")), key=lambda k: int(k[4:])):
+        value = form.get(key)
+        if value and value != "skip":
+            chosen.append(parse_slot(value, field=key))
+    if form.get("planned") == "1" and not chosen:
+        raise InvalidInput("Every session was left out: choose at least one time.", field="occurrences", code="empty")
+    try:
+        plan = await service.book_course(db_session, actor=actor, queue=request.app.state.queue, occurrences=chosen or None, **args)
+    except Conflict as exc:
+        if exc.code != "course_conflicts":
+            raise
+        # someone took a time meanwhile: show the refreshed plan with new alternatives
+        plan = await service.book_course(db_session, actor=actor, queue=None, dry_run=True, occurrences=chosen or None, **args)
+        response = Template("scheduling/_course_plan.html", context=base_context(clinic, plan=plan, slot_value=slot_value, lost=exc.detail))
+        response.status_code = 409
+        if is_htmx(request):
+            response.headers.update({"HX-Retarget": "#course-plan", "HX-Reswap": "innerHTML"})
+        return response
+    return go(request, f"/schedule/courses/{plan.course.id}?done=booked")
+
+
+@get("/schedule/courses/{course_id:int}", opt={"permission": "schedule.read"}, include_in_schema=False)
+async def course_view(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
+    st = await db_session.get(SessionType, course.session_type_id)
+    patient = await db_session.get(Patient, course.patient_id)
+    tpl = (st.protocol or {}).get("course_templates", {}).get(course.template, {})
+    now = utcnow()
+    remaining = [r for r in rows if r.appointment.status == "booked" and r.appointment.starts_at > now]
+    cal = await service.calendar_of(db_session, clinic)
+    return Template("scheduling/course.html", context=base_context(
+        clinic, course=course, rows=rows, st=st, patient=patient, tpl=tpl, remaining=remaining, times=_grid_times(cal),
+        can_write=can(request, "schedule.write"), done=request.query_params.get("done")))
+
+
+@post("/schedule/courses/{course_id:int}/cancel", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def course_cancel(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
+    form = await form_of(request)
+    await service.cancel_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
+                                reason=form.get("reason"), from_appointment_id=form_int(form.get("from_appointment_id"), "from_appointment_id"))
+    return go(request, f"/schedule/courses/{course_id}?done=cancelled")
+
+
+@post("/schedule/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
+async def course_move(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
+    form = await form_of(request)
+    try:
+        await service.move_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
+                                  shift_days=form_int(form.get("shift_days"), "shift_days") or 0, at_time=form.get("at_time") or None,
+                                  from_appointment_id=form_int(form.get("from_appointment_id"), "from_appointment_id"))
+    except Conflict as exc:
+        if exc.code != "course_conflicts":
+            raise
+        clinic = await service.clinic_of(db_session, actor)
+        zone = ZoneInfo(clinic.timezone)
+        lines = []
+        for o in exc.extra.get("occurrences", []):
+            if not o["ok"]:
+                when = datetime.fromisoformat(o["wanted_start"]["utc"]).astimezone(zone).strftime("%a %d %b %H:%M")
+                lines.append(f"{when}: {o['conflict']['detail']}")
+        response = Template("scheduling/_move_report.html", context={"detail": exc.detail, "lines": lines})
+        response.status_code = 409
+        if is_htmx(request):
+            response.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        return response
+    return go(request, f"/schedule/courses/{course_id}?done=moved")
+
+
+# ---- clinic setup (admin) -------------------------------------------------------------------------------
+
+
+WEEKDAY_NAMES = rules.WEEKDAYS
+
+
+@get("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_clinic(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    today = utcnow().astimezone(ZoneInfo(clinic.timezone)).date()
+    hours = []
+    for d in range(7):
+        spans = (clinic.opening_hours or {}).get(str(d)) or []
+        hours.append({"day": d, "name": WEEKDAY_NAMES[d], "open": bool(spans), "spans": spans + [["", ""]] * (2 - len(spans))})
+    zones = list(COMMON_ZONES) if clinic.timezone in COMMON_ZONES else [clinic.timezone, *COMMON_ZONES]
+    return Template("scheduling/admin_clinic.html", context=base_context(
+        clinic, hours=hours, zones=zones, closed=await setup.closed_dates(db_session, actor=actor, since=today - timedelta(days=30)),
+        settings=clinic.settings or {}, grid_choices=setup.GRID_CHOICES, section="clinic", done=request.query_params.get("done"),
+        still=request.query_params.get("still")))
+
+
+@post("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_clinic_save(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await form_of(request)
+    hours: dict[str, list[list[str]]] = {}
+    for d in range(7):
+        spans = []
+        if form.get(f"open-{d}"):
+            for k in (0, 1):
+                a, b = (form.get(f"from-{d}-{k}") or "").strip(), (form.get(f"to-{d}-{k}") or "").strip()
+                if a or b:
+                    spans.append([a, b])
+            if not spans:
+                raise InvalidInput(f"{WEEKDAY_NAMES[d]}: give opening and closing times, or untick Open.", field="opening_hours", code="hours_format")
+        hours[str(d)] = spans
+    data = {k: form.get(k) for k in ("name", "display_name", "timezone", "phone", "address")}
+    data["opening_hours"] = hours
+    data["settings"] = {k: form.get(k) for k in setup.SETTING_LIMITS}
+    await setup.update_clinic(db_session, actor=actor, data=data)
+    return go(request, "/admin/clinic?done=saved")
+
+
+@post("/admin/clinic/closed-dates", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_closed_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await form_of(request)
+    _, still = await setup.add_closed_date(db_session, actor=actor, day=form.get("day") or None, reason=form.get("reason") or "")
+    return go(request, "/admin/clinic?" + urlencode({"done": "closed", "still": still}))
+
+
+@post("/admin/clinic/closed-dates/{closed_date_id:int}/delete", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_closed_remove(request: Request, db_session: DbSession, actor: CurrentActor, closed_date_id: int) -> Response:
+    await setup.remove_closed_date(db_session, actor=actor, closed_date_id=closed_date_id)
+    return go(request, "/admin/clinic?done=reopened")
+
+
+@get("/admin/chairs", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_chairs(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    return Template("scheduling/admin_chairs.html", context=base_context(
+        clinic, chairs=await service.chairs(db_session, actor, active_only=False), section="chairs", done=request.query_params.get("done")))
+
+
+@post("/admin/chairs", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_chair_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await form_of(request)
+    await setup.add_chair(db_session, actor=actor, name=form.get("name") or "", kind=form.get("kind") or "chair")
+    return go(request, "/admin/chairs?done=added")
+
+
+@post("/admin/chairs/{chair_id:int}", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_chair_save(request: Request, db_session: DbSession, actor: CurrentActor, chair_id: int) -> Response:
+    form = await form_of(request)
+    data: dict[str, Any] = {"name": form.get("name") or "", "sort_order": form.get("sort_order") or 0, "active": form.get("active") == "1"}
+    await setup.update_chair(db_session, actor=actor, chair_id=chair_id, data=data)
+    return go(request, "/admin/chairs?done=saved")
+
+
+@get("/admin/protocols", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_protocols(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    types = await service.session_types(db_session, actor, active_only=False)
+    return Template("scheduling/admin_protocols.html", context=base_context(
+        clinic, types=types, timing=Timing.of, section="protocols", done=request.query_params.get("done")))
+
+
+@get("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_protocol(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    st = await db_session.get(SessionType, session_type_id)
+    if st is None or st.clinic_id != actor.clinic_id:
+        from clinic.http import NotFound
+
+        raise NotFound("No such protocol.")
+    return Template("scheduling/admin_protocol.html", context=base_context(
+        clinic, st=st, timing=Timing.of(st), templates=(st.protocol or {}).get("course_templates", {}), section="protocols"))
+
+
+@post("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_protocol_save(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Response:
+    form = await form_of(request)
+    data: dict[str, Any] = {k: form.get(k) for k in ("name", *setup.MINUTE_FIELDS)}
+    data["active"] = form.get("active") == "1"
+    templates: dict[str, dict[str, Any]] = {}
+    for i in range(int(form.get("template_rows") or 0)):
+        key = (form.get(f"t-{i}-key") or "").strip()
+        if not key or form.get(f"t-{i}-remove"):
+            continue
+        templates[key] = {k: form.get(f"t-{i}-{k}") for k in ("label", "sessions", "per_week", "min_days_apart", "weeks")}
+    data["course_templates"] = templates
+    await setup.update_session_type(db_session, actor=actor, session_type_id=session_type_id, data=data)
+    return go(request, "/admin/protocols?done=saved")
+
+
+@get("/admin/shifts", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_shifts(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    clinic = await service.clinic_of(db_session, actor)
+    monday = week_start(parse_day(request.query_params.get("date"), clinic.timezone))
+    lo, _ = rules.local_day_bounds(monday, clinic.timezone)
+    _, hi = rules.local_day_bounds(monday + timedelta(days=6), clinic.timezone)
+    shifts = await setup.list_shifts(db_session, actor=actor, start=lo, end=hi)
+    zone = ZoneInfo(clinic.timezone)
+    days = [{"day": monday + timedelta(days=i), "shifts": [(s, u) for s, u in shifts if s.starts_at.astimezone(zone).date() == monday + timedelta(days=i)]}
+            for i in range(7)]
+    staff = await setup.staff_for_shifts(db_session, actor=actor)
+    return Template("scheduling/admin_shifts.html", context=base_context(
+        clinic, monday=monday, friday=monday + timedelta(days=4), days=days, staff=[(u, setup.shift_roles(u)) for u in staff], prev_week=monday - timedelta(days=7),
+        next_week=monday + timedelta(days=7), section="shifts", done=request.query_params.get("done"), weekdays=WEEKDAY_NAMES))
+
+
+@post("/admin/shifts", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_shift_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+    form = await form_of(request)
+    try:
+        first = date.fromisoformat(form.get("first_day") or "")
+    except ValueError:
+        raise InvalidInput("Choose the first day.", field="first_day", code="date_format") from None
+    try:
+        last = date.fromisoformat(form.get("last_day") or "") if form.get("last_day") else first
+    except ValueError:
+        raise InvalidInput("The last day must be a date.", field="last_day", code="date_format") from None
+    try:
+        start, end = rules.parse_hhmm(form.get("start") or ""), rules.parse_hhmm(form.get("end") or "")
+    except ValueError:
+        raise InvalidInput("Times must look like 08:00.", field="start", code="time_format") from None
+    weekdays = {int(w) for w in form.getall("weekdays")} if form.getall("weekdays") else None
+    await setup.add_shifts_for_days(db_session, actor=actor, user_id=form_int(form.get("user_id"), "user_id"), role=form.get("role") or "",
+                                    first_day=first, last_day=last, start=start, end=end, weekdays=weekdays)
+    return go(request, f"/admin/shifts?date={first.isoformat()}&done=added")
+
+
+@post("/admin/shifts/{shift_id:int}/delete", opt={"permission": "admin"}, include_in_schema=False)
+async def admin_shift_remove(request: Request, db_session: DbSession, actor: CurrentActor, shift_id: int) -> Response:
+    form = await form_of(request)
+    await setup.remove_shift(db_session, actor=actor, shift_id=shift_id)
+    return go(request, f"/admin/shifts?date={form.get('week') or ''}&done=removed")
+
+
+routes = [
+    day_view, week_view, book_page, book_slots, book_submit, appointment_page, move_page, move_submit, cancel_submit, no_show_submit,
+    course_page, course_preview, course_submit, course_view, course_cancel, course_move,
+    admin_clinic, admin_clinic_save, admin_closed_add, admin_closed_remove, admin_chairs, admin_chair_add, admin_chair_save,
+    admin_protocols, admin_protocol, admin_protocol_save, admin_shifts, admin_shift_add, admin_shift_remove,
+]

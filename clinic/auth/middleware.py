@@ -53,6 +53,18 @@ _TOKEN_SQL = text(
     """
 )
 
+_IDLE_AUDIT_SQL = text(
+    """
+    INSERT INTO audit_events (clinic_id, at, user_id, ip, action, entity, entity_id, changes)
+    VALUES (:c, :at, :u, :ip, 'auth.idle_logoff', 'web_session', :sid, jsonb_build_object('idle_minutes', CAST(:idle AS integer)))
+    """
+)
+
+
+def _client_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
 
 def bearer_token(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
@@ -107,6 +119,11 @@ class AuthenticationMiddleware:
                 if is_idle_expired(row.seen, now, idle):
                     await session.execute(
                         text("UPDATE web_sessions SET ended_at = :now WHERE id = :id"), {"now": now, "id": row.cid}
+                    )
+                    # automatic logoff is a security event in its own right
+                    await session.execute(
+                        _IDLE_AUDIT_SQL,
+                        {"c": row.clinic_id, "at": now, "u": row.id, "ip": _client_ip(scope), "sid": str(row.cid), "idle": idle},
                     )
                     await session.commit()
                     scope["auth_problem"] = IDLE

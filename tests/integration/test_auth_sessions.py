@@ -41,6 +41,9 @@ async def test_idle_session_ends_and_the_page_comes_back_after_sign_in(client, f
     assert urlsplit(target).path == "/login" and q["next"] == ["/account?tab=security"] and q["reason"] == ["idle"]
     assert "clinic_session=" in r.headers.get("set-cookie", "")  # the dead cookie is cleared
     assert (await _session_row(db, nurse.id)).ended_at is not None
+    async with db.sessionmaker() as s:
+        logged = (await s.execute(text("SELECT user_id, clinic_id, changes FROM audit_events WHERE action = 'auth.idle_logoff'"))).one()
+    assert logged.user_id == nurse.id and logged.clinic_id == clinic.id and logged.changes == {"idle_minutes": 15}
 
     page = await client.get(target)
     assert "Your session ended after 15 minutes idle" in page.text

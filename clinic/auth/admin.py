@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, AuditFilter, list_events
 from clinic.auth import service
-from clinic.auth.models import ROLES, StaffUser
+from clinic.auth.models import ROLES
 from clinic.auth.rules import MIN_PASSWORD_LENGTH
 from clinic.http import ClinicError, CurrentActor, DbSession, InvalidInput
 from clinic.scheduling.models import Clinic

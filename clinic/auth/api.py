@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request, Response, get, patch, post, put
-from litestar.params import Body, Parameter
+from litestar.params import Parameter
 from msgspec import Struct
 
 from clinic.audit.service import AuditFilter, list_events

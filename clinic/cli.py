@@ -62,7 +62,8 @@ def services_for(settings: Settings, *, need_redis: bool = True):
 
 def describe_db_error(url: str, exc: BaseException) -> str:
     u = urlparse(url)
-    where = f"{u.hostname or 'socket'}:{u.port or 5432}/{u.path.lstrip('/')}"
+    host = u.hostname or dict(p.split("=", 1) for p in u.query.split("&") if "=" in p).get("host", "localhost")
+    where = f"{host}:{u.port or 5432}/{u.path.lstrip('/')}"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "does not exist" in text and "database" in text:
         return f"database at {where} does not exist: create it (createdb {u.path.lstrip('/')}) or fix DATABASE_URL."

@@ -33,7 +33,9 @@ def test_bad_database_url_gives_one_clear_line(url, expected):
 
 
 def test_missing_database_is_named(database_url):
-    missing = database_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    from tests.conftest import _with_db
+
+    missing = _with_db(database_url, "no_such_database_here")
     r = run_clinic("migrate", env={"DATABASE_URL": missing})
     assert r.returncode == 2
     assert "no_such_database_here does not exist" in r.stderr

@@ -126,3 +126,23 @@ async def staff_on_shift(factory: Factory, clinic: Clinic, days, *, nurses: int 
             shifts.append(Shift(clinic_id=clinic.id, user_id=user.id, role=role, starts_at=s, ends_at=e))
     await factory.add(*shifts)
     return people
+
+
+async def appointment(factory: Factory, clinic: Clinic, patient: Patient, starts_at, *, kind: str = "esketamine", status: str = "booked", **kw: Any):
+    """An Appointment row written directly, bypassing booking rules (billing and notice tests call the hooks themselves)."""
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from clinic.scheduling.models import Appointment, Chair
+
+    async with factory.db.sessionmaker() as s:
+        st = (await s.exec(select(SessionType).where(SessionType.clinic_id == clinic.id, SessionType.kind == kind))).one()
+        chair = (await s.exec(select(Chair).where(Chair.clinic_id == clinic.id).order_by(Chair.id))).first()
+    appt = Appointment(
+        clinic_id=clinic.id, patient_id=patient.id, session_type_id=st.id, chair_id=kw.pop("chair_id", chair.id),
+        starts_at=starts_at, ends_at=kw.pop("ends_at", starts_at + timedelta(minutes=st.hold_minutes(2))), status=status,
+        planned_dose_mg=kw.pop("planned_dose_mg", 56 if kind == "esketamine" else None), **kw,
+    )
+    await factory.add(appt)
+    return appt

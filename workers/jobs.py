@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
+from arq import Retry
 from sqlalchemy import or_, select
 
 from clinic.notices.models import Notice
@@ -13,19 +15,29 @@ from clinic.timeutil import utcnow
 
 log = logging.getLogger("clinic.worker")
 
-# a claim older than this belongs to a worker that died mid-send
+# a claim older than this belongs to a worker that died mid-send (a send never outlives job_timeout)
 STALE_CLAIM = timedelta(minutes=5)
+DIGEST_HOUR = 7  # clinic-local hour of the staff digest (setting: digest_hour)
 
 
 async def send_notice(ctx, notice_id: int) -> str:
-    from clinic.notices.sender import deliver
+    from clinic.notices import sender
 
-    return await deliver(ctx["db"], ctx["settings"], notice_id)
+    try:
+        return await sender.deliver(
+            ctx["db"], ctx["settings"], notice_id, smtp=ctx.get("smtp"),
+            max_attempts=ctx.get("max_attempts", sender.MAX_ATTEMPTS),
+            retry_base=ctx.get("retry_base", sender.RETRY_BASE_SECONDS),
+            stale_claim=ctx.get("stale_claim", STALE_CLAIM).total_seconds(),
+        )
+    except sender.Retry as exc:
+        raise Retry(defer=exc.defer) from None
 
 
 async def sweep_outbox(ctx) -> int:
     """Re-enqueue every notice still due: covers a Redis outage at commit time and killed workers."""
     now = utcnow()
+    stale = ctx.get("stale_claim", STALE_CLAIM)
     async with ctx["db"].sessionmaker() as session:
         rows = (
             await session.execute(
@@ -34,7 +46,7 @@ async def sweep_outbox(ctx) -> int:
                     Notice.send_after <= now,
                     or_(
                         Notice.status == "pending",
-                        (Notice.status == "sending") & (Notice.claimed_at < now - STALE_CLAIM),
+                        (Notice.status == "sending") & (Notice.claimed_at < now - stale),
                     ),
                 )
                 .order_by(Notice.id)
@@ -47,3 +59,22 @@ async def sweep_outbox(ctx) -> int:
     if rows:
         log.info("sweep re-enqueued %d notices", len(rows))
     return len(rows)
+
+
+async def staff_digests(ctx) -> int:
+    """Once a day per clinic, at its local digest hour: GFEs and REMS forms coming due (deduped per clinic, day and person)."""
+    from clinic.notices import service as notices
+    from clinic.scheduling.models import Clinic
+
+    now = utcnow()
+    sent = 0
+    async with ctx["db"].transaction() as session:
+        for clinic in (await session.execute(select(Clinic))).scalars().all():
+            local = now.astimezone(ZoneInfo(clinic.timezone))
+            if local.hour < int((clinic.settings or {}).get("digest_hour", DIGEST_HOUR)) and not ctx.get("digest_any_hour"):
+                continue
+            sent += len(await notices.staff_digest(session, queue=None, clinic=clinic, today=local.date()))
+    if sent:
+        # the rows are committed: the sweep would find them too, this only saves it a wait
+        await sweep_outbox(ctx)
+    return sent

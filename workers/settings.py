@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from arq import cron
 
 from clinic.config import Settings
 from clinic.db import Database
+from clinic.notices.sender import MAX_ATTEMPTS, RETRY_BASE_SECONDS, SmtpPool
 from clinic.queue import redis_settings
 from workers import jobs
 
+MAX_JOBS = 20
+JOB_TIMEOUT = 60
 
-def worker_settings(settings: Settings, *, db: Database | None = None) -> dict:
+
+def worker_settings(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    max_jobs: int = MAX_JOBS,
+    job_timeout: int = JOB_TIMEOUT,
+    retry_base: float = RETRY_BASE_SECONDS,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> dict:
     async def startup(ctx) -> None:
         ctx["settings"] = settings
         ctx["db"] = db or Database.connect(settings.database_url, pool_size=5)
+        # one SMTP connection per concurrent job, reused from notice to notice
+        ctx["smtp"] = SmtpPool(settings.smtp_url, size=max_jobs)
+        ctx["retry_base"] = retry_base
+        ctx["max_attempts"] = max_attempts
+        # arq cancels a send at job_timeout, so a claim older than that (plus slack) was abandoned
+        ctx["stale_claim"] = timedelta(seconds=job_timeout + 5)
 
     async def shutdown(ctx) -> None:
-        if db is None:
+        if "smtp" in ctx:
+            await ctx["smtp"].close()
+        if db is None and "db" in ctx:
             await ctx["db"].dispose()
 
     rs = redis_settings(settings.redis_url)
@@ -24,13 +46,18 @@ def worker_settings(settings: Settings, *, db: Database | None = None) -> dict:
     rs.conn_retry_delay = 2
     return dict(
         functions=[jobs.send_notice],
-        cron_jobs=[cron(jobs.sweep_outbox, second={0, 30}, run_at_startup=True, unique=True)],
+        cron_jobs=[
+            cron(jobs.sweep_outbox, second={0, 30}, run_at_startup=True, unique=True),
+            cron(jobs.staff_digests, minute={5}, unique=True),
+        ],
         on_startup=startup,
         on_shutdown=shutdown,
         redis_settings=rs,
-        max_jobs=20,
-        job_timeout=60,
-        max_tries=8,
-        keep_result=60,
+        max_jobs=max_jobs,
+        job_timeout=job_timeout,
+        # the outbox row counts tries (max_attempts); arq must not give up before it does
+        max_tries=max_attempts + 3,
+        # a finished job frees its id at once: the outbox row, not Redis, says whether a notice was sent
+        keep_result=0,
         handle_signals=False,
     )

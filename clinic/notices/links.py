@@ -1,0 +1,35 @@
+"""Signed, expiring links from a notice to what the patient may see after giving their date of birth."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime, timezone
+
+
+class LinkProblem(ValueError):
+    """A link that was altered, is malformed, or has expired."""
+
+
+def _sig(secret: str, link_id: int, expires: int) -> str:
+    mac = hmac.new(secret.encode(), f"cost-link:{link_id}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:18]).decode().rstrip("=")
+
+
+def sign(secret: str, link_id: int, expires_at: datetime) -> str:
+    expires = int(expires_at.timestamp())
+    return f"{link_id}.{expires}.{_sig(secret, link_id, expires)}"
+
+
+def verify(secret: str, token: str, now: datetime | None = None) -> int:
+    """The link id, or LinkProblem("tampered" | "expired")."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        raise LinkProblem("tampered")
+    link_id, expires = int(parts[0]), int(parts[1])
+    if not hmac.compare_digest(parts[2], _sig(secret, link_id, expires)):
+        raise LinkProblem("tampered")
+    if (now or datetime.now(timezone.utc)).timestamp() >= expires:
+        raise LinkProblem("expired")
+    return link_id

@@ -1,0 +1,183 @@
+"""Which notices a change causes, for whom and when: rows in the caller's transaction; listing and retrying them for staff."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from clinic.audit.service import Actor, record
+from clinic.billing.models import CostLink, Estimate
+from clinic.http import Conflict, NotFound, after_commit
+from clinic.notices.models import Notice
+from clinic.notices.outbox import SEND_JOB, add_notice, job_id
+from clinic.patients.models import Patient
+from clinic.scheduling.models import Appointment, Clinic
+from clinic.timeutil import utcnow
+
+DEFAULT_REMINDER_HOURS = 48
+DEFAULT_LINK_DAYS = 30
+
+
+def can_email(patient: Patient) -> bool:
+    """Channel preference and opt-out, as recorded with the patient's consent."""
+    return patient.notice_channel == "email" and not patient.notices_opted_out and bool(patient.email)
+
+
+def setting(clinic: Clinic, key: str, default: Any) -> Any:
+    value = (clinic.settings or {}).get(key)
+    return default if value in (None, "") else value
+
+
+async def add_link(session: AsyncSession, *, clinic: Clinic, patient: Patient, kind: str, estimate_id: int | None = None,
+                   appointment_id: int | None = None) -> CostLink:
+    link = CostLink(clinic_id=clinic.id, patient_id=patient.id, kind=kind, estimate_id=estimate_id, appointment_id=appointment_id,
+                    expires_at=utcnow() + timedelta(days=int(setting(clinic, "link_days", DEFAULT_LINK_DAYS))))
+    session.add(link)
+    await session.flush()
+    return link
+
+
+def link_payload(link: CostLink) -> dict[str, Any]:
+    return {"link_id": link.id, "link_expires": link.expires_at.isoformat()}
+
+
+async def booking_notices(session: AsyncSession, *, queue, appointment: Appointment, patient: Patient, clinic: Clinic,
+                          moved: bool = False, now: datetime | None = None) -> list[int]:
+    """A confirmation now, and a reminder `reminder_hours` before the visit (none if that moment has passed)."""
+    if not can_email(patient):
+        return []
+    now = now or utcnow()
+    at = appointment.starts_at.isoformat()
+    link = await add_link(session, clinic=clinic, patient=patient, kind="visit", appointment_id=appointment.id)
+    payload = {"starts_at": at, "moved": moved} | link_payload(link)
+    ids = []
+    nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="booking_confirmation",
+                           dedupe_key=f"booking:{appointment.id}:{at}", to_address=patient.email, patient_id=patient.id,
+                           appointment_id=appointment.id, payload=payload)
+    ids.append(nid)
+    remind_at = appointment.starts_at - timedelta(hours=float(setting(clinic, "reminder_hours", DEFAULT_REMINDER_HOURS)))
+    if remind_at > now:
+        nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="reminder",
+                               dedupe_key=f"reminder:{appointment.id}:{at}", to_address=patient.email, patient_id=patient.id,
+                               appointment_id=appointment.id, send_after=remind_at, payload=payload)
+        ids.append(nid)
+    return [i for i in ids if i is not None]
+
+
+async def cancel_pending(session: AsyncSession, *, appointment_id: int, kinds: tuple[str, ...] = ("reminder", "booking_confirmation"),
+                         reason: str) -> int:
+    """Pending notices about a visit that no longer stands are cancelled (the sender re-checks at send time too)."""
+    result = await session.execute(
+        update(Notice)
+        .where(Notice.appointment_id == appointment_id, col(Notice.kind).in_(kinds), Notice.status == "pending")
+        .values(status="cancelled", last_error=reason)
+    )
+    return result.rowcount or 0
+
+
+async def estimate_ready(session: AsyncSession, *, queue, estimate: Estimate, patient: Patient, clinic: Clinic) -> int | None:
+    if not can_email(patient):
+        return None
+    link = await add_link(session, clinic=clinic, patient=patient, kind="estimate", estimate_id=estimate.id)
+    kind = "gfe" if estimate.kind == "gfe" else "estimate_ready"
+    return await add_notice(session, queue=queue, clinic_id=clinic.id, kind=kind, dedupe_key=f"estimate:{estimate.id}",
+                            to_address=patient.email, patient_id=patient.id, appointment_id=estimate.appointment_id,
+                            payload=link_payload(link))
+
+
+async def balance_notice(session: AsyncSession, *, queue, appointment: Appointment, patient: Patient, clinic: Clinic) -> int | None:
+    if not can_email(patient):
+        return None
+    link = await add_link(session, clinic=clinic, patient=patient, kind="balance", appointment_id=appointment.id)
+    return await add_notice(session, queue=queue, clinic_id=clinic.id, kind="balance", dedupe_key=f"balance:{appointment.id}",
+                            to_address=patient.email, patient_id=patient.id, appointment_id=appointment.id,
+                            payload=link_payload(link))
+
+
+async def staff_digest(session: AsyncSession, *, queue, clinic: Clinic, today: date) -> list[int]:
+    """One message per billing, admin and prescriber account: counts and dates only, never a patient's name."""
+    from clinic.auth.models import StaffUser
+    from clinic.monitoring.models import RemsForm
+
+    horizon = today + timedelta(days=3)
+    gfe_rows = (await session.execute(
+        select(Estimate.due_on, func.count()).where(
+            Estimate.clinic_id == clinic.id, col(Estimate.issued_at).is_(None), col(Estimate.due_on).is_not(None),
+            col(Estimate.due_on) <= horizon,
+        ).group_by(Estimate.due_on)
+    )).all()
+    rems_rows = (await session.execute(
+        select(RemsForm.due_on, func.count()).where(
+            RemsForm.clinic_id == clinic.id, col(RemsForm.submitted_on).is_(None), col(RemsForm.due_on) <= horizon,
+        ).group_by(RemsForm.due_on)
+    )).all()
+    if not gfe_rows and not rems_rows:
+        return []
+    payload = {
+        "today": today.isoformat(),
+        "estimates_late": sum(n for d, n in gfe_rows if d < today),
+        "estimates_due": sum(n for d, n in gfe_rows if d >= today),
+        "rems_late": sum(n for d, n in rems_rows if d < today),
+        "rems_due": sum(n for d, n in rems_rows if d >= today),
+    }
+    staff = (await session.exec(select(StaffUser).where(StaffUser.clinic_id == clinic.id, StaffUser.active == True))).all()  # noqa: E712
+    ids = []
+    for user in staff:
+        wants = {"billing", "admin"} if payload["estimates_due"] + payload["estimates_late"] else set()
+        if payload["rems_due"] + payload["rems_late"]:
+            wants |= {"prescriber", "nurse", "admin"}
+        if not wants.intersection(user.roles):
+            continue
+        nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="staff_digest",
+                               dedupe_key=f"digest:{clinic.id}:{today.isoformat()}:{user.id}", to_address=user.email,
+                               payload=payload | {"staff_name": user.full_name.split(" ")[0], "roles": list(user.roles)})
+        if nid:
+            ids.append(nid)
+    return ids
+
+
+# ---- staff view -------------------------------------------------------------------------------------
+
+
+async def list_notices(session: AsyncSession, *, clinic_id: int, status: str | None = None, limit: int = 200) -> list[Notice]:
+    q = select(Notice).where(Notice.clinic_id == clinic_id)
+    if status:
+        q = q.where(Notice.status == status)
+    q = q.order_by(col(Notice.id).desc()).limit(min(max(limit, 1), 1000))
+    return list((await session.exec(q)).all())
+
+
+async def counts(session: AsyncSession, *, clinic_id: int) -> dict[str, int]:
+    rows = await session.execute(select(Notice.status, func.count()).where(Notice.clinic_id == clinic_id).group_by(Notice.status))
+    return {s: n for s, n in rows.all()}
+
+
+async def retry(session: AsyncSession, *, actor: Actor, notice_id: int, queue) -> Notice:
+    """A failed notice goes back to the queue with fresh tries; the same Message-ID keeps any duplicate folded."""
+    notice = (await session.exec(select(Notice).where(Notice.id == notice_id, Notice.clinic_id == actor.clinic_id).with_for_update())).first()
+    if notice is None:
+        raise NotFound("No such notice.")
+    if notice.status != "failed":
+        raise Conflict(f"Only a failed notice can be retried; this one is {notice.status}.")
+    notice.status, notice.attempts, notice.send_after, notice.claimed_at = "pending", 0, utcnow(), None
+    session.add(notice)
+    record(session, actor=actor, action="notice.retry", entity="notice", entity_id=notice.id, patient_id=notice.patient_id,
+           changes={"kind": notice.kind})
+    if queue is not None:
+        nid = notice.id
+
+        async def enqueue() -> None:
+            await queue.enqueue(SEND_JOB, nid, job_id=job_id(nid))
+
+        after_commit(session, enqueue)
+    return notice
+
+
+def local_when(instant: datetime, tz: str) -> str:
+    local = instant.astimezone(ZoneInfo(tz))
+    return f"{local:%A} {local.day} {local:%B %Y} at {local:%H:%M}"

@@ -83,6 +83,7 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["auth_problem"] = None
+        scope["idle_minutes"] = None
         if scope["type"] not in ("http", "websocket") or scope["path"].startswith("/static/"):
             scope["user"] = None
             await self.app(scope, receive, send)
@@ -116,6 +117,7 @@ class AuthenticationMiddleware:
                 return None
             if via == "session":
                 idle = idle_minutes(row.clinic_idle, settings.idle_timeout_minutes)
+                scope["idle_minutes"] = idle  # pages use it to leave the screen when the session ends
                 if is_idle_expired(row.seen, now, idle):
                     await session.execute(
                         text("UPDATE web_sessions SET ended_at = :now WHERE id = :id"), {"now": now, "id": row.cid}
@@ -127,7 +129,6 @@ class AuthenticationMiddleware:
                     )
                     await session.commit()
                     scope["auth_problem"] = IDLE
-                    scope["idle_minutes"] = idle
                     return None
             if (row.seen is None or now - row.seen > TOUCH_EVERY) and not _is_background(scope):
                 table, column = ("web_sessions", "last_seen_at") if via == "session" else ("api_tokens", "last_used_at")

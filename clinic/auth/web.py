@@ -56,7 +56,7 @@ async def login_page(
     notice = None
     if reason == "idle":
         minutes = idle_minutes(idle, request.app.state.settings.idle_timeout_minutes)
-        notice = f"Your session ended after {minutes} minutes idle. Sign in to carry on where you left off."
+        notice = f"Your session ended after {minutes} minute{'s' if minutes != 1 else ''} idle. Sign in to carry on where you left off."
     return Template("auth/login.html", context={"next": safe_next(next_) or "", "error": None, "notice": notice})
 
 

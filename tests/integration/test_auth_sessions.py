@@ -136,6 +136,8 @@ async def test_idle_limit_is_a_setting_and_a_clinic_may_set_its_own(settings, db
     nurse2 = await factory.user(strict, "nurse")
     async with app_client(create_app(settings, db=db, queue=queue)) as c:
         await login(c, nurse2.email)
+        # the page knows the clinic's limit, so it can leave the screen when the session ends
+        assert '<meta name="clinic-idle-minutes" content="3">' in (await c.get("/account")).text
         await _age_sessions(db, nurse2.id, 4)
         assert (await c.get("/api/v1/me")).status_code == 401
 

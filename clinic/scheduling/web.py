@@ -214,11 +214,14 @@ async def week_view(request: Request, db_session: DbSession, actor: CurrentActor
 
 
 async def _last_booking(db_session, actor: Actor, patient_id: int) -> Appointment | None:
+    """The patient's latest session that has begun (else their next one): its protocol, dose and time become the defaults."""
     from sqlmodel import col, select
 
-    q = (select(Appointment).where(Appointment.clinic_id == actor.clinic_id, Appointment.patient_id == patient_id)
-         .order_by(col(Appointment.starts_at).desc()).limit(1))
-    return (await db_session.exec(q)).first()
+    base = select(Appointment).where(Appointment.clinic_id == actor.clinic_id, Appointment.patient_id == patient_id,
+                                     col(Appointment.status).in_(LIVE))
+    now = utcnow()
+    last = (await db_session.exec(base.where(Appointment.starts_at <= now).order_by(col(Appointment.starts_at).desc()).limit(1))).first()
+    return last or (await db_session.exec(base.order_by(Appointment.starts_at).limit(1))).first()
 
 
 @get("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
@@ -250,6 +253,7 @@ async def book_page(request: Request, db_session: DbSession, actor: CurrentActor
         holds[st.kind] = f"{t.hold_minutes(min(t.doses_mg))}–{t.hold_minutes(max(t.doses_mg))}" if t.doses_mg else str(t.hold_minutes())
     ctx = base_context(
         clinic, patient=patient, last=last, types=types, chosen=chosen, holds=holds,
+        last_kind=next((st.kind for st in types if last and st.id == last.session_type_id), ""),
         dosed=[st.kind for st in types if Timing.of(st).doses_mg], dose=(last.planned_dose_mg if last and last.planned_dose_mg else 56),
         picked_start=picked_start, picked_chair=picked_chair, day=day, usual=usual,
         picked_value=slot_value(datetime.fromisoformat(picked_start), picked_chair) if picked_start and picked_chair else "",
@@ -267,7 +271,7 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
     day = max(day, today)
     days = form_int(q.get("days"), "days") or 7
     kind = q.get("session_type")
-    context = base_context(clinic, day=day, empty=None, groups=[], name=q.get("name") or "slot", picked=q.get("picked") or "",
+    context = base_context(clinic, day=day, empty=None, groups=[], picked_missing=None, name=q.get("name") or "slot", picked=q.get("picked") or "",
                            usual=q.get("usual") or "", prev_from=max(today, day - timedelta(days=days)), next_from=day + timedelta(days=days),
                            can_go_back=day > today, query=q)
     if not kind:
@@ -299,6 +303,8 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
                             "value": slot_value(start, chair_id), "label": start.astimezone(zone).strftime("%H:%M")})
         groups.append({"day": d, "choices": choices, "open": found.calendar.is_open_day(d)})
     context.update(groups=groups, st=st, hold=Timing.of(st).hold_minutes(dose))
+    if picked_start is not None and not any(c.start == picked_start and c.chair_id == picked_chair for c in found.candidates):
+        context["picked_missing"] = f"{picked_start.astimezone(zone).strftime('%a %d %b %H:%M')}, {found.chairs.get(picked_chair, 'that chair')}"
     if not found.candidates:
         context["empty"] = "No free time in these days for this protocol (chairs, staff on shift or the patient's own sessions)."
     return Template("scheduling/_slots.html", context=context)

@@ -18,7 +18,7 @@ from sqlmodel import Field, SQLModel
 from clinic.timeutil import TimestampField
 
 ALERT_LEVELS = ("caution", "alert", "urgent")
-DOSING_KINDS = ("device", "infusion_start", "infusion_end")
+DOSING_KINDS = ("device", "infusion_start", "infusion_end", "dose")
 DISSOCIATION_FORMS = ("cadss6", "cadss23")
 
 
@@ -82,11 +82,11 @@ class ClinicalEntry(SQLModel, table=True):
 
 
 class DosingEntry(SQLModel, table=True):
-    """One dosing event: an esketamine device, or the start or end of an IV infusion."""
+    """One dosing event: an esketamine device, the start or end of an IV infusion, or another protocol's single dose."""
 
     __tablename__ = "dosing_entries"
     __table_args__ = (
-        CheckConstraint("kind IN ('device','infusion_start','infusion_end')", name="kind_known"),
+        CheckConstraint("kind IN ('device','infusion_start','infusion_end','dose')", name="kind_known"),
         CheckConstraint(
             "kind <> 'device' OR (device_number BETWEEN 1 AND 3 AND dose_mg > 0 AND length(lot_number) > 0)",
             name="device_complete",
@@ -95,6 +95,7 @@ class DosingEntry(SQLModel, table=True):
             "kind <> 'infusion_start' OR (dose_mg > 0 AND mg_per_kg > 0 AND weight_kg BETWEEN 25 AND 350)",
             name="infusion_dose_complete",
         ),
+        CheckConstraint("kind <> 'dose' OR dose_mg > 0", name="dose_complete"),
         CheckConstraint(
             "(supersedes_id IS NULL AND correction_reason IS NULL AND NOT entered_in_error)"
             " OR (supersedes_id IS NOT NULL AND length(correction_reason) > 0)",
@@ -107,7 +108,7 @@ class DosingEntry(SQLModel, table=True):
     clinic_id: int = Field(foreign_key="clinics.id", index=True)
     appointment_id: int = Field(foreign_key="appointments.id")
     client_id: uuid.UUID = Field(sa_type=Uuid, unique=True)
-    kind: str = Field(sa_type=String(16))
+    kind: str = Field(sa_type=String(16))  # device | infusion_start | infusion_end | dose
     taken_at: datetime = TimestampField()
     recorded_by: int = Field(foreign_key="staff_users.id")
     recorded_at: datetime = TimestampField(default_now=True)

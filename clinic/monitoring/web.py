@@ -1,3 +1,530 @@
-"""monitoring HTML routes."""
+"""Monitoring HTML routes: the live board, the tablet session page, and the REMS form pages; each calls the same services as the API."""
 
-routes: list = []
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from litestar import Request, get, post
+from litestar.response import Redirect, ServerSentEvent, Template
+
+from clinic.audit.service import record
+from clinic.auth.permissions import allows
+from clinic.http import CurrentActor, DbSession, InvalidInput
+from clinic.monitoring import live, rules, service
+from clinic.monitoring.board import load_board
+from clinic.monitoring.chart import session_chart
+from clinic.monitoring.models import ClinicalEntry, DosingEntry
+from clinic.timeutil import utcnow
+
+MOAAS_SHORT = {5: "Normal", 4: "Lethargic", 3: "Loud or repeated name", 2: "Prodding", 1: "Trapezius squeeze", 0: "No response"}
+
+
+# ---- form parsing ----------------------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {k: (v if isinstance(v, str) else str(v)) for k, v in form.items()}
+
+
+def _text(form: dict[str, str], name: str) -> str | None:
+    value = (form.get(name) or "").strip()
+    return value or None
+
+
+def _int(form: dict[str, str], name: str) -> int | None:
+    value = _text(form, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        label = rules.FIELD_LABELS.get(name, name.replace("_", " "))
+        raise InvalidInput(f"{label} must be a whole number.", field=name) from None
+
+
+def _decimal(form: dict[str, str], name: str) -> Decimal | None:
+    value = _text(form, name)
+    if value is None:
+        return None
+    try:
+        return Decimal(value.replace(",", "."))
+    except InvalidOperation:
+        raise InvalidInput(f"{rules.FIELD_LABELS.get(name, name.replace('_', ' '))} must be a number.", field=name) from None
+
+
+def _flag(form: dict[str, str], name: str) -> bool:
+    return (form.get(name) or "").lower() in ("on", "yes", "true", "1")
+
+
+def _client_id(form: dict[str, str]) -> uuid.UUID:
+    try:
+        return uuid.UUID(form.get("client_id") or "")
+    except ValueError:
+        raise InvalidInput("This form has no submission id; reload the page and try again.", field="client_id") from None
+
+
+def local_time(value: str | None, tz: str, now: datetime, *, field: str = "taken_at") -> datetime | None:
+    """A wall-clock HH:MM from a tablet: its latest occurrence not after now (so 23:50 entered at 00:10 is yesterday)."""
+    if not value:
+        return None
+    try:
+        hh, mm = (int(p) for p in value.strip().split(":")[:2])
+        wall = time(hh, mm)
+    except ValueError:
+        raise InvalidInput("Enter the time as HH:MM.", field=field) from None
+    zone = ZoneInfo(tz)
+    today = now.astimezone(zone).date()
+    instant = datetime.combine(today, wall, zone)
+    if instant > now + rules.CLOCK_SKEW:
+        instant = datetime.combine(today - timedelta(days=1), wall, zone)
+    return instant
+
+
+async def _clinic_tz(db_session: DbSession, actor: CurrentActor) -> str:
+    from clinic.scheduling.models import Clinic
+
+    clinic = await db_session.get(Clinic, actor.clinic_id)
+    return clinic.timezone if clinic else "UTC"
+
+
+# ---- the session page's view model -------------------------------------------------------------------
+
+
+@dataclass
+class TimelineItem:
+    at: datetime
+    kind: str  # entry | dose | alert | ack | event
+    text: str
+    who: str = ""
+    recorded_at: datetime | None = None
+    entry: ClinicalEntry | None = None
+    dose: DosingEntry | None = None
+    superseded_by: int | None = None
+    correction: str = ""
+    level: str = ""
+    current: bool = True
+
+
+def entry_summary(e: ClinicalEntry) -> str:
+    parts = []
+    if e.systolic is not None:
+        parts.append(f"BP {e.systolic}/{e.diastolic}")
+    if e.heart_rate is not None:
+        parts.append(f"HR {e.heart_rate}")
+    if e.spo2 is not None:
+        parts.append(f"SpO2 {e.spo2}%")
+    if e.resp_rate is not None:
+        parts.append(f"RR {e.resp_rate}")
+    if e.moaas is not None:
+        parts.append(f"MOAA/S {e.moaas}")
+    if e.dissociation_total is not None:
+        parts.append(f"{rules.CADSS_LABELS.get(e.dissociation_form or '', 'CADSS')} {e.dissociation_total}")
+    if e.entered_in_error:
+        parts.append("withdrawn: entered in error")
+    return " · ".join(parts)
+
+
+def dose_summary(d: DosingEntry, tz: str) -> str:
+    if d.entered_in_error:
+        return f"Device {d.device_number} withdrawn: entered in error" if d.kind == "device" else "Dosing entry withdrawn"
+    if d.kind == "device":
+        return f"Device {d.device_number}: {d.dose_mg:.0f} mg, lot {d.lot_number}"
+    if d.kind == "infusion_start":
+        return f"Infusion started: {d.dose_mg} mg ({d.mg_per_kg} mg/kg × {d.weight_kg} kg)"
+    if d.kind == "infusion_end":
+        return "Infusion ended"
+    return f"Dose given: {d.dose_mg} mg"
+
+
+def _who(data: service.SessionData, user_id: int | None) -> str:
+    u = data.staff.get(user_id) if user_id else None
+    if u is None:
+        return ""
+    return f"{u.full_name}{', ' + u.credentials if u.credentials else ''}"
+
+
+def timeline(data: service.SessionData) -> list[TimelineItem]:
+    tz = data.tz
+    items: list[TimelineItem] = []
+    by_entry = {e.supersedes_id: e.id for e in data.entries if e.supersedes_id}
+    for e in data.entries:
+        correction = f"Correction of entry {e.supersedes_id}: {e.correction_reason}" if e.supersedes_id else ""
+        items.append(
+            TimelineItem(
+                e.taken_at, "entry", entry_summary(e), _who(data, e.recorded_by), e.recorded_at, entry=e,
+                superseded_by=by_entry.get(e.id), correction=correction, current=e.id not in by_entry and not e.entered_in_error,
+            )
+        )
+    by_dose = {d.supersedes_id: d.id for d in data.doses if d.supersedes_id}
+    for d in data.doses:
+        correction = f"Correction of dosing entry {d.supersedes_id}: {d.correction_reason}" if d.supersedes_id else ""
+        items.append(
+            TimelineItem(
+                d.taken_at, "dose", dose_summary(d, tz), _who(data, d.recorded_by), d.recorded_at, dose=d,
+                superseded_by=by_dose.get(d.id), correction=correction, current=d.id not in by_dose and not d.entered_in_error,
+            )
+        )
+    for a in data.alerts:
+        items.append(TimelineItem(a.raised_at, "alert", a.message, level=a.level))
+        if a.acknowledged_at:
+            items.append(TimelineItem(a.acknowledged_at, "ack", f"{a.level.capitalize()} acknowledged: {a.note}", _who(data, a.acknowledged_by), level=a.level))
+    appt = data.appointment
+    if appt.checked_in_at:
+        items.append(TimelineItem(appt.checked_in_at, "event", "Checked in" + (" · escort confirmed" if appt.escort_confirmed else "")))
+    if appt.discharged_at:
+        items.append(TimelineItem(appt.discharged_at, "event", "Discharged", _who(data, appt.discharged_by)))
+    return sorted(items, key=lambda i: (i.at, i.recorded_at or i.at), reverse=True)
+
+
+def session_context(state: service.SessionState, request: Request) -> dict[str, Any]:
+    data, appt = state.data, state.data.appointment
+    tz, now = data.tz, state.now
+    user = request.scope.get("user")
+    roles = user.roles if user else ()
+    readings = data.readings()
+    start = min([appt.checked_in_at or appt.starts_at] + [r.taken_at for r in readings])
+    minimum = int(data.protocol.get("min_monitoring_minutes", 0))
+    end_candidates = [appt.discharged_at or now]
+    if appt.dosing_started_at and not appt.discharged_at:
+        end_candidates.append(appt.dosing_started_at + timedelta(minutes=minimum + 5))
+    end = max(end_candidates + [r.taken_at for r in readings])
+    due = state.next_check if state.next_check and state.next_check.open else None
+    upcoming = state.next_check if state.next_check and state.next_check.status == "upcoming" else None
+    devices = sorted((d for d in data.current_doses() if d.kind == "device"), key=lambda d: d.device_number or 0)
+    planned_devices = data.planned_device_count()
+    spacing = int(data.protocol.get("minutes_between_devices", 5))
+    next_device = None
+    if data.kind == "esketamine" and devices and planned_devices and len(devices) < planned_devices:
+        next_device = {"number": len(devices) + 1, "of": planned_devices, "from": devices[-1].taken_at + timedelta(minutes=spacing), "lot": devices[-1].lot_number}
+    infusion = next((d for d in data.current_doses() if d.kind == "infusion_start"), None)
+    infusion_end = next((d for d in data.current_doses() if d.kind == "infusion_end"), None)
+    iv_default = None
+    if "dose_mg_per_kg" in data.protocol and appt.weight_kg:
+        try:
+            per_kg, mg = rules.iv_dose_mg(data.protocol, mg_per_kg=None, weight_kg=appt.weight_kg)
+            iv_default = {"per_kg": per_kg, "mg": mg}
+        except rules.RuleViolation:
+            iv_default = None
+    estimate = rules.ready_to_leave_estimate(data.protocol, dosing_started_at=appt.dosing_started_at, readings=readings)
+    return {
+        "state": state,
+        "data": data,
+        "appt": appt,
+        "patient": data.patient,
+        "tz": tz,
+        "now": now,
+        "due": due,
+        "upcoming": upcoming,
+        "chart": session_chart(readings, tz=tz, start=start, end=end, dosing_started_at=appt.dosing_started_at, checks=state.schedule),
+        "timeline": timeline(data),
+        "can_run": allows("session.run", roles),
+        "can_sign": allows("session.sign", roles),
+        "next_device": next_device,
+        "infusion": infusion,
+        "infusion_end": infusion_end,
+        "iv_default": iv_default,
+        "estimate": estimate,
+        "moaas_scale": MOAAS_SHORT,
+        "cadss_items": rules.CADSS_ITEMS,
+        "cadss_anchors": rules.CADSS_ANCHORS,
+        "measure_labels": rules.MEASURE_LABELS,
+        "phase_label": rules.PHASE_LABELS.get(state.phase, state.phase),
+        "is_esketamine": data.kind == "esketamine",
+        "is_iv": "dose_mg_per_kg" in data.protocol,
+    }
+
+
+async def _live(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, *, audit: bool = False, page: bool = False) -> Template:
+    state = await service.session_state(db_session, actor=actor, appointment_id=appointment_id, audit=audit)
+    return Template("monitoring/session.html" if page else "monitoring/_session_live.html", context=session_context(state, request))
+
+
+# ---- board ---------------------------------------------------------------------------------------------
+
+
+@get("/board", opt={"permission": "board.read"}, include_in_schema=False)
+async def board_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    board = await load_board(db_session, clinic_id=actor.clinic_id)
+    record(db_session, actor=actor, action="board.view", entity="board")
+    return Template("monitoring/board.html", context={"board": board, "tz": board.tz})
+
+
+@get("/board/fragment", opt={"permission": "board.read"}, include_in_schema=False)
+async def board_fragment(db_session: DbSession, actor: CurrentActor) -> Template:
+    board = await load_board(db_session, clinic_id=actor.clinic_id)
+    return Template("monitoring/_board.html", context={"board": board, "tz": board.tz})
+
+
+@get("/board/stream", opt={"permission": "board.read"}, include_in_schema=False)
+async def board_stream(request: Request) -> ServerSentEvent:
+    return live.sse(live.board_events(request.app, request.scope["user"].clinic_id))
+
+
+# ---- the tablet session page ------------------------------------------------------------------------------
+
+
+@get("/sessions/{appointment_id:int}", opt={"permission": "session.read"}, include_in_schema=False)
+async def session_page(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    return await _live(request, db_session, actor, appointment_id, audit=True, page=True)
+
+
+@get("/sessions/{appointment_id:int}/live", opt={"permission": "session.read"}, include_in_schema=False)
+async def session_live(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    """The page refreshing itself (every 30 s and when another tablet writes): part of the page view already audited."""
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@get("/sessions/{appointment_id:int}/stream", opt={"permission": "session.read"}, include_in_schema=False)
+async def session_stream(request: Request, actor: CurrentActor, appointment_id: int) -> ServerSentEvent:
+    # a short session of its own: a request-scoped one would be held open for the life of the stream
+    async with request.app.state.db.sessionmaker() as session:
+        await service.load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, entries=False, doses=False, alerts=False)
+    return live.sse(live.session_events(request.app, actor.clinic_id, appointment_id))
+
+
+@post("/sessions/{appointment_id:int}/check-in", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_check_in(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    await service.check_in(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        fasting_confirmed=_flag(form, "fasting_confirmed"),
+        escort_confirmed=_flag(form, "escort_confirmed"),
+        escort_name=form.get("escort_name"),
+        escort_phone=form.get("escort_phone"),
+        weight_kg=_decimal(form, "weight_kg"),
+        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/escort", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_escort(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    form = await _form(request)
+    await service.confirm_escort(db_session, actor=actor, appointment_id=appointment_id, escort_name=form.get("escort_name"), escort_phone=form.get("escort_phone"))
+    return await _live(request, db_session, actor, appointment_id)
+
+
+def _measurements(form: dict[str, str]) -> service.Measurements:
+    form_name = _text(form, "dissociation_form")
+    items = None
+    if form_name in rules.CADSS_ITEMS:
+        items = {str(n): _int(form, f"item_{n}") for n in rules.CADSS_ITEMS[form_name]}
+        if all(v is None for v in items.values()):
+            form_name, items = None, None
+        else:
+            items = {k: v for k, v in items.items() if v is not None}
+    return service.Measurements(
+        systolic=_int(form, "systolic"),
+        diastolic=_int(form, "diastolic"),
+        heart_rate=_int(form, "heart_rate"),
+        spo2=_int(form, "spo2"),
+        resp_rate=_int(form, "resp_rate"),
+        moaas=_int(form, "moaas"),
+        dissociation_form=form_name,
+        dissociation_items=items,
+        note=_text(form, "note"),
+    )
+
+
+@post("/sessions/{appointment_id:int}/entries", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_entry(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    await service.record_entry(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        client_id=_client_id(form),
+        values=_measurements(form),
+        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
+        check_key=_text(form, "check_key"),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/entries/{entry_id:int}/correct", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_correct_entry(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, entry_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    values = _measurements(form)
+    changes: dict[str, Any] = {
+        "systolic": values.systolic,
+        "diastolic": values.diastolic,
+        "heart_rate": values.heart_rate,
+        "spo2": values.spo2,
+        "resp_rate": values.resp_rate,
+        "moaas": values.moaas,
+        "note": values.note,
+    }
+    if values.dissociation_form:
+        changes["dissociation_form"], changes["dissociation_items"] = values.dissociation_form, values.dissociation_items
+    elif "dissociation_form" in form:
+        changes["dissociation_form"], changes["dissociation_items"] = None, None
+    taken = local_time(form.get("taken_at"), tz, utcnow())
+    if taken is not None:
+        changes["taken_at"] = taken
+    await service.correct_entry(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        entry_id=entry_id,
+        client_id=_client_id(form),
+        reason=form.get("reason") or "",
+        changes=changes,
+        entered_in_error=_flag(form, "entered_in_error"),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/start-dosing", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_start_dosing(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    dose = _decimal(form, "dose_mg")
+    await service.start_dosing(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        client_id=_client_id(form),
+        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
+        lot_number=form.get("lot_number"),
+        dose_mg=dose,
+        mg_per_kg=_decimal(form, "mg_per_kg"),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/dosing", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_dose(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    await service.record_dose(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        client_id=_client_id(form),
+        kind=form.get("kind") or "",
+        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
+        lot_number=form.get("lot_number"),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/dosing/{dose_id:int}/correct", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_correct_dose(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, dose_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    await service.correct_dose(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        dose_id=dose_id,
+        client_id=_client_id(form),
+        reason=form.get("reason") or "",
+        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
+        lot_number=form.get("lot_number"),
+        entered_in_error=_flag(form, "entered_in_error"),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/alerts/{alert_id:int}/acknowledge", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def session_acknowledge(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, alert_id: int) -> Template:
+    form = await _form(request)
+    await service.acknowledge_alert(db_session, actor=actor, appointment_id=appointment_id, alert_id=alert_id, note=form.get("note") or "")
+    return await _live(request, db_session, actor, appointment_id)
+
+
+@post("/sessions/{appointment_id:int}/discharge", opt={"permission": "session.sign"}, include_in_schema=False, status_code=200)
+async def session_discharge(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    form = await _form(request)
+    tz = await _clinic_tz(db_session, actor)
+    await service.discharge(
+        db_session,
+        actor=actor,
+        appointment_id=appointment_id,
+        queue=request.app.state.queue,
+        ready_to_leave_at=local_time(form.get("ready_to_leave_at"), tz, utcnow(), field="ready_to_leave_at"),
+        note=form.get("note"),
+    )
+    return await _live(request, db_session, actor, appointment_id)
+
+
+# ---- REMS ------------------------------------------------------------------------------------------------
+
+
+@get("/rems", opt={"permission": "session.read"}, include_in_schema=False)
+async def rems_tracker_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+    pending, done, today = await service.rems_tracker(db_session, actor=actor)
+    user = request.scope.get("user")
+    return Template(
+        "monitoring/rems_tracker.html",
+        context={"pending": pending, "done": done, "today": today, "can_run": allows("session.run", user.roles if user else ())},
+    )
+
+
+@get("/rems/{appointment_id:int}", opt={"permission": "session.read"}, include_in_schema=False)
+async def rems_form_page(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    state, fields = await service.rems_form(db_session, actor=actor, appointment_id=appointment_id)
+    sections: dict[str, list[service.RemsField]] = {}
+    for f in fields:
+        sections.setdefault(f.section, []).append(f)
+    user = request.scope.get("user")
+    return Template(
+        "monitoring/rems_form.html",
+        context={
+            "state": state,
+            "data": state.data,
+            "sections": sections,
+            "missing": [f for f in fields if f.missing],
+            "form": state.data.rems,
+            "tz": state.data.tz,
+            "today": state.now.astimezone(ZoneInfo(state.data.tz)).date(),
+            "can_run": allows("session.run", user.roles if user else ()),
+        },
+    )
+
+
+@post("/rems/{appointment_id:int}/submission", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
+async def rems_submission(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template | Redirect:
+    form = await _form(request)
+    try:
+        submitted = date.fromisoformat((form.get("submitted_on") or "").strip())
+    except ValueError:
+        raise InvalidInput("Enter the submission date.", field="submitted_on") from None
+    await service.record_rems_submission(db_session, actor=actor, appointment_id=appointment_id, submitted_on=submitted, confirmation=form.get("confirmation") or "")
+    if not request.headers.get("hx-request"):
+        return Redirect(path=f"/rems/{appointment_id}")  # the printable form page posts a plain form
+    pending, done, today = await service.rems_tracker(db_session, actor=actor)
+    return Template("monitoring/_rems_rows.html", context={"pending": pending, "done": done, "today": today, "can_run": True})
+
+
+routes = [
+    board_page,
+    board_fragment,
+    board_stream,
+    session_page,
+    session_live,
+    session_stream,
+    session_check_in,
+    session_escort,
+    session_entry,
+    session_correct_entry,
+    session_start_dosing,
+    session_dose,
+    session_correct_dose,
+    session_acknowledge,
+    session_discharge,
+    rems_tracker_page,
+    rems_form_page,
+    rems_submission,
+]

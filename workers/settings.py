@@ -7,13 +7,23 @@ from datetime import timedelta
 from arq import cron
 
 from clinic.config import Settings
-from clinic.db import Database
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from clinic.db import Database, make_sessionmaker
 from clinic.notices.sender import MAX_ATTEMPTS, RETRY_BASE_SECONDS, SmtpPool
 from clinic.queue import redis_settings
 from workers import jobs
 
 MAX_JOBS = 20
 JOB_TIMEOUT = 60
+
+
+def worker_database(url: str, max_jobs: int) -> Database:
+    """A connection for every concurrent job, without a ping per checkout: a dropped connection fails one
+    claim, the row stays pending, and the sweep re-enqueues it (the ping would double the round trips)."""
+    engine = create_async_engine(url, pool_size=max_jobs, max_overflow=0, pool_pre_ping=False, pool_timeout=30,
+                                 connect_args={"timeout": 5, "command_timeout": 30, "server_settings": {"application_name": "clinic-worker"}})
+    return Database(engine=engine, sessionmaker=make_sessionmaker(engine))
 
 
 def worker_settings(
@@ -27,7 +37,7 @@ def worker_settings(
 ) -> dict:
     async def startup(ctx) -> None:
         ctx["settings"] = settings
-        ctx["db"] = db or Database.connect(settings.database_url, pool_size=5)
+        ctx["db"] = db or worker_database(settings.database_url, max_jobs)
         # one SMTP connection per concurrent job, reused from notice to notice
         ctx["smtp"] = SmtpPool(settings.smtp_url, size=max_jobs)
         ctx["retry_base"] = retry_base

@@ -23,6 +23,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # billing sees billing
     "billing.read": frozenset({BILLING, ADMIN}),
     "billing.write": frozenset({BILLING}),
+    # coverage (insurance card details): billing, or the front desk entering it at registration
+    "coverage.write": frozenset({FRONT_DESK, BILLING, ADMIN}),
     # admin manages staff, chairs, protocols, fee schedule, and reads the audit trail
     "admin": frozenset({ADMIN}),
     "audit.read": frozenset({ADMIN}),

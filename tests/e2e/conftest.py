@@ -1,0 +1,368 @@
+"""Browser tests' harness: the app under uvicorn on a free port against a fresh, migrated, demo-seeded database, and Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncio
+
+import asyncpg
+import pytest
+import uvicorn
+
+from clinic.app import create_app
+from clinic.cli import run_migrations
+from clinic.config import Settings
+from clinic.db import Database
+from tests.conftest import _asyncpg_dsn, _with_db
+from tests.reliability.helpers import free_port
+from tests.smtp_sink import SmtpSink
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = HERE / "artifacts"
+AXE = HERE / "assets" / "axe.min.js"
+DESKTOP = {"width": 1280, "height": 800}
+TABLET = {"width": 820, "height": 1180}
+DEMO_PASSWORD = "demo-password-123"
+EMAILS = {
+    "front_desk": "frontdesk@demo.clinic",
+    "nurse": "nurse@demo.clinic",
+    "prescriber": "prescriber@demo.clinic",
+    "billing": "billing@demo.clinic",
+    "admin": "admin@demo.clinic",
+}
+# a generous wait: two cores are shared by the server, the browser and the test
+TIMEOUT_MS = 15_000
+
+
+@dataclass
+class Site:
+    """The running app and what the flows need to know about its data."""
+
+    url: str
+    database_url: str
+    redis_url: str
+    smtp: SmtpSink
+    tz: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class AppServer:
+    """The app under uvicorn in a thread of this process: real sockets, its own event loop and pools."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.port = port
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+                                                    access_log=False, timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, name=f"e2e-uvicorn-{port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "AppServer":
+        self.thread.start()
+        end = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                raise RuntimeError("the app did not start under uvicorn")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+# ---- the server ------------------------------------------------------------------------------------------
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine to completion on a thread of its own: Playwright's sync API keeps a loop running on this one."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            out["error"] = exc
+
+    t = threading.Thread(target=target, name="e2e-async")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+async def _create_database(server_url: str, name: str) -> str:
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_db(server_url, name)
+    await asyncio.to_thread(run_migrations, url)
+    return url
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def e2e_database(_servers) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A database of the browser tests' own (their writes are committed, so they stay out of the shared test database)."""
+    server_url = _servers[0]
+    name = f"clinic_e2e_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        url = run_async(_create_database(server_url, name))
+        facts = run_async(_seed(url))
+        yield url, facts
+    finally:
+        run_async(_drop_database(server_url, name))
+
+
+async def _seed(url: str) -> dict[str, Any]:
+    """The demo clinic (small), plus one esketamine booking in a chair of its own that the nurse flow runs from check-in."""
+    from sqlalchemy import text
+
+    from clinic.seed import seed_demo
+    from clinic.timeutil import utcnow
+    from tests.factories import Factory, appointment
+
+    db = Database.connect(url, pool_size=2)
+    try:
+        clinic = await seed_demo(db, patients=14, days=7)
+        f = Factory(db)
+        from clinic.scheduling.models import Chair
+
+        chair = Chair(clinic_id=clinic.id, name="Chair 9", kind="chair", sort_order=9)
+        await f.add(chair)
+        patient = await f.patient(clinic, first_name="Iris", last_name="Vandermeer", date_of_birth=date(1979, 3, 14),
+                                  email="iris.vandermeer@example.org", phone="(555) 019-4411",
+                                  rems_enrolled_on=date(2024, 2, 1), rems_patient_id="RP-771234",
+                                  escort_name="Tom Vandermeer", escort_phone="(555) 019-4412")
+        zone = ZoneInfo(clinic.timezone)
+        now = utcnow()
+        midnight = datetime.combine(now.astimezone(zone).date(), datetime.min.time(), zone)
+        # booked a while ago today (so it is on today's board), checked in late: the flow back-charts its times
+        starts = max(now - timedelta(minutes=150), midnight + timedelta(minutes=1)).replace(second=0, microsecond=0)
+        appt = await appointment(f, clinic, patient, starts, kind="esketamine", chair_id=chair.id, planned_dose_mg=56,
+                                 ends_at=starts + timedelta(minutes=160), escort_name="Tom Vandermeer", escort_phone="(555) 019-4412")
+        async with db.engine.connect() as conn:
+            # a returning patient: REMS enrolled, with a discharged session behind them
+            row = (await conn.execute(text(
+                "SELECT p.id, p.first_name, p.last_name FROM patients p WHERE p.clinic_id = :c AND p.rems_patient_id IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = p.id AND a.status = 'fulfilled')"
+                " AND p.id <> :skip ORDER BY p.id LIMIT 1"), {"c": clinic.id, "skip": patient.id})).one()
+        return {
+            "clinic_id": clinic.id,
+            "tz": clinic.timezone,
+            "returning": {"id": row[0], "first": row[1], "last": row[2]},
+            "nurse_appointment": appt.id,
+            "nurse_patient": {"id": patient.id, "first": "Iris", "last": "Vandermeer", "dob": "1979-03-14"},
+            "nurse_chair": "Chair 9",
+        }
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def site(e2e_database, redis_url) -> Iterator[Site]:
+    """The app under uvicorn (a thread with its own loop and pools, as in production), with an SMTP sink for the worker."""
+    url, facts = e2e_database
+    sink = SmtpSink()
+    sink.start()
+    port = free_port()  # known before the settings: BASE_URL goes into emailed links
+    settings = Settings(database_url=url, redis_url=redis_url, smtp_url=sink.url, secret_key="e2e-secret-key-" + "x" * 24,
+                        base_url=f"http://127.0.0.1:{port}")
+    server = AppServer(create_app(settings), port).start()
+    try:
+        yield Site(url=server.url, database_url=url, redis_url=redis_url, smtp=sink, tz=facts["tz"], facts=facts)
+    finally:
+        server.stop()
+        sink.stop()
+
+
+# ---- the browser -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium per test module: Playwright's sync API holds this thread's event loop, which the async tests after these need back."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(
+            f"Browser tests need Debian's chromium at {CHROMIUM}; install it with `apt-get install chromium` (.ci/run does this).",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Tab:
+    """One browser context (a person at a device): its page, its screenshots, and the JavaScript errors it saw."""
+
+    def __init__(self, browser: Any, site: Site, flow: str, who: str, viewport: dict[str, int]) -> None:
+        # bypass_csp: only so axe-core can be injected; the app's own pages are still served with their CSP
+        self.context = browser.new_context(viewport=viewport, base_url=site.url, bypass_csp=True, locale="en-US",
+                                           timezone_id=site.tz, device_scale_factor=1, has_touch=viewport["width"] < 1000)
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.site = site
+        self.flow = flow
+        self.who = who
+        self.errors: list[str] = []
+        self.step = 0
+        self.page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+        self.page.on("console", self._console)
+        self.page.on("dialog", lambda d: d.accept())  # data-confirm forms ask before cancelling; a person says yes
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error" and ("Content Security Policy" in msg.text or "Uncaught" in msg.text):
+            self.errors.append(msg.text)
+
+    def shot(self, name: str) -> Path:
+        self.step += 1
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.flow}-{self.who}-{self.step:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def login(self, role: str) -> None:
+        page = self.page
+        page.goto("/login")
+        page.get_by_label("Email").fill(EMAILS[role])
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        self.shot(f"sign in as {role}")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda u: "/login" not in u)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def tabs(browser, site, request) -> Iterator[Any]:
+    """open(who, viewport) -> Tab; every tab is closed after the test, and a test fails on any JavaScript error its tabs saw."""
+    opened: list[Tab] = []
+    flow = request.node.name.removeprefix("test_")
+
+    def open_tab(who: str, viewport: dict[str, int] = DESKTOP) -> Tab:
+        tab = Tab(browser, site, flow, who, viewport)
+        opened.append(tab)
+        return tab
+
+    yield open_tab
+    errors = [f"{t.who}: {e}" for t in opened for e in t.errors]
+    for t in opened:
+        t.close()
+    assert not errors, "JavaScript errors in the browser:\n" + "\n".join(errors)
+
+
+# ---- checks on a page ------------------------------------------------------------------------------------------
+
+
+def axe_violations(page: Any, *, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict[str, Any]]:
+    """Run axe-core on the page as it is now; the violations of the given impacts."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [v for v in result["violations"] if v.get("impact") in impacts]
+
+
+def describe_violations(url: str, violations: list[dict[str, Any]]) -> str:
+    lines = [f"{url}:"]
+    for v in violations:
+        lines.append(f"  [{v['impact']}] {v['id']}: {v['help']} ({v['helpUrl']})")
+        for node in v["nodes"][:8]:
+            target = " ".join(str(t) for t in node.get("target", []))
+            lines.append(f"      at {target}: {node.get('failureSummary', '').splitlines()[-1].strip() if node.get('failureSummary') else ''}")
+            lines.append(f"         {node.get('html', '')[:160]}")
+        if len(v["nodes"]) > 8:
+            lines.append(f"      ... and {len(v['nodes']) - 8} more")
+    return "\n".join(lines)
+
+
+TOUCH_TARGETS_JS = """
+(min) => {
+  const out = [];
+  const seen = new Set();
+  const sel = 'a[href], button, input:not([type=hidden]), select, textarea, summary, [role=button]';
+  for (const el of document.querySelectorAll(sel)) {
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || style.display === 'none' || el.closest('[hidden]')) continue;
+    // a checkbox or radio is tapped through its label: the label is the target
+    let target = el;
+    if ((el.type === 'checkbox' || el.type === 'radio') ) {
+      target = el.closest('label') || (el.id && document.querySelector(`label[for="${el.id}"]`)) || el;
+    }
+    if (seen.has(target)) continue;
+    seen.add(target);
+    const r = target.getBoundingClientRect();
+    if (r.width <= 1 || r.height <= 1) continue;  // not rendered, or visually hidden until focused (skip link)
+    if (r.width < min || r.height < min) {
+      out.push({
+        tag: target.tagName.toLowerCase(),
+        text: (target.innerText || target.value || target.getAttribute('aria-label') || target.name || '').trim().replace(/\\s+/g, ' ').slice(0, 60),
+        width: Math.round(r.width * 10) / 10,
+        height: Math.round(r.height * 10) / 10,
+        html: target.outerHTML.slice(0, 140),
+      });
+    }
+  }
+  return out;
+}
+"""
+
+
+def small_touch_targets(page: Any, minimum: int = 44) -> list[dict[str, Any]]:
+    return page.evaluate(TOUCH_TARGETS_JS, minimum)
+
+
+def describe_targets(url: str, small: list[dict[str, Any]]) -> str:
+    return f"{url}: {len(small)} touch target(s) under 44x44 px\n" + "\n".join(
+        f"  {s['width']}x{s['height']} <{s['tag']}> {s['text']!r}: {s['html']}" for s in small
+    )
+
+
+def wait_for_mail(sink: SmtpSink, predicate, timeout: float = 30.0) -> Any:
+    """The first message in the sink that satisfies predicate, polling until timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for m in list(sink.messages):
+            if predicate(m):
+                return m
+        time.sleep(0.2)
+    raise AssertionError(f"no matching email within {timeout:.0f}s; the sink has {len(sink.messages)}: "
+                         + json.dumps([m.get("Subject") for m in sink.messages]))
+
+
+def local_hhmm(instant: datetime, tz: str) -> str:
+    return instant.astimezone(ZoneInfo(tz)).strftime("%H:%M")

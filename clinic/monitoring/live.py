@@ -161,9 +161,8 @@ def board_listener(app: Any) -> BoardListener:
 async def render_board_fragment(app: Any, clinic_id: int) -> str:
     async with app.state.db.sessionmaker() as session:
         board = await load_board(session, clinic_id=clinic_id)
-        await session.rollback()
-    template = app.template_engine.get_template("monitoring/_board.html")
-    return template.render(board=board, tz=board.tz)
+        template = app.template_engine.get_template("monitoring/_board.html")
+        return template.render(board=board, tz=board.tz)
 
 
 async def _wait(queue: asyncio.Queue[str], timeout: float) -> list[str]:
@@ -187,12 +186,19 @@ async def board_events(app: Any, clinic_id: int, *, stream_seconds: float = STRE
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stream_seconds
     try:
-        yield ServerSentEventMessage(event="board", data=await render_board_fragment(app, clinic_id), retry=RETRY_MS)
-        while (left := deadline - loop.time()) > 0:
-            await _wait(queue, min(TICK_SECONDS, left))
-            if loop.time() >= deadline:
-                break
-            yield ServerSentEventMessage(event="board", data=await render_board_fragment(app, clinic_id))
+        first = True
+        while first or (left := deadline - loop.time()) > 0:
+            if not first:
+                await _wait(queue, min(TICK_SECONDS, left))
+                if loop.time() >= deadline:
+                    break
+            try:
+                html = await render_board_fragment(app, clinic_id)
+            except Exception as exc:  # database away: end the stream; the browser reconnects and catches up
+                log.warning("board render failed: %s", type(exc).__name__)
+                return
+            yield ServerSentEventMessage(event="board", data=html, retry=RETRY_MS if first else None)
+            first = False
     finally:
         await listener.unsubscribe(name, queue)
 

@@ -170,8 +170,10 @@ def timeline(data: service.SessionData) -> list[TimelineItem]:
                 superseded_by=by_dose.get(d.id), correction=correction, current=d.id not in by_dose and not d.entered_in_error,
             )
         )
+    taken = {e.id: e.taken_at for e in data.entries}
     for a in data.alerts:
-        items.append(TimelineItem(a.raised_at, "alert", a.message, level=a.level))
+        # placed at the reading that raised it (a back-charted reading raises its alert later)
+        items.append(TimelineItem(taken.get(a.entry_id, a.raised_at), "alert", a.message, recorded_at=a.raised_at, level=a.level))
         if a.acknowledged_at:
             items.append(TimelineItem(a.acknowledged_at, "ack", f"{a.level.capitalize()} acknowledged: {a.note}", _who(data, a.acknowledged_by), level=a.level))
     appt = data.appointment

@@ -31,8 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 async def app_client(app, base_url: str = "http://testserver.local") -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client calling the app in this event loop; the app was given its db and queue, so no lifespan is needed."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
-        yield c
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
+            yield c
+    finally:
+        # what the lifespan would stop at shutdown (e.g. the live board's LISTEN connection)
+        for stop in list(app.state.listeners):
+            await stop()
 
 
 def _asyncpg_dsn(sqlalchemy_url: str) -> str:

@@ -88,10 +88,27 @@ def conflict_message(exc: IntegrityError) -> tuple[str, str | None]:
     return "This change conflicts with data already saved; reload and try again.", name
 
 
+# SQLSTATEs that mean "the server is away", not "the statement is wrong": connection exceptions (08xxx),
+# shutdown and start-up (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now), too many connections
+UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """True when the database cannot be reached (as opposed to refusing the statement)."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+    """True when the database cannot be reached (as opposed to refusing the statement).
+
+    Follows the driver's exception chain: during a restart asyncpg reports e.g. "the database system is shutting
+    down" (57P03) or "connection was closed in the middle of operation" (08003) as a plain DBAPIError.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError)):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in UNAVAILABLE_SQLSTATES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False

@@ -1,0 +1,123 @@
+"""Postgres restarted under load: requests during the outage get a quick 503, nothing is half-written, and the same app recovers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from clinic.cli import run_migrations
+from clinic.db import Database
+from tests.reliability.conftest import make_world
+from tests.reliability.helpers import PrivatePostgres, rows
+
+FAIL_FAST = 4.0  # asyncpg's connect timeout is 3 s; a request must never hang longer than that on a dead database
+
+
+@dataclass
+class Call:
+    kind: str
+    name: str | None
+    started: float
+    ended: float
+    status: int
+    body: str
+    retry_after: str | None
+
+
+@pytest.fixture(scope="module")
+async def private_pg():
+    pg = await asyncio.to_thread(PrivatePostgres)
+    await asyncio.to_thread(pg.create_database, "clinic")
+    await asyncio.to_thread(run_migrations, pg.url("clinic"))
+    yield pg
+    await asyncio.to_thread(pg.cleanup)
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_postgres_restart_under_load_answers_503_fast_and_recovers(private_pg, settings, live_server, mode):
+    """fast: an operator's restart (sessions cut off, clean shutdown); immediate: a crash (recovery from WAL on start)."""
+    url = private_pg.url("clinic")
+    db = Database.connect(url, pool_size=2)
+    try:
+        world = await make_world(db)
+    finally:
+        await db.dispose()
+    app = live_server(settings.with_(database_url=url))
+    calls: list[Call] = []
+    stop = asyncio.Event()
+    desk = world.h("front_desk")
+
+    async def client(i: int) -> None:
+        n = 0
+        async with httpx.AsyncClient(base_url=app.url, timeout=20) as c:
+            while not stop.is_set():
+                n += 1
+                name = None
+                t0 = time.monotonic()
+                if n % 2:
+                    name = f"Load{i}x{n}"
+                    r = await c.post("/api/v1/patients", headers=desk, json={
+                        "first_name": "Pat", "last_name": name, "date_of_birth": "1980-05-17", "sex": "female",
+                        "email": f"{name.lower()}@example.org"})
+                    kind = "write"
+                else:
+                    r = await c.get("/api/v1/appointments", headers=desk, params={"date": world.day.isoformat()})
+                    kind = "read"
+                calls.append(Call(kind, name, t0, time.monotonic(), r.status_code, r.text[:300], r.headers.get("retry-after")))
+                await asyncio.sleep(0.02)
+
+    load = [asyncio.create_task(client(i)) for i in range(6)]
+    try:
+        await asyncio.sleep(1.0)
+        down_from = time.monotonic()
+        await asyncio.to_thread(private_pg.stop, mode)
+        down = time.monotonic()
+        async with httpx.AsyncClient(base_url=app.url, timeout=20) as c:
+            health = await c.get("/healthz")
+            page = await c.get("/patients", headers=desk)
+        await asyncio.sleep(2.5)
+        up_from = time.monotonic()
+        await asyncio.to_thread(private_pg.start)
+        up = time.monotonic()
+        end = up + 15
+        while time.monotonic() < end:
+            recent = [x for x in calls if x.started > up]
+            if len(recent) >= 30 and all(x.status in (200, 201) for x in recent[-20:]):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+
+    assert health.status_code == 503 and health.json()["db"] == "down"
+    assert page.status_code == 503 and "not reachable" in page.text and page.headers["content-type"].startswith("text/html")
+
+    odd = [(x.kind, x.status, x.body) for x in calls if x.status not in (200, 201, 503)]
+    assert not odd, f"answers other than success or 503: {odd[:5]}"
+    during = [x for x in calls if x.started >= down and x.ended <= up_from]
+    assert during and all(x.status == 503 for x in during), [(x.status, x.body) for x in during if x.status != 503][:5]
+    slow = max(x.ended - x.started for x in calls if x.started >= down_from and x.ended <= up)
+    assert slow < FAIL_FAST, f"a request took {slow:.1f}s while the database was away"
+    for x in during:
+        assert '"code":"db_unavailable"' in x.body.replace(" ", "") and x.retry_after == "5", x.body
+
+    after = [x for x in calls if x.started > up]
+    assert after and all(x.status in (200, 201) for x in after[-20:]), "the app did not recover without a restart"
+    recovered_in = min(x.ended for x in after if x.status in (200, 201)) - up
+    assert recovered_in < 5, f"first success {recovered_in:.1f}s after Postgres was back"
+
+    # every write the app confirmed is there; none it refused is
+    db = Database.connect(url, pool_size=1)
+    try:
+        saved = {r[0] for r in await rows(db, "SELECT last_name FROM patients WHERE clinic_id = :c AND last_name LIKE 'Load%'", c=world.clinic.id)}
+    finally:
+        await db.dispose()
+    confirmed = {x.name for x in calls if x.kind == "write" and x.status == 201}
+    refused = {x.name for x in calls if x.kind == "write" and x.status == 503}
+    assert confirmed and refused
+    assert confirmed <= saved, f"confirmed but missing: {sorted(confirmed - saved)[:5]}"
+    assert not (refused & saved), f"answered 503 but saved: {sorted(refused & saved)[:5]}"

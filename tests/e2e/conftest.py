@@ -216,7 +216,9 @@ def browser() -> Iterator[Any]:
             f"Browser tests need Debian's chromium at {CHROMIUM}; install it with `apt-get install chromium` (.ci/run does this).",
             pytrace=False,
         )
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -204,3 +204,76 @@ class WorkerProcess:
         self.kill()
         self.log.close()
         os.unlink(self.log.name)
+
+
+# ---- a network that fails the way a clinic's Wi-Fi does ---------------------------------------------------
+
+
+class FlakyProxy:
+    """A TCP proxy in front of the app; each new connection takes the next step of `plan`:
+
+    "pass": forward both ways; "drop_response": the request reaches the app, the answer never reaches the tablet
+    (the connection dies as the first byte of the answer comes back); "cut_request": the connection dies halfway
+    through sending the request, so the app never sees all of it.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.plan: list[str] = []
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.seen: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> "FlakyProxy":
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        mode = self.plan.pop(0) if self.plan else "pass"
+        self.seen.append(mode)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        try:
+            if mode == "cut_request":
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next((line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), b"0"))
+                body = await reader.readexactly(length) if length else b""
+                up_writer.write(head + body[: max(len(body) // 2, 1)])
+                await up_writer.drain()
+                await asyncio.sleep(0.05)
+                return
+            if mode == "drop_response":
+                pump = asyncio.create_task(self._pump(reader, up_writer))
+                await up_reader.read(1)  # the app has answered, so its transaction is over
+                pump.cancel()
+                writer.transport.abort()
+                return
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                w.transport.abort()
+
+    @staticmethod
+    async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            try:
+                dst.write_eof()
+            except (OSError, RuntimeError):
+                pass

@@ -35,8 +35,10 @@ class Plan:
     kind: str
     label: str
     starts: int  # minutes from now
-    run: Callable[[Any, Appointment], Awaitable[None]]
+    run: Callable[[Appointment], Awaitable[None]]
     dose_mg: int | None = None
+    # whole-session shifts (minutes) to try when a chair or the patient is taken; none may push a charted time past now
+    shifts: tuple[int, ...] = (0, -10, 10, -20)
 
 
 class Charting:
@@ -44,9 +46,10 @@ class Charting:
 
     def __init__(self, session, *, nurse: Actor, prescriber: Actor, now: datetime) -> None:
         self.session, self.nurse, self.prescriber, self.now = session, nurse, prescriber, now
+        self.offset = 0  # minutes the whole session is moved by to find a free chair
 
     def at(self, minutes: int) -> datetime:
-        return self.now + timedelta(minutes=minutes)
+        return self.now + timedelta(minutes=minutes + self.offset)
 
     async def check_in(self, appt: Appointment, minutes: int, *, weight: float | None = None, escort: bool = True) -> None:
         await service.check_in(
@@ -211,6 +214,13 @@ async def _free(session, *, column, value: int, start: datetime, end: datetime) 
     return (await session.exec(q.limit(1))).first() is None
 
 
+async def _first_free(session, candidates: list, *, column, start: datetime, end: datetime):
+    for c in candidates:
+        if await _free(session, column=column, value=c.id, start=start, end=end):
+            return c
+    return None
+
+
 async def seed(session, ctx) -> None:
     """Add monitoring demo rows inside the seeding transaction (see clinic.seed.SeedContext)."""
     clinic = ctx.clinic
@@ -229,31 +239,28 @@ async def seed(session, ctx) -> None:
         Plan("esketamine", "discharged", -245, chart.esk_discharged, 56),
         Plan("esketamine", "ready", -150, chart.esk_ready, 56),
         Plan("esketamine", "monitoring", -70, chart.esk_monitoring, 56),
-        Plan("esketamine", "checked in", -12, chart.esk_checked_in, 56),
-        Plan("esketamine", "booked", 50, _nothing, 84),
+        Plan("esketamine", "checked in", -12, chart.esk_checked_in, 56, shifts=(0, 3)),
+        Plan("esketamine", "booked", 50, _nothing, 84, shifts=(0, 30, 60, 90, 120, -20)),
         Plan("ketamine_iv", "discharged", -205, chart.iv_discharged),
         Plan("ketamine_iv", "ready", -106, chart.iv_ready),
         Plan("ketamine_iv", "monitoring", -64, chart.iv_monitoring),
-        Plan("ketamine_iv", "checked in", -10, chart.iv_checked_in),
-        Plan("ketamine_iv", "booked", 75, _nothing),
+        Plan("ketamine_iv", "checked in", -10, chart.iv_checked_in, shifts=(0, 3)),
+        Plan("ketamine_iv", "booked", 75, _nothing, shifts=(0, 30, 60, 90, 120, -20)),
     ]
     used: set[int] = set()
     seated = 0
     for plan in plans:
         st = types[plan.kind]
-        start = now + timedelta(minutes=plan.starts)
         devices = (plan.dose_mg or 28) // 28 if plan.kind == "esketamine" else 1
-        end = start + timedelta(minutes=st.hold_minutes(devices))
-        chair = None
-        for c in chairs:
-            if await _free(session, column=Appointment.chair_id, value=c.id, start=start, end=end):
-                chair = c
-                break
-        pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
-        patient = None
-        for p in pool:
-            if await _free(session, column=Appointment.patient_id, value=p.id, start=start, end=end):
-                patient = p
+        chair = patient = None
+        for shift in plan.shifts:
+            start = now + timedelta(minutes=plan.starts + shift)
+            end = start + timedelta(minutes=st.hold_minutes(devices))
+            chair = await _first_free(session, chairs, column=Appointment.chair_id, start=start, end=end)
+            pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
+            patient = await _first_free(session, pool, column=Appointment.patient_id, start=start, end=end)
+            if chair is not None and patient is not None:
+                chart.offset = shift
                 break
         if chair is None or patient is None:
             continue  # the schedule is full around this time; the other phases still show

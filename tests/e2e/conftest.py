@@ -176,8 +176,13 @@ async def _seed(url: str) -> dict[str, Any]:
                 "SELECT p.id, p.first_name, p.last_name FROM patients p WHERE p.clinic_id = :c AND p.rems_patient_id IS NOT NULL"
                 " AND EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = p.id AND a.status = 'fulfilled')"
                 " AND p.id <> :skip ORDER BY p.id LIMIT 1"), {"c": clinic.id, "skip": patient.id})).one()
+            live = (await conn.execute(text(
+                "SELECT a.id, st.kind, a.status FROM appointments a JOIN session_types st ON st.id = a.session_type_id"
+                " WHERE a.clinic_id = :c AND a.status IN ('arrived', 'in_progress') ORDER BY a.id"), {"c": clinic.id})).all()
         return {
             "clinic_id": clinic.id,
+            # sessions the monitoring demo left running: (kind, status) -> appointment id
+            "live": {f"{kind}:{status}": aid for aid, kind, status in reversed(live)},
             "tz": clinic.timezone,
             "returning": {"id": row[0], "first": row[1], "last": row[2]},
             "nurse_appointment": appt.id,
@@ -231,10 +236,11 @@ def browser() -> Iterator[Any]:
 class Tab:
     """One browser context (a person at a device): its page, its screenshots, and the JavaScript errors it saw."""
 
-    def __init__(self, browser: Any, site: Site, flow: str, who: str, viewport: dict[str, int]) -> None:
+    def __init__(self, browser: Any, site: Site, flow: str, who: str, viewport: dict[str, int], storage_state: Any = None) -> None:
         # bypass_csp: only so axe-core can be injected; the app's own pages are still served with their CSP
         self.context = browser.new_context(viewport=viewport, base_url=site.url, bypass_csp=True, locale="en-US",
-                                           timezone_id=site.tz, device_scale_factor=1, has_touch=viewport["width"] < 1000)
+                                           timezone_id=site.tz, device_scale_factor=1, has_touch=viewport["width"] < 1000,
+                                           storage_state=storage_state)
         self.context.set_default_timeout(TIMEOUT_MS)
         self.page = self.context.new_page()
         self.site = site
@@ -253,7 +259,8 @@ class Tab:
     def shot(self, name: str) -> Path:
         self.step += 1
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{self.flow}-{self.who}-{self.step:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{self.flow} {self.who} {self.step:02d} {name}".lower()).strip("-")
+        path = ARTIFACTS / f"{slug}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
@@ -276,8 +283,8 @@ def tabs(browser, site, request) -> Iterator[Any]:
     opened: list[Tab] = []
     flow = request.node.name.removeprefix("test_")
 
-    def open_tab(who: str, viewport: dict[str, int] = DESKTOP) -> Tab:
-        tab = Tab(browser, site, flow, who, viewport)
+    def open_tab(who: str, viewport: dict[str, int] = DESKTOP, storage_state: Any = None) -> Tab:
+        tab = Tab(browser, site, flow, who, viewport, storage_state)
         opened.append(tab)
         return tab
 
@@ -328,7 +335,8 @@ TOUCH_TARGETS_JS = """
     if (seen.has(target)) continue;
     seen.add(target);
     const r = target.getBoundingClientRect();
-    if (r.width <= 1 || r.height <= 1) continue;  // not rendered, or visually hidden until focused (skip link)
+    // not rendered, or moved off-screen until focused (the skip link)
+    if (r.width <= 1 || r.height <= 1 || r.right <= 0 || r.bottom <= 0) continue;
     if (r.width < min || r.height < min) {
       out.push({
         tag: target.tagName.toLowerCase(),

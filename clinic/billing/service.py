@@ -216,7 +216,7 @@ def _parse_pairs(text: str) -> dict[str, str]:
 async def set_coverage(session: AsyncSession, *, actor: Actor, patient_id: int, data: dict[str, Any], queue=None) -> Coverage:
     from clinic.notices import hooks
 
-    patient = await _patient(session, actor.clinic_id, patient_id)
+    patient = await get_patient(session, actor.clinic_id, patient_id)
     try:
         values = clean_coverage(data)
     except rules.BillingProblem as p:
@@ -241,7 +241,7 @@ async def set_coverage(session: AsyncSession, *, actor: Actor, patient_id: int, 
     return coverage
 
 
-async def _patient(session: AsyncSession, clinic_id: int, patient_id: int) -> Patient:
+async def get_patient(session: AsyncSession, clinic_id: int, patient_id: int) -> Patient:
     p = (await session.exec(select(Patient).where(Patient.id == patient_id, Patient.clinic_id == clinic_id))).first()
     if p is None:
         raise NotFound("No such patient in this clinic.")
@@ -359,7 +359,7 @@ async def on_coverage_changed(session: AsyncSession, *, patient: Patient, clinic
 async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, session_type_id: int | None = None,
                       visits: int | None = None) -> Estimate:
     """A GFE the patient asked for: due within 3 business days, even before anything is booked."""
-    patient = await _patient(session, actor.clinic_id, patient_id)
+    patient = await get_patient(session, actor.clinic_id, patient_id)
     clinic = await session.get(Clinic, actor.clinic_id)
     upcoming = await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
     if not upcoming and session_type_id is None:
@@ -516,7 +516,7 @@ async def _issue(session: AsyncSession, *, actor: Actor, estimate: Estimate, que
     if estimate.issued_at is not None:
         raise Conflict("This estimate was already issued; issued estimates are kept as sent and never edited.")
     clinic = await session.get(Clinic, actor.clinic_id)
-    patient = await _patient(session, actor.clinic_id, estimate.patient_id)
+    patient = await get_patient(session, actor.clinic_id, estimate.patient_id)
     coverage = await coverage_of(session, clinic.id, patient.id)
     if estimate_kind(coverage) != estimate.kind:
         raise Conflict("The patient's coverage changed since this draft was made; make a new estimate.")
@@ -640,8 +640,9 @@ async def move_claim(session: AsyncSession, *, actor: Actor, claim_id: int, data
     new = str(data.get("status") or "")
     try:
         rules.check_claim_move(claim.status, new)
-        plan_paid = rules.cents(data.get("plan_paid_cents"), field="plan_paid_cents", allow_none=True)
-        patient_part = rules.cents(data.get("patient_cents"), field="patient_cents", allow_none=True)
+        # integers are cents (API); text is dollars as typed in a form
+        plan_paid = rules.cents(data.get("plan_paid_cents", data.get("plan_paid")), field="plan_paid_cents", allow_none=True)
+        patient_part = rules.cents(data.get("patient_cents", data.get("patient_owes")), field="patient_cents", allow_none=True)
     except rules.BillingProblem as p:
         raise problem(p) from None
     if new in ("paid", "partially_paid") and plan_paid is None:
@@ -668,7 +669,7 @@ async def move_claim(session: AsyncSession, *, actor: Actor, claim_id: int, data
 
 
 async def add_payment(session: AsyncSession, *, actor: Actor, patient_id: int, data: dict[str, Any]) -> Payment:
-    await _patient(session, actor.clinic_id, patient_id)
+    await get_patient(session, actor.clinic_id, patient_id)
     try:
         amount = rules.cents(data.get("amount_cents", data.get("amount")), field="amount_cents")
     except rules.BillingProblem as p:

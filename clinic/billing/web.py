@@ -1,3 +1,220 @@
-"""billing HTML routes."""
+"""Billing pages: what is due and late, estimates and GFEs, coverage, superbills, balances, claims; the fee schedule admin."""
 
-routes: list = []
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.response import Redirect, Template
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from clinic.audit.service import record
+from clinic.auth.permissions import allows
+from clinic.auth.models import StaffUser
+from clinic.billing import rules, service
+from clinic.billing.models import CLAIM_STATES, Charge, Claim, Estimate, Payment
+from clinic.http import CurrentActor, DbSession, NotFound
+from clinic.notices import service as notices
+from clinic.patients.models import Patient
+from clinic.scheduling.models import Appointment, Clinic, SessionType
+
+HEAD = '<link rel="stylesheet" href="/static/css/billing.css">'
+DONE = {
+    "issued": "Estimate issued; the patient gets an email with a secure link.",
+    "coverage": "Coverage saved.",
+    "requested": "GFE requested: it is on the due list with its deadline.",
+    "payment": "Payment recorded.",
+    "claim": "Claim updated.",
+    "fee": "Fee schedule saved.",
+}
+
+
+async def form_dict(request: Request) -> dict[str, Any]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if k != "_csrf_token"}
+
+
+async def clinic_of(session: AsyncSession, clinic_id: int) -> Clinic:
+    return await session.get(Clinic, clinic_id)
+
+
+async def patient_names(session: AsyncSession, clinic_id: int, ids: set[int]) -> dict[int, Patient]:
+    if not ids:
+        return {}
+    rows = await session.exec(select(Patient).where(Patient.clinic_id == clinic_id, col(Patient.id).in_(ids)))
+    return {p.id: p for p in rows.all()}
+
+
+@get("/billing", opt={"permission": "billing.read"}, include_in_schema=False)
+async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
+    clinic = await clinic_of(db_session, actor.clinic_id)
+    today = service.clinic_today(clinic)
+    drafts = await service.list_estimates(db_session, clinic_id=clinic.id, status="draft")
+    issued = await service.list_estimates(db_session, clinic_id=clinic.id, status="issued", limit=15)
+    replaced = await service.superseded_ids(db_session, [e.id for e in issued])
+    overages = await service.gfe_overages(db_session, clinic_id=clinic.id)
+    owed = sorted((b for b in (await service.balances(db_session, clinic_id=clinic.id)).values() if b.owed_cents > 0),
+                  key=lambda b: -b.owed_cents)[:20]
+    claims = list((await db_session.exec(
+        select(Claim).where(Claim.clinic_id == clinic.id, Claim.status != "closed").order_by(col(Claim.updated_at).desc()).limit(30)
+    )).all())
+    claim_counts = Counter((await db_session.exec(select(Claim.status).where(Claim.clinic_id == clinic.id))).all())
+    sessions = (await db_session.exec(
+        select(Charge.appointment_id, Charge.patient_id, Charge.service_date).where(Charge.clinic_id == clinic.id)
+        .distinct().order_by(col(Charge.service_date).desc(), col(Charge.appointment_id).desc()).limit(15)
+    )).all()
+    ids = {e.patient_id for e in drafts + issued} | {b.patient_id for b in owed} | {c.patient_id for c in claims} \
+        | {s[1] for s in sessions} | {o["estimate"].patient_id for o in overages}
+    failed = (await notices.counts(db_session, clinic_id=clinic.id)).get("failed", 0)
+    return Template("billing/dashboard.html", context={
+        "head": HEAD, "clinic": clinic, "today": today, "drafts": drafts, "issued": issued, "replaced": replaced,
+        "overages": overages, "owed": owed, "claims": claims, "claim_counts": claim_counts, "claim_states": CLAIM_STATES,
+        "claim_next": rules.CLAIM_NEXT, "sessions": sessions, "patients": await patient_names(db_session, clinic.id, ids),
+        "deadline_state": rules.deadline_state, "failed_notices": failed, "done": DONE.get(done or ""),
+    })
+
+
+@get("/billing/estimates/{estimate_id:int}", opt={"permission": "billing.read"}, include_in_schema=False)
+async def estimate_page(db_session: DbSession, actor: CurrentActor, estimate_id: int) -> Template:
+    estimate = await service.get_estimate(db_session, actor=actor, estimate_id=estimate_id)
+    clinic = await clinic_of(db_session, actor.clinic_id)
+    patient = (await patient_names(db_session, clinic.id, {estimate.patient_id}))[estimate.patient_id]
+    newer = (await db_session.exec(select(Estimate.id).where(Estimate.supersedes_id == estimate.id))).first()
+    record(db_session, actor=actor, action="billing.estimate.read", entity="estimate", entity_id=estimate.id, patient_id=patient.id)
+    return Template("billing/estimate.html", context={
+        "head": HEAD, "clinic": clinic, "e": estimate, "c": estimate.content, "patient": patient, "newer": newer,
+        "today": service.clinic_today(clinic), "deadline_state": rules.deadline_state, "public": False,
+    })
+
+
+@post("/billing/estimates/{estimate_id:int}/issue", opt={"permission": "billing.write"}, include_in_schema=False)
+async def issue_estimate(request: Request, db_session: DbSession, actor: CurrentActor, estimate_id: int) -> Redirect:
+    e = await service.issue(db_session, actor=actor, estimate_id=estimate_id, queue=request.app.state.queue)
+    return Redirect(path=f"/billing/estimates/{e.id}?done=issued")
+
+
+@get("/billing/patients/{patient_id:int}", opt={"permission": "billing.read"}, include_in_schema=False)
+async def patient_page(db_session: DbSession, actor: CurrentActor, patient_id: int, done: str | None = None) -> Template:
+    clinic = await clinic_of(db_session, actor.clinic_id)
+    patient = await service.get_patient(db_session, clinic.id, patient_id)
+    coverage = await service.coverage_of(db_session, clinic.id, patient_id)
+    estimates = await service.list_estimates(db_session, clinic_id=clinic.id, patient_id=patient_id)
+    replaced = await service.superseded_ids(db_session, [e.id for e in estimates])
+    charges = list((await db_session.exec(select(Charge).where(Charge.patient_id == patient_id, Charge.clinic_id == clinic.id)
+                                          .order_by(col(Charge.service_date).desc(), Charge.id))).all())
+    claims = {c.appointment_id: c for c in (await db_session.exec(select(Claim).where(Claim.patient_id == patient_id))).all()}
+    payments = list((await db_session.exec(select(Payment).where(Payment.patient_id == patient_id).order_by(col(Payment.received_at).desc()))).all())
+    balance = (await service.balances(db_session, clinic_id=clinic.id, patient_ids=[patient_id])).get(patient_id)
+    session_types = list((await db_session.exec(select(SessionType).where(SessionType.clinic_id == clinic.id, SessionType.active == True))).all())  # noqa: E712
+    record(db_session, actor=actor, action="billing.patient.read", entity="patient", entity_id=patient_id, patient_id=patient_id)
+    by_visit: dict[int, list[Charge]] = {}
+    for c in charges:
+        by_visit.setdefault(c.appointment_id, []).append(c)
+    return Template("billing/patient.html", context={
+        "head": HEAD, "clinic": clinic, "patient": patient, "coverage": coverage, "kind": service.estimate_kind(coverage),
+        "estimates": estimates, "replaced": replaced, "by_visit": by_visit, "claims": claims, "payments": payments,
+        "balance": balance, "session_types": session_types, "today": service.clinic_today(clinic),
+        "deadline_state": rules.deadline_state, "claim_next": rules.CLAIM_NEXT, "done": DONE.get(done or ""),
+    })
+
+
+@get("/billing/patients/{patient_id:int}/coverage", opt={"permission": "coverage.write"}, include_in_schema=False)
+async def coverage_page(db_session: DbSession, actor: CurrentActor, patient_id: int, done: str | None = None) -> Template:
+    patient = await service.get_patient(db_session, actor.clinic_id, patient_id)
+    coverage = await service.coverage_of(db_session, actor.clinic_id, patient_id)
+    return Template("billing/coverage.html", context={"head": HEAD, "patient": patient, "coverage": coverage,
+                                                       "done": DONE.get(done or ""), "form": None})
+
+
+@post("/billing/patients/{patient_id:int}/coverage", opt={"permission": "coverage.write"}, include_in_schema=False)
+async def coverage_save(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
+    data = await form_dict(request)
+    data.setdefault("files_claim", "off")
+    data.setdefault("in_network", "off")
+    await service.set_coverage(db_session, actor=actor, patient_id=patient_id, data=data, queue=request.app.state.queue)
+    target = f"/billing/patients/{patient_id}" if allows("billing.read", actor.roles) else f"/billing/patients/{patient_id}/coverage"
+    return Redirect(path=f"{target}?done=coverage")
+
+
+@post("/billing/patients/{patient_id:int}/gfe-request", opt={"permission": "billing.write"}, include_in_schema=False)
+async def gfe_request(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
+    data = await form_dict(request)
+    st = int(data["session_type_id"]) if str(data.get("session_type_id") or "").isdigit() else None
+    visits = int(data["visits"]) if str(data.get("visits") or "").isdigit() else None
+    await service.request_gfe(db_session, actor=actor, patient_id=patient_id, session_type_id=st, visits=visits)
+    return Redirect(path=f"/billing/patients/{patient_id}?done=requested")
+
+
+@post("/billing/patients/{patient_id:int}/payments", opt={"permission": "billing.write"}, include_in_schema=False)
+async def payment_add(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
+    await service.add_payment(db_session, actor=actor, patient_id=patient_id, data=await form_dict(request))
+    return Redirect(path=f"/billing/patients/{patient_id}?done=payment")
+
+
+@post("/billing/claims/{claim_id:int}", opt={"permission": "billing.write"}, include_in_schema=False)
+async def claim_move(request: Request, db_session: DbSession, actor: CurrentActor, claim_id: int) -> Redirect:
+    data = await form_dict(request)
+    back = data.pop("back", "")
+    claim = await service.move_claim(db_session, actor=actor, claim_id=claim_id, data=data)
+    target = f"/billing/patients/{claim.patient_id}" if back == "patient" else "/billing"
+    return Redirect(path=f"{target}?done=claim")
+
+
+@get("/billing/sessions/{appointment_id:int}/superbill", opt={"permission": "billing.read"}, include_in_schema=False)
+async def superbill(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+    appt = (await db_session.exec(select(Appointment).where(Appointment.id == appointment_id, Appointment.clinic_id == actor.clinic_id))).first()
+    if appt is None:
+        raise NotFound("No such session.")
+    clinic = await clinic_of(db_session, actor.clinic_id)
+    patient = await service.get_patient(db_session, clinic.id, appt.patient_id)
+    charges = list((await db_session.exec(select(Charge).where(Charge.appointment_id == appt.id).order_by(Charge.id))).all())
+    coverage = await service.coverage_of(db_session, clinic.id, patient.id)
+    claim = (await db_session.exec(select(Claim).where(Claim.appointment_id == appt.id))).first()
+    paid = sum((await db_session.exec(select(Payment.amount_cents).where(Payment.appointment_id == appt.id))).all())
+    provider_ids = {c.provider_id for c in charges if c.provider_id}
+    providers = {u.id: u for u in (await db_session.exec(select(StaffUser).where(col(StaffUser.id).in_(provider_ids)))).all()} if provider_ids else {}
+    record(db_session, actor=actor, action="billing.superbill.read", entity="appointment", entity_id=appt.id, patient_id=patient.id)
+    return Template("billing/superbill.html", context={
+        "head": HEAD, "clinic": clinic, "patient": patient, "appt": appt, "charges": charges, "coverage": coverage,
+        "claim": claim, "paid": paid, "providers": providers, "total": sum(c.amount_cents for c in charges),
+        "plan_paid": claim.plan_paid_cents if claim else 0,
+    })
+
+
+# ---- fee schedule (admin) --------------------------------------------------------------------------
+
+
+@get("/admin/fees", opt={"permission": "admin"}, include_in_schema=False)
+async def fees_page(db_session: DbSession, actor: CurrentActor, done: str | None = None, on: str | None = None) -> Template:
+    clinic = await clinic_of(db_session, actor.clinic_id)
+    today = service.clinic_today(clinic)
+    try:
+        day = date.fromisoformat(on) if on else today
+    except ValueError:
+        day = today
+    rows = await service.fee_rows(db_session, clinic.id)
+    current = {r.code: r for r in rows if r.effective_from <= day and (r.effective_to is None or day < r.effective_to)}
+    return Template("billing/fees.html", context={"head": HEAD, "rows": rows, "current": current, "day": day, "today": today,
+                                                   "done": DONE.get(done or "")})
+
+
+@post("/admin/fees", opt={"permission": "admin"}, include_in_schema=False)
+async def fees_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Redirect:
+    await service.add_fee(db_session, actor=actor, data=await form_dict(request))
+    return Redirect(path="/admin/fees?done=fee")
+
+
+@post("/admin/fees/{fee_id:int}/end", opt={"permission": "admin"}, include_in_schema=False)
+async def fees_end(request: Request, db_session: DbSession, actor: CurrentActor, fee_id: int) -> Redirect:
+    data = await form_dict(request)
+    await service.end_fee(db_session, actor=actor, fee_id=fee_id, effective_to=data.get("effective_to"))
+    return Redirect(path="/admin/fees?done=fee")
+
+
+routes: list = [
+    dashboard, estimate_page, issue_estimate, patient_page, coverage_page, coverage_save, gfe_request, payment_add,
+    claim_move, superbill, fees_page, fees_add, fees_end,
+]

@@ -9,7 +9,11 @@ from datetime import datetime, timezone
 
 
 class LinkProblem(ValueError):
-    """A link that was altered, is malformed, or has expired."""
+    """A link that was altered, is malformed, or has expired (then `link_id` is set: the signature was good)."""
+
+    def __init__(self, reason: str, link_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.link_id = link_id
 
 
 def _sig(secret: str, link_id: int, expires: int) -> str:
@@ -31,5 +35,5 @@ def verify(secret: str, token: str, now: datetime | None = None) -> int:
     if not hmac.compare_digest(parts[2], _sig(secret, link_id, expires)):
         raise LinkProblem("tampered")
     if (now or datetime.now(timezone.utc)).timestamp() >= expires:
-        raise LinkProblem("expired")
+        raise LinkProblem("expired", link_id)
     return link_id

@@ -1,3 +1,145 @@
-"""notices HTML routes."""
+"""Notice pages: the outbox for billing staff (with retry), the dev mail viewer, and the patient's date-of-birth-gated cost page."""
 
-routes: list = []
+from __future__ import annotations
+
+from datetime import date
+from email.message import EmailMessage
+
+from litestar import Request, get, post
+from litestar.response import Redirect, Template
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from clinic.audit.service import SYSTEM, record
+from clinic.billing import service as billing
+from clinic.billing.models import CostLink, Estimate
+from clinic.http import CurrentActor, DbSession, NotFound
+from clinic.notices import devmail, links
+from clinic.notices import service as notices
+from clinic.notices.models import NOTICE_STATES
+from clinic.patients.models import Patient
+from clinic.scheduling.models import Clinic
+from clinic.timeutil import utcnow
+
+MAX_DOB_TRIES = 5
+HEAD = '<link rel="stylesheet" href="/static/css/billing.css">'
+
+
+@get("/notices", opt={"permission": "billing.read"}, include_in_schema=False)
+async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | None = None, done: str | None = None) -> Template:
+    status = status if status in NOTICE_STATES else None
+    rows = await notices.list_notices(db_session, clinic_id=actor.clinic_id, status=status)
+    clinic = await db_session.get(Clinic, actor.clinic_id)
+    return Template("notices/list.html", context={
+        "head": HEAD, "rows": rows, "status": status, "states": NOTICE_STATES, "clinic": clinic,
+        "counts": await notices.counts(db_session, clinic_id=actor.clinic_id),
+        "done": "Queued again: it goes out within a minute." if done == "retried" else None,
+    })
+
+
+@post("/notices/{notice_id:int}/retry", opt={"permission": "billing.write"}, include_in_schema=False)
+async def notice_retry(request: Request, db_session: DbSession, actor: CurrentActor, notice_id: int) -> Redirect:
+    await notices.retry(db_session, actor=actor, notice_id=notice_id, queue=request.app.state.queue)
+    return Redirect(path="/notices?status=failed&done=retried")
+
+
+@get("/dev/mail", opt={"permission": "billing.read"}, include_in_schema=False)
+async def dev_mail(request: Request) -> Template:
+    if not request.app.state.settings.dev_mail:
+        raise NotFound("Not found.")
+    return Template("notices/devmail.html", context={"head": HEAD, "messages": [_view(m) for m in list(devmail.RECEIVED)]})
+
+
+def _view(m: EmailMessage) -> dict[str, str]:
+    text = m.get_body(("plain",))
+    html = m.get_body(("html",))
+    return {"subject": m["Subject"], "to": m["To"], "from": m["From"], "date": m["Date"], "message_id": m["Message-ID"],
+            "text": text.get_content() if text else "", "html": html.get_content() if html else ""}
+
+
+# ---- the patient's side: a signed, expiring link that asks for the date of birth ---------------------
+
+
+async def _link(session: AsyncSession, request: Request, token: str) -> tuple[CostLink | None, str | None]:
+    try:
+        link_id = links.verify(request.app.state.settings.secret_key, token)
+    except links.LinkProblem as p:
+        # a genuine but expired link may say which clinic to call; an altered one says nothing
+        return (await session.get(CostLink, p.link_id) if p.link_id else None), str(p)
+    link = (await session.exec(select(CostLink).where(CostLink.id == link_id).with_for_update())).first()
+    if link is None:
+        return None, "tampered"
+    if link.expires_at <= utcnow():
+        return link, "expired"
+    if link.locked_at is not None:
+        return link, "locked"
+    return link, None
+
+
+def _refusal(problem: str, clinic: Clinic | None, status: int) -> Template:
+    return Template("notices/link_problem.html", context={"head": HEAD, "problem": problem, "clinic": clinic}, status_code=status)
+
+
+@get("/e/{token:str}", opt={"public": True}, include_in_schema=False)
+async def cost_link(request: Request, db_session: DbSession, token: str) -> Template:
+    link, problem = await _link(db_session, request, token)
+    clinic = await db_session.get(Clinic, link.clinic_id) if link else None
+    if problem:
+        return _refusal(problem, clinic, 403 if problem == "locked" else 404)
+    return Template("notices/link_dob.html", context={"head": HEAD, "clinic": clinic, "token": token, "error": None,
+                                                       "left": MAX_DOB_TRIES - link.failed_attempts})
+
+
+@post("/e/{token:str}", opt={"public": True}, include_in_schema=False)
+async def cost_link_open(request: Request, db_session: DbSession, token: str) -> Template:
+    """Wrong dates of birth are counted and committed (the answer is a page, not an error); the fifth locks the link."""
+    link, problem = await _link(db_session, request, token)
+    clinic = await db_session.get(Clinic, link.clinic_id) if link else None
+    if problem:
+        return _refusal(problem, clinic, 403 if problem == "locked" else 404)
+    form = await request.form()
+    patient = await db_session.get(Patient, link.patient_id)
+    if _dob(form) != patient.date_of_birth:
+        link.failed_attempts += 1
+        if link.failed_attempts >= MAX_DOB_TRIES:
+            link.locked_at = utcnow()
+        db_session.add(link)
+        if link.locked_at:
+            return _refusal("locked", clinic, 403)
+        return Template("notices/link_dob.html", status_code=422, context={
+            "head": HEAD, "clinic": clinic, "token": token, "left": MAX_DOB_TRIES - link.failed_attempts,
+            "error": "That date of birth does not match our records.",
+        })
+    link.opened_at = link.opened_at or utcnow()
+    db_session.add(link)
+    record(db_session, actor=SYSTEM, clinic_id=clinic.id, action="billing.link.open", entity="cost_link", entity_id=link.id,
+           patient_id=patient.id, changes={"kind": link.kind})
+    return Template("notices/link_view.html", context={"head": HEAD, **await _what_they_see(db_session, link, clinic, patient)})
+
+
+def _dob(form) -> date | None:
+    raw = form.get("date_of_birth")
+    try:
+        return date.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+async def _what_they_see(session: AsyncSession, link: CostLink, clinic: Clinic, patient: Patient) -> dict:
+    """Upcoming visits, the current estimates and the balance: for the patient, after the date of birth matched."""
+    upcoming = await billing.upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
+    issued = list((await session.exec(select(Estimate).where(
+        Estimate.patient_id == patient.id, col(Estimate.issued_at).is_not(None)).order_by(col(Estimate.issued_at).desc()))).all())
+    replaced = await billing.superseded_ids(session, [e.id for e in issued])
+    current = [e for e in issued if e.id not in replaced]
+    focus = next((e for e in issued if e.id == link.estimate_id), None)
+    balance = (await billing.balances(session, clinic_id=clinic.id, patient_ids=[patient.id])).get(patient.id)
+    return {
+        "clinic": clinic, "patient": patient, "kind": link.kind, "focus": focus, "estimates": current,
+        "focus_replaced": focus is not None and focus.id in replaced,
+        "upcoming": [(a, st) for a, st in upcoming], "balance": balance.owed_cents if balance else 0, "public": True,
+        "today": billing.clinic_today(clinic), "deadline_state": lambda *a: "none",
+    }
+
+
+routes: list = [notice_list, notice_retry, dev_mail, cost_link, cost_link_open]

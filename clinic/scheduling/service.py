@@ -312,11 +312,20 @@ async def _refuse(
 
 async def _place(
     session: AsyncSession, appt: Appointment, *, clinic: Clinic, cal: ClinicCalendar, timing: Timing, dose_mg: int | None, now: datetime,
+    changes: dict[str, Any] | None = None,
 ) -> None:
     """Write the appointment's slot inside a savepoint: the exclusion constraints decide chair and patient
-    overlap; then, under the day lock already held, nurse capacity and staff coverage. Raises Conflict."""
+    overlap; then, under the day lock already held, nurse capacity and staff coverage. Raises Conflict.
+
+    A move passes its new slot as `changes`, applied inside the savepoint: begin_nested() first flushes what is
+    pending, so a slot set before it would hit the constraints outside the savepoint and abort the whole request.
+    """
+    target = {"starts_at": appt.starts_at, "chair_id": appt.chair_id} | (changes or {})
+    start, chair_id, patient_id, appt_id = target["starts_at"], target["chair_id"], appt.patient_id, appt.id
     try:
         async with session.begin_nested():
+            for key, value in (changes or {}).items():
+                setattr(appt, key, value)
             session.add(appt)
             await session.flush()
             day = cal.local_day(appt.starts_at)
@@ -333,14 +342,14 @@ async def _place(
         code, what, sentence, name = _conflict_from(exc)
         if name not in CONFLICT_CODES:
             raise
-        raise await _refuse(session, clinic=clinic, cal=cal, timing=timing, start=appt.starts_at, chair_id=appt.chair_id,
-                            patient_id=appt.patient_id, dose_mg=dose_mg, code=code, conflict=what, detail=sentence, now=now,
-                            ignore_id=appt.id) from None
+        raise await _refuse(session, clinic=clinic, cal=cal, timing=timing, start=start, chair_id=chair_id,
+                            patient_id=patient_id, dose_mg=dose_mg, code=code, conflict=what, detail=sentence, now=now,
+                            ignore_id=appt_id) from None
     except _StaffingRefused as refused:
         p = refused.problem
-        raise await _refuse(session, clinic=clinic, cal=cal, timing=timing, start=appt.starts_at, chair_id=appt.chair_id,
-                            patient_id=appt.patient_id, dose_mg=dose_mg, code=p.code, conflict=p.code, detail=p.message, now=now,
-                            ignore_id=appt.id) from None
+        raise await _refuse(session, clinic=clinic, cal=cal, timing=timing, start=start, chair_id=chair_id,
+                            patient_id=patient_id, dose_mg=dose_mg, code=p.code, conflict=p.code, detail=p.message, now=now,
+                            ignore_id=appt_id) from None
 
 
 class _StaffingRefused(Exception):
@@ -456,9 +465,9 @@ async def move(
     await lock_days(session, clinic.id, {cal.local_day(start), cal.local_day(appt.starts_at)})
     old = {"starts_at": appt.starts_at, "chair_id": appt.chair_id}
     w = timing.windows(start, appt.planned_dose_mg)
-    appt.starts_at, appt.ends_at, appt.chair_id, appt.updated_at = w.start, w.end, chair.id, now
+    slot = {"starts_at": w.start, "ends_at": w.end, "chair_id": chair.id, "updated_at": now}
     try:
-        await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now)
+        await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now, changes=slot)
     except Conflict:
         # the savepoint put the row back; keep the in-memory object truthful too
         await session.refresh(appt)
@@ -917,8 +926,8 @@ async def move_course(
     for appt, occ in pairs:
         old = {"starts_at": appt.starts_at, "chair_id": appt.chair_id}
         w = timing.windows(occ.start, appt.planned_dose_mg)
-        appt.starts_at, appt.ends_at, appt.chair_id, appt.updated_at = w.start, w.end, occ.chair_id, now
-        await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now)
+        slot = {"starts_at": w.start, "ends_at": w.end, "chair_id": occ.chair_id, "updated_at": now}
+        await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now, changes=slot)
         record(session, actor=actor, action="appointment.move", entity="appointment", entity_id=appt.id, patient_id=appt.patient_id,
                changes={"from": old, "to": {"starts_at": appt.starts_at, "chair_id": appt.chair_id}, "course_id": course_id})
         await hooks.appointment_moved(session, queue=queue, appointment=appt, patient=patient, clinic=clinic, old_starts_at=old["starts_at"])

@@ -81,11 +81,11 @@ async def seed(session, ctx) -> None:
         upcoming = await service.upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
         if not upcoming:
             continue
-        first = upcoming[0][0]
-        cov = await service.coverage_of(session, clinic.id, patient.id)
-        draft = await service.open_draft(session, clinic=clinic, patient_id=patient.id, kind=service.estimate_kind(cov),
-                                         reason="scheduled", service_date=service.local_date(first.starts_at, clinic),
-                                         appointment_id=first.id)
+        draft = None
+        for appt, _ in upcoming:  # as the booking hook would have done, visit by visit
+            draft = await service.on_booked(session, appointment=appt, patient=patient, clinic=clinic) or draft
+        if draft is None:
+            continue  # everything within 3 business days: no GFE owed
         if i % 4 == 0 and draft.due_on is not None:
             draft.due_on = today - timedelta(days=1)  # a few show as late on the billing page
             session.add(draft)
@@ -105,4 +105,18 @@ async def seed(session, ctx) -> None:
         if n % 3 == 0:
             session.add(Payment(clinic_id=clinic.id, patient_id=patient.id, appointment_id=appt.id,
                                 amount_cents=rng.choice((50_00, 100_00, 200_00)), recorded_by=actor.user_id))
+    # claims at every stage, so the tracking table has something to show
+    from clinic.billing.models import Claim
+
+    claims = (await session.exec(select(Claim).where(Claim.clinic_id == clinic.id).order_by(Claim.id))).all()
+    stages = ("draft", "submitted", "paid", "partially_paid", "denied", "patient_balance", "closed")
+    for n, claim in enumerate(claims):
+        claim.status = stages[n % len(stages)]
+        if claim.status != "draft":
+            claim.submitted_at = claim.updated_at
+        if claim.status in ("paid", "partially_paid", "patient_balance", "closed"):
+            claim.plan_paid_cents = claim.billed_cents - claim.patient_cents if claim.status == "paid" else claim.billed_cents // 2
+        if claim.status == "denied":
+            claim.patient_cents = claim.billed_cents
+        session.add(claim)
     ctx.progress("charges", len(past))

@@ -6,6 +6,9 @@ import json
 import os
 import re
 import secrets
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,10 +38,12 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run", "--disable-quic",
 ]
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 ARTIFACTS = HERE / "artifacts"
 AXE = HERE / "assets" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
+PHONE = {"width": 390, "height": 844}
 DEMO_PASSWORD = "demo-password-123"
 EMAILS = {
     "front_desk": "frontdesk@demo.clinic",
@@ -60,6 +65,7 @@ class Site:
     redis_url: str
     smtp: SmtpSink
     tz: str
+    settings: Settings
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -176,6 +182,12 @@ async def _seed(url: str) -> dict[str, Any]:
                 "SELECT p.id, p.first_name, p.last_name FROM patients p WHERE p.clinic_id = :c AND p.rems_patient_id IS NOT NULL"
                 " AND EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = p.id AND a.status = 'fulfilled')"
                 " AND p.id <> :skip ORDER BY p.id LIMIT 1"), {"c": clinic.id, "skip": patient.id})).one()
+            # a self-pay patient with a Good Faith Estimate to issue, who takes email
+            gfe = (await conn.execute(text(
+                "SELECT e.id, p.id, p.first_name, p.last_name, p.date_of_birth, p.email FROM estimates e JOIN patients p ON p.id = e.patient_id"
+                " WHERE e.clinic_id = :c AND e.issued_at IS NULL AND e.kind = 'gfe' AND e.due_on IS NOT NULL AND p.notice_channel = 'email'"
+                " AND NOT p.notices_opted_out AND p.email IS NOT NULL AND p.id NOT IN (:r, :skip) ORDER BY e.due_on, e.id LIMIT 1"),
+                {"c": clinic.id, "r": row[0], "skip": patient.id})).one()
             live = (await conn.execute(text(
                 "SELECT a.id, st.kind, a.status FROM appointments a JOIN session_types st ON st.id = a.session_type_id"
                 " WHERE a.clinic_id = :c AND a.status IN ('arrived', 'in_progress') ORDER BY a.id"), {"c": clinic.id})).all()
@@ -185,6 +197,7 @@ async def _seed(url: str) -> dict[str, Any]:
             "live": {f"{kind}:{status}": aid for aid, kind, status in reversed(live)},
             "tz": clinic.timezone,
             "returning": {"id": row[0], "first": row[1], "last": row[2]},
+            "gfe": {"estimate_id": gfe[0], "patient_id": gfe[1], "name": f"{gfe[2]} {gfe[3]}", "dob": gfe[4].isoformat(), "email": gfe[5]},
             "nurse_appointment": appt.id,
             "nurse_patient": {"id": patient.id, "first": "Iris", "last": "Vandermeer", "dob": "1979-03-14"},
             "nurse_chair": "Chair 9",
@@ -204,10 +217,50 @@ def site(e2e_database, redis_url) -> Iterator[Site]:
                         base_url=f"http://127.0.0.1:{port}")
     server = AppServer(create_app(settings), port).start()
     try:
-        yield Site(url=server.url, database_url=url, redis_url=redis_url, smtp=sink, tz=facts["tz"], facts=facts)
+        yield Site(url=server.url, database_url=url, redis_url=redis_url, smtp=sink, tz=facts["tz"], settings=settings, facts=facts)
     finally:
         server.stop()
         sink.stop()
+
+
+WORKER = """
+import asyncio, json, sys
+from arq import cron
+from arq.worker import Worker
+from clinic.config import Settings
+from workers import jobs
+from workers.settings import worker_settings
+ws = worker_settings(Settings(**json.loads(sys.argv[1])), max_jobs=4, job_timeout=10)
+ws["cron_jobs"] = [cron(jobs.sweep_outbox, second=set(range(60)), run_at_startup=True, unique=True)]  # every second, not every 30
+ws["poll_delay"] = 0.1
+async def main():
+    worker = Worker(**ws)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+asyncio.run(main())
+"""
+
+
+@pytest.fixture(scope="module")
+def notice_worker(site) -> Iterator[subprocess.Popen]:
+    """The production arq worker in a process of its own, with the site's settings (links are signed with its key), mailing the sink."""
+    s = site.settings
+    config = {"database_url": s.database_url, "redis_url": s.redis_url, "smtp_url": s.smtp_url, "secret_key": s.secret_key, "base_url": s.base_url}
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(config)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 # ---- the browser -----------------------------------------------------------------------------------------

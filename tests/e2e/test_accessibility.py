@@ -56,6 +56,10 @@ PAGES = [
     Page("session-sign", "prescriber", lambda f: f"/sessions/{_live('esketamine:in_progress')(f)}", TABLET, tablet=True),
     Page("rems-form", "nurse", lambda f: f"/rems/{_live('esketamine:in_progress')(f)}", DESKTOP),
     Page("rems-tracker", "nurse", "/rems", TABLET),
+    Page("billing", "billing", "/billing", DESKTOP),
+    Page("billing-patient", "billing", lambda f: f"/billing/patients/{f['gfe']['patient_id']}", DESKTOP),
+    Page("estimate", "billing", lambda f: f"/billing/estimates/{f['gfe']['estimate_id']}", DESKTOP),
+    Page("notices", "billing", "/notices", DESKTOP),
     Page("admin-staff", "admin", "/admin/staff", DESKTOP),
 ]
 

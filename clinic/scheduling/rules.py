@@ -276,6 +276,23 @@ def covered(start: datetime, end: datetime, shifts: Iterable[OnShift]) -> bool:
     return t >= end
 
 
+def merged(shifts: Iterable[OnShift]) -> list[tuple[datetime, datetime]]:
+    """Shifts as sorted, disjoint (start, end) spans; touching or overlapping shifts join."""
+    spans: list[tuple[datetime, datetime]] = []
+    for s in sorted(shifts, key=lambda x: x.start):
+        if spans and s.start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], s.end))
+        else:
+            spans.append((s.start, s.end))
+    return spans
+
+
+def covered_by(start: datetime, end: datetime, spans: Sequence[tuple[datetime, datetime]]) -> bool:
+    """covered() over spans from merged(): one bisect instead of a walk."""
+    i = bisect_right(spans, (start, datetime.max.replace(tzinfo=UTC))) - 1
+    return i >= 0 and spans[i][0] <= start and spans[i][1] >= end
+
+
 class StepFunction:
     """Piecewise-constant value over time: spare capacity = staff x ratio - load, per segment."""
 
@@ -320,7 +337,7 @@ class Staffing:
     shifts: Sequence[OnShift]
     _nurse: StepFunction | None = field(default=None, init=False)
     _therapist: StepFunction | None = field(default=None, init=False)
-    _prescribers: list[OnShift] = field(default_factory=list, init=False)
+    _prescribers: list[tuple[datetime, datetime]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         t = self.timing
@@ -338,7 +355,7 @@ class Staffing:
                 load=[(b.start, b.care_end) for b in self.booked if b.needs_therapist],
             )
         if t.needs_prescriber:
-            self._prescribers = sorted((s for s in self.shifts if s.role == "prescriber"), key=lambda s: s.start)
+            self._prescribers = merged(s for s in self.shifts if s.role == "prescriber")
 
     def problem(self, w: Windows) -> Problem | None:
         if self._nurse is not None and self._nurse.minimum(w.start, w.care_end) < 1:
@@ -347,7 +364,7 @@ class Staffing:
                 "nurse_capacity",
                 f"No nurse has room for another monitored patient then (at most {self.nurse_ratio} per nurse on shift).",
             )
-        if self.timing.needs_prescriber and not covered(w.clinical_start, w.care_end, self._prescribers):
+        if self.timing.needs_prescriber and not covered_by(w.clinical_start, w.care_end, self._prescribers):
             return Problem("starts_at", "no_prescriber", "No prescriber is on shift for the whole dosing and monitoring time.")
         if self._therapist is not None and self._therapist.minimum(w.start, w.care_end) < 1:
             return Problem("starts_at", "no_therapist", "No therapist is free on shift for the whole session.")
@@ -385,9 +402,16 @@ def grid_starts(day: date, cal: ClinicCalendar, timing: Timing, dose_mg: int | N
     care = timedelta(minutes=timing.hold_minutes(dose_mg) - timing.turnover)
     step = cal.grid_minutes
     for open_at, close_at in cal.hours.get(day.weekday(), ()):
-        minute = open_at.hour * 60 + open_at.minute
-        minute += (-minute) % step
-        close_utc = wall_to_utc(day, close_at, cal.tz)
+        open_minute = open_at.hour * 60 + open_at.minute
+        minute = open_minute + (-open_minute) % step
+        open_utc, close_utc = wall_to_utc(day, open_at, cal.tz), wall_to_utc(day, close_at, cal.tz)
+        if open_at.second == 0 and close_utc - open_utc == datetime.combine(day, close_at) - datetime.combine(day, open_at):
+            # no clock change inside the opening period: the grid is plain minutes after opening
+            t = open_utc + timedelta(minutes=minute - open_minute)
+            while t + care <= close_utc:
+                out.append(t)
+                t += timedelta(minutes=step)
+            continue
         while minute < 24 * 60:
             at = time(minute // 60, minute % 60)
             if wall_time_exists(day, at, cal.tz):
@@ -441,6 +465,8 @@ def availability(
     holds = {p.id: _ChairHolds((b.start, b.end) for b in booked if b.chair_id == p.id) for p in usable}
     own = _ChairHolds((b.start, b.end) for b in booked if patient_id is not None and b.patient_id == patient_id) if patient_id is not None else None
     hold = timedelta(minutes=timing.hold_minutes(dose_mg))
+    care = hold - timedelta(minutes=timing.turnover)
+    prep = timedelta(minutes=timing.prep)
     out: list[Candidate] = []
     for day in days:
         for start in grid_starts(day, cal, timing, dose_mg):
@@ -449,7 +475,7 @@ def availability(
             end = start + hold
             if own is not None and not own.free(start, end):
                 continue
-            if staffing.problem(timing.windows(start, dose_mg)) is not None:
+            if staffing.problem(Windows(start, end, start + care, start + prep)) is not None:
                 continue
             for p in usable:
                 if holds[p.id].free(start, end):
@@ -515,28 +541,20 @@ def template_offsets(template: dict[str, Any]) -> list[int]:
 
 
 def course_days(template: dict[str, Any], first_day: date, is_open: Callable[[date], bool]) -> list[date]:
-    """Dates for a course from its template, starting on `first_day`; a date the clinic is closed
-    moves to the nearest open day that keeps `min_days_apart` from its neighbours."""
+    """Dates for a course from its template, starting on `first_day`. A date the clinic is closed moves to the
+    nearest open day (up to 3 days either way) that keeps `min_days_apart` from the session before; later
+    sessions then keep their spacing from it. A date with no open day near it stays, to be reported."""
     gap = max(int(template.get("min_days_apart") or 1), 1)
-    ideal = [first_day + timedelta(days=o) for o in template_offsets(template)]
     days: list[date] = []
-    for i, want in enumerate(ideal):
-        prev = days[-1] if days else None
-        nxt = ideal[i + 1] if i + 1 < len(ideal) else None
+    for want in (first_day + timedelta(days=o) for o in template_offsets(template)):
+        earliest = days[-1] + timedelta(days=gap) if days else first_day
+        want = max(want, earliest)
         chosen = want
-        if not is_open(want):
-            for shift in (1, -1, 2, -2, 3, -3):
-                d = want + timedelta(days=shift)
-                if prev is not None and (d - prev).days < gap:
-                    continue
-                # the next session only constrains this one if it can stay where it is
-                if nxt is not None and is_open(nxt) and (nxt - d).days < gap:
-                    continue
-                if i == 0 and d < first_day:
-                    continue
-                if is_open(d):
-                    chosen = d
-                    break
+        for shift in (0, 1, -1, 2, -2, 3, -3):
+            d = want + timedelta(days=shift)
+            if d >= earliest and is_open(d):
+                chosen = d
+                break
         days.append(chosen)
     return days
 

@@ -345,3 +345,20 @@ def test_course_days_keep_count_order_and_spacing(first, sessions, per_week, clo
     if not closed_days:
         # only Sundays are closed: every session lands on an open day
         assert all(cal.is_open_day(d) for d in days)
+
+
+@given(st.dates(min_value=date(2024, 1, 1), max_value=date(2030, 12, 31)))
+def test_grid_starts_are_wall_clock_grid_times_on_any_day(day):
+    cal = ClinicCalendar.build(tz=NY, opening_hours={str(d): [["08:00", "18:00"]] for d in range(7)})
+    starts = rules.grid_starts(day, cal, IV)
+    walls = [s.astimezone(ZoneInfo(NY)).strftime("%H:%M") for s in starts]
+    assert walls == [f"{m // 60:02d}:{m % 60:02d}" for m in range(8 * 60, 16 * 60 + 31, 15)]
+
+
+def test_grid_starts_skip_the_hour_that_does_not_exist_on_spring_forward():
+    night = ClinicCalendar.build(tz=NY, opening_hours={str(d): [["00:00", "06:00"]] for d in range(7)})
+    walls = [s.astimezone(ZoneInfo(NY)).strftime("%H:%M") for s in rules.grid_starts(date(2026, 3, 8), night, INTEGRATION)]
+    assert "02:00" not in walls and "01:45" in walls and "03:00" in walls
+    assert len(walls) == len(set(walls))
+    autumn = [s.astimezone(ZoneInfo(NY)).strftime("%H:%M") for s in rules.grid_starts(date(2026, 11, 1), night, INTEGRATION)]
+    assert autumn[:4] == ["00:00", "00:15", "00:30", "00:45"] and "01:30" in autumn

@@ -100,11 +100,14 @@ async def balance_notice(session: AsyncSession, *, queue, appointment: Appointme
 
 
 async def staff_digest(session: AsyncSession, *, queue, clinic: Clinic, today: date) -> list[int]:
-    """One message per billing, admin and prescriber account: counts and dates only, never a patient's name."""
+    """Items due within 3 business days, one message per person who acts on them: counts only, never a patient's name."""
     from clinic.auth.models import StaffUser
     from clinic.monitoring.models import RemsForm
 
-    horizon = today + timedelta(days=3)
+    from clinic.billing.rules import add_business_days
+    from clinic.billing.service import closed_dates
+
+    horizon = add_business_days(today, 3, await closed_dates(session, clinic.id))
     gfe_rows = (await session.execute(
         select(Estimate.due_on, func.count()).where(
             Estimate.clinic_id == clinic.id, col(Estimate.issued_at).is_(None), col(Estimate.due_on).is_not(None),

@@ -214,6 +214,26 @@ async def test_no_notice_body_names_the_diagnosis_drug_dose_or_an_amount(engine_
     assert "Do not eat for 2 hours before your visit." in bodies(reminder)
 
 
+async def test_staff_digest_counts_what_is_due_without_naming_patients(engine_db, settings, smtp_sink, redis):
+    f, clinic, patient, appt = await setup(engine_db, days_ahead=20)
+    biller = await f.user(clinic, "billing")
+    await f.user(clinic, "front_desk")
+    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic))
+    pool = await create_pool(redis_settings(settings.redis_url))
+    try:
+        ctx = {"db": engine_db, "redis": pool, "digest_any_hour": True}
+        assert await jobs.staff_digests(ctx) >= 1
+        await jobs.staff_digests(ctx)  # once a day: the second run adds nothing for this clinic
+    finally:
+        await pool.aclose()
+    digests = [n for n in await notices_of(engine_db, clinic.id) if n.kind == "staff_digest"]
+    assert [n.to_address for n in digests] == [biller.email]
+    await drain(settings.with_(smtp_url=smtp_sink.url), engine_db)
+    (msg,) = [m for m in await smtp_sink.wait_for(1) if m["To"] == biller.email]
+    body = bodies(msg)
+    assert "Estimates to issue: 1 due" in body and patient.last_name not in body and "Robin" not in body
+
+
 async def test_smtp_refusals_retry_with_backoff_then_fail(engine_db, settings, smtp_sink, redis):
     f, clinic, patient, appt = await setup(engine_db)
     nid = await commit_with(engine_db, lambda s: add_notice(

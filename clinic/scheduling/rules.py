@@ -237,8 +237,7 @@ def check_slot(start: datetime, timing: Timing, cal: ClinicCalendar, *, now: dat
 # ---- what is already booked and who is on shift -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Booked:
+class Booked(NamedTuple):
     """A live appointment as the rules see it."""
 
     chair_id: int
@@ -251,8 +250,7 @@ class Booked:
     id: int | None = None
 
 
-@dataclass(frozen=True)
-class OnShift:
+class OnShift(NamedTuple):
     role: str  # nurse | prescriber | therapist
     start: datetime
     end: datetime
@@ -287,9 +285,12 @@ def merged(shifts: Iterable[OnShift]) -> list[tuple[datetime, datetime]]:
     return spans
 
 
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def covered_by(start: datetime, end: datetime, spans: Sequence[tuple[datetime, datetime]]) -> bool:
     """covered() over spans from merged(): one bisect instead of a walk."""
-    i = bisect_right(spans, (start, datetime.max.replace(tzinfo=UTC))) - 1
+    i = bisect_right(spans, (start, _LATEST)) - 1
     return i >= 0 and spans[i][0] <= start and spans[i][1] >= end
 
 
@@ -467,7 +468,8 @@ def availability(
     hold = timedelta(minutes=timing.hold_minutes(dose_mg))
     care = hold - timedelta(minutes=timing.turnover)
     prep = timedelta(minutes=timing.prep)
-    out: list[Candidate] = []
+    # starts the chair-independent rules allow (time, the patient's own sessions, staffing), ascending
+    starts: list[datetime] = []
     for day in days:
         for start in grid_starts(day, cal, timing, dose_mg):
             if start <= now:
@@ -477,10 +479,20 @@ def availability(
                 continue
             if staffing.problem(Windows(start, end, start + care, start + prep)) is not None:
                 continue
-            for p in usable:
-                if holds[p.id].free(start, end):
-                    out.append(Candidate(start, end, p.id))
-    return out
+            starts.append(start)
+    starts.sort()
+    found: list[tuple[datetime, int, int]] = []
+    for rank, p in enumerate(usable):
+        # one walk over the chair's holds in step with the ascending starts
+        h_starts, h_ends = holds[p.id].starts, holds[p.id].ends
+        i, n = 0, len(h_starts)
+        for start in starts:
+            while i < n and h_ends[i] <= start:
+                i += 1
+            if i == n or h_starts[i] >= start + hold:
+                found.append((start, rank, p.id))
+    found.sort()
+    return [Candidate(start, start + hold, pid) for start, _, pid in found]
 
 
 def nearest(candidates: Iterable[Candidate], wanted: datetime, *, chair_id: int | None = None, limit: int = 5,

@@ -256,8 +256,7 @@ async def _record(db_session: DbSession, actor: CurrentActor, appointment_id: in
     result = await service.record_entry(
         db_session, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at, check_key=body.check_key
     )
-    tz = await _tz(db_session, actor)
-    return _created(entry_json(result.entry, tz, alerts=result.alerts), result.created)
+    return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:
@@ -402,7 +401,7 @@ async def correct_entry(db_session: DbSession, actor: CurrentActor, appointment_
         changes=changes,
         entered_in_error=data.entered_in_error,
     )
-    return _created(entry_json(result.entry, await _tz(db_session, actor), alerts=result.alerts), result.created)
+    return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
 
 
 # ---- alerts, state, discharge ------------------------------------------------------------------------------

@@ -10,19 +10,43 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, or_
-from sqlalchemy.orm import aliased
+from sqlalchemy import or_, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.monitoring import rules
-from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry
+from clinic.monitoring.models import Alert
 from clinic.monitoring.service import MONITORED_STATES, SessionData, SessionState, evaluate
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
 from clinic.timeutil import both_zones, utcnow
 
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP"}
+
+
+_CURRENT_ENTRIES = text(
+    """
+    SELECT e.id, e.appointment_id, e.check_key, e.taken_at, e.systolic, e.diastolic, e.heart_rate, e.spo2, e.resp_rate,
+           e.moaas, e.dissociation_form, e.dissociation_total, e.supersedes_id, e.entered_in_error
+    FROM clinical_entries e
+    WHERE e.appointment_id = ANY(:ids) AND NOT e.entered_in_error
+      AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+    """
+)
+_CURRENT_DOSES = text(
+    """
+    SELECT d.id, d.appointment_id, d.kind, d.taken_at, d.device_number, d.dose_mg, d.lot_number, d.supersedes_id, d.entered_in_error
+    FROM dosing_entries d
+    WHERE d.appointment_id = ANY(:ids) AND NOT d.entered_in_error
+      AND NOT EXISTS (SELECT 1 FROM dosing_entries n WHERE n.supersedes_id = d.id)
+    """
+)
+_OPEN_ALERTS = text(
+    """
+    SELECT a.id, a.appointment_id, a.level, a.code, a.message, a.raised_at, a.acknowledged_at
+    FROM session_alerts a WHERE a.appointment_id = ANY(:ids) AND a.acknowledged_at IS NULL ORDER BY a.raised_at, a.id
+    """
+)
 
 
 def board_name(first: str, last: str) -> str:
@@ -104,10 +128,11 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
         (await session.exec(select(Chair).where(Chair.clinic_id == clinic_id, col(Chair.active).is_(True), Chair.kind == "chair").order_by(col(Chair.sort_order), col(Chair.name)))).all()
     )
     start, end = day_bounds(now, clinic.timezone)
+    # the few session types once, rather than their protocol JSON decoded again on every appointment row
+    types = {st.id: st for st in (await session.exec(select(SessionType).where(SessionType.clinic_id == clinic_id))).all()}
     rows = (
         await session.exec(
-            select(Appointment, SessionType, Patient)
-            .join(SessionType, col(SessionType.id) == Appointment.session_type_id)
+            select(Appointment, Patient.first_name, Patient.last_name)
             .join(Patient, col(Patient.id) == Appointment.patient_id)
             .join(Chair, col(Chair.id) == Appointment.chair_id)
             .where(
@@ -123,37 +148,28 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
         )
     ).all()
     active_ids = [a.id for a, _, _ in rows if a.status in MONITORED_STATES]
-    entries: dict[int, list[ClinicalEntry]] = {i: [] for i in active_ids}  # type: ignore[misc]
-    doses: dict[int, list[DosingEntry]] = {i: [] for i in active_ids}  # type: ignore[misc]
-    alerts: dict[int, list[Alert]] = {i: [] for i in active_ids}  # type: ignore[misc]
+    entries: dict[int, list[Any]] = {i: [] for i in active_ids}  # type: ignore[misc]
+    doses: dict[int, list[Any]] = {i: [] for i in active_ids}  # type: ignore[misc]
+    alerts: dict[int, list[Any]] = {i: [] for i in active_ids}  # type: ignore[misc]
     if active_ids:
-        newer = aliased(ClinicalEntry)
-        q = select(ClinicalEntry).where(
-            col(ClinicalEntry.appointment_id).in_(active_ids),
-            col(ClinicalEntry.entered_in_error).is_(False),
-            ~exists().where(newer.supersedes_id == ClinicalEntry.id),
-        )
-        for e in (await session.exec(q)).all():
+        # plain rows, not ORM objects: the rules read attributes, and a board redraw touches every entry
+        params = {"ids": active_ids}
+        for e in (await session.execute(_CURRENT_ENTRIES, params)).all():
             entries[e.appointment_id].append(e)
-        newer_dose = aliased(DosingEntry)
-        q2 = select(DosingEntry).where(
-            col(DosingEntry.appointment_id).in_(active_ids),
-            col(DosingEntry.entered_in_error).is_(False),
-            ~exists().where(newer_dose.supersedes_id == DosingEntry.id),
-        )
-        for d in (await session.exec(q2)).all():
+        for d in (await session.execute(_CURRENT_DOSES, params)).all():
             doses[d.appointment_id].append(d)
-        q3 = select(Alert).where(col(Alert.appointment_id).in_(active_ids), col(Alert.acknowledged_at).is_(None)).order_by(col(Alert.raised_at))
-        for a in (await session.exec(q3)).all():
+        for a in (await session.execute(_OPEN_ALERTS, params)).all():
             alerts[a.appointment_id].append(a)
     by_chair = {c.id: ChairRow(c) for c in chairs}
-    for appt, st, patient in rows:
+    for appt, first_name, last_name in rows:
         row = by_chair.get(appt.chair_id)
-        if row is None:
+        st = types.get(appt.session_type_id)
+        if row is None or st is None:
             continue
-        name = board_name(patient.first_name, patient.last_name)
+        name = board_name(first_name, last_name)
         if appt.status in MONITORED_STATES:
-            data = SessionData(appt, st, patient, clinic, row.chair, entries[appt.id], doses[appt.id], alerts[appt.id])  # type: ignore[index]
+            # the board never needs the patient record itself, only the name shown
+            data = SessionData(appt, st, None, clinic, row.chair, entries[appt.id], doses[appt.id], alerts[appt.id])  # type: ignore[arg-type,index]
             state = evaluate(data, now)
             row.active.append(BoardCard(appt, st, name, state.phase, state))
         elif appt.status == "booked":

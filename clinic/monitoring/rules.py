@@ -5,10 +5,12 @@ No I/O here: services pass in what was recorded and the current time, and get de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -279,10 +281,28 @@ class PlannedCheck:
     records: tuple[str, ...]
 
 
-def planned_checks(protocol: Mapping[str, Any]) -> list[PlannedCheck]:
+_EXPANDED_BY_ID: dict[int, tuple[Any, tuple[PlannedCheck, ...]]] = {}
+
+
+def planned_checks(protocol: Mapping[str, Any]) -> tuple[PlannedCheck, ...]:
     """The protocol's checks, repeating ones expanded (e.g. every 10 minutes until 40: 10, 20, 30, 40)."""
+    # the board evaluates every session on every redraw: expand each check list once. The list object
+    # itself is kept with its expansion, so a recycled id can never return another protocol's checks.
+    checks = protocol.get("checks") or []
+    hit = _EXPANDED_BY_ID.get(id(checks))
+    if hit is not None and hit[0] is checks:
+        return hit[1]
+    expanded = _expanded(json.dumps(checks, sort_keys=True))
+    if len(_EXPANDED_BY_ID) > 512:
+        _EXPANDED_BY_ID.clear()
+    _EXPANDED_BY_ID[id(checks)] = (checks, expanded)
+    return expanded
+
+
+@lru_cache(maxsize=64)
+def _expanded(checks_json: str) -> tuple[PlannedCheck, ...]:
     out: list[PlannedCheck] = []
-    for c in protocol.get("checks") or []:
+    for c in json.loads(checks_json):
         records = tuple(r for r in c.get("records", []) if r in MEASURES)
         phase = c.get("phase") or ("pre_dose" if c["at_minutes"] < 0 else "monitoring")
         every = c.get("repeat_every_minutes")
@@ -294,7 +314,7 @@ def planned_checks(protocol: Mapping[str, Any]) -> list[PlannedCheck]:
                 at += int(every)
         else:
             out.append(PlannedCheck(c["key"], c["label"], phase, int(c["at_minutes"]), int(c.get("window_minutes", 10)), records))
-    return sorted(out, key=lambda p: p.at_minutes)
+    return tuple(sorted(out, key=lambda p: p.at_minutes))
 
 
 @dataclass(frozen=True)
@@ -332,10 +352,10 @@ class CheckState:
 
 
 def _coverage(records: Sequence[str], readings: Iterable[Reading]) -> tuple[tuple[str, ...], datetime | None]:
-    """(measures still missing, when the last missing one was recorded) over the readings given, oldest first."""
+    """(measures still missing, when the last missing one was recorded) over the readings given, which are oldest first."""
     missing = list(records)
     done_at = None
-    for r in sorted(readings, key=lambda r: r.taken_at):
+    for r in readings:
         hit = [m for m in missing if r.has(m)]
         if hit:
             missing = [m for m in missing if m not in hit]
@@ -362,6 +382,7 @@ def check_schedule(
     entered for that check (check_key) once the window had opened (a late check is still done, marked late).
     Before dosing, the pre-dose check is judged as if dosing were now; later checks are pending.
     """
+    readings = sorted(readings, key=lambda r: r.taken_at)
     states: list[CheckState] = []
     for p in planned_checks(protocol):
         if p.phase == "pre_dose":
@@ -528,6 +549,7 @@ def _records_text(records: Iterable[str]) -> str:
 def pre_dose_blockers(protocol: Mapping[str, Any], *, dose_time: datetime, readings: Sequence[Reading], open_alerts: Sequence[OpenAlert]) -> list[Blocker]:
     """What stands between this patient and dosing at `dose_time`."""
     out: list[Blocker] = []
+    readings = sorted(readings, key=lambda r: r.taken_at)
     for p in planned_checks(protocol):
         if p.phase != "pre_dose":
             continue
@@ -604,6 +626,7 @@ def discharge_blockers(
     open_alerts: Sequence[OpenAlert],
     escort_confirmed: bool,
     requires_rems: bool = False,
+    schedule: Sequence[CheckState] | None = None,
 ) -> list[Blocker]:
     """Every discharge criterion of DOMAIN.md §2 that does not hold yet; empty means a prescriber may sign."""
     out: list[Blocker] = []
@@ -634,7 +657,8 @@ def discharge_blockers(
                         f"(from {hm(end.taken_at + timedelta(minutes=recovery), tz)}).",
                     )
                 )
-        schedule = check_schedule(protocol, now=now, dosing_started_at=dosing_started_at, readings=readings)
+        if schedule is None:
+            schedule = check_schedule(protocol, now=now, dosing_started_at=dosing_started_at, readings=readings)
         for s in schedule:
             if s.phase == "discharge" and s.status != "done":
                 out.append(Blocker("discharge_check", f"{s.label}: record {_records_text(s.missing)}."))

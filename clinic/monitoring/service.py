@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text, update
+from sqlalchemy import bindparam, func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -362,9 +362,10 @@ class Measurements:
 
 @dataclass
 class EntryResult:
-    entry: ClinicalEntry
+    entry: Any  # a ClinicalEntry, or the inserted row (same attribute names) on the hot path
     alerts: list[Alert]
     created: bool
+    tz: str = "UTC"
 
 
 async def _entry_by_client_id(session: AsyncSession, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult | None:
@@ -374,14 +375,15 @@ async def _entry_by_client_id(session: AsyncSession, *, actor: Actor, appointmen
     if entry.clinic_id != actor.clinic_id or entry.appointment_id != appointment_id:
         raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
     raised = list((await session.exec(select(Alert).where(Alert.entry_id == entry.id).order_by(col(Alert.id)))).all())
-    return EntryResult(entry, raised, created=False)
+    clinic = await session.get(Clinic, entry.clinic_id)
+    return EntryResult(entry, raised, created=False, tz=clinic.timezone if clinic else "UTC")
 
 
-def _valid_check_key(data: SessionData, key: str | None) -> str | None:
+def _valid_check_key(protocol: dict[str, Any], key: str | None) -> str | None:
     if key is None or not key.strip():
         return None
     key = key.strip()
-    if key in {p.key for p in rules.planned_checks(data.protocol)} or key.startswith("repeat_bp@"):
+    if key in {p.key for p in rules.planned_checks(protocol)} or key.startswith("repeat_bp@"):
         return key[:40]
     raise InvalidInput(f"{key!r} is not a check of this protocol.", field="check_key")
 
@@ -393,35 +395,92 @@ async def _insert_entry(session: AsyncSession, values: dict[str, Any]) -> Clinic
     return row
 
 
-async def _raise_alerts(session: AsyncSession, data: SessionData, entry: ClinicalEntry, readings: Sequence[rules.Reading], now: datetime) -> list[Alert]:
+_PREVIOUS_BP = text(
+    """
+    SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
+    WHERE e.appointment_id = :appointment_id AND e.systolic IS NOT NULL AND NOT e.entered_in_error
+      AND e.id <> :entry_id AND (e.taken_at, e.id) < (:taken_at, :entry_id)
+      AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+    ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
+    """
+)
+_OPEN_ALERT_CODES = text("SELECT code FROM session_alerts WHERE appointment_id = :appointment_id AND acknowledged_at IS NULL")
+
+
+async def _previous_bp(session: AsyncSession, entry: Any) -> rules.Reading | None:
+    """The current BP reading just before `entry` (for the two-in-a-row rule)."""
+    row = (await session.execute(_PREVIOUS_BP, {"appointment_id": entry.appointment_id, "entry_id": entry.id, "taken_at": entry.taken_at})).first()
+    return rules.Reading(taken_at=row.taken_at, id=row.id, systolic=row.systolic, diastolic=row.diastolic) if row else None
+
+
+async def _raise_alerts(
+    session: AsyncSession, *, protocol: dict[str, Any], clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime, previous: Any = UNSET
+) -> list[Alert]:
+    """Alerts this entry raises; one still open with the same code is not raised twice. `previous`: the BP before it, if known."""
     reading = reading_of(entry)
-    previous = None
-    if reading.has("bp"):
-        earlier = [r for r in readings if r.has("bp") and r.id != entry.id and (r.taken_at, r.id or 0) < (reading.taken_at, entry.id or 0)]
-        previous = max(earlier, key=lambda r: (r.taken_at, r.id or 0), default=None)
-    dosing_at = data.appointment.dosing_started_at
-    before_dosing = dosing_at is None or reading.taken_at < dosing_at
-    drafts = rules.evaluate_alerts(data.protocol, reading, previous_bp=previous, before_dosing=before_dosing)
-    already_open = {a.code for a in data.open_alerts()}
+    before_dosing = dosing_started_at is None or reading.taken_at < dosing_started_at
+    if previous is UNSET:
+        previous = await _previous_bp(session, entry) if reading.has("bp") else None
+    drafts = rules.evaluate_alerts(protocol, reading, previous_bp=previous, before_dosing=before_dosing)
+    if not drafts:
+        return []
+    already_open = set((await session.execute(_OPEN_ALERT_CODES, {"appointment_id": entry.appointment_id})).scalars())
     raised = []
     for d in drafts:
         if d.code in already_open:  # still open: the board already shows it
             continue
-        alert = Alert(
-            clinic_id=data.appointment.clinic_id,
-            appointment_id=data.appointment.id,  # type: ignore[arg-type]
-            entry_id=entry.id,
-            level=d.level,
-            code=d.code,
-            message=d.message,
-            raised_at=now,
-        )
+        alert = Alert(clinic_id=clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=d.level, code=d.code, message=d.message, raised_at=now)
         session.add(alert)
         raised.append(alert)
         already_open.add(d.code)
     if raised:
         await session.flush()
     return raised
+
+
+# One round trip for the hot path: the replay check, the session's state, the BP reading before
+# this one (for the two-in-a-row rule), and the lock that serialises writers on this appointment.
+_ENTRY_GATE = text(
+    """
+    SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at,
+           st.protocol, st.monitored, st.name AS type_name, c.timezone,
+           (SELECT e.id FROM clinical_entries e WHERE e.client_id = :client_id) AS replay_id,
+           prev.id AS prev_id, prev.taken_at AS prev_taken_at, prev.systolic AS prev_systolic, prev.diastolic AS prev_diastolic
+    FROM appointments a
+    JOIN session_types st ON st.id = a.session_type_id
+    JOIN clinics c ON c.id = a.clinic_id
+    LEFT JOIN LATERAL (
+        SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
+        WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL AND NOT e.entered_in_error AND e.taken_at <= :taken_at
+          AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+        ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
+    ) prev ON true
+    WHERE a.id = :appointment_id AND a.clinic_id = :clinic_id
+    FOR UPDATE OF a
+    """
+)
+_ENTRY_TABLE = ClinicalEntry.__table__  # type: ignore[attr-defined]
+# built once, so every insert shares one compiled statement; the board is notified in the same
+# round trip, and only when a row was really inserted (a replay inserts nothing)
+_inserted = (
+    insert(_ENTRY_TABLE)
+    .values({c.name: bindparam(c.name, type_=c.type) for c in _ENTRY_TABLE.c if c.name != "id"})
+    .on_conflict_do_nothing(index_elements=["client_id"])
+    .returning(*_ENTRY_TABLE.c)
+    .cte("inserted")
+)
+_INSERT_ENTRY = select(*_inserted.c, func.pg_notify(bindparam("channel"), bindparam("payload")).label("notified")).select_from(_inserted)
+
+
+def _require_state(*, status: str, monitored: bool, type_name: str, discharged_at: datetime | None, tz: str, what: str) -> None:
+    if not monitored:
+        raise Conflict(f"{type_name} sessions are not monitored.", code="not_monitored")
+    if status == "booked":
+        raise Conflict(f"Check the patient in before recording {what}.", code="not_checked_in")
+    if status == "fulfilled":
+        raise Conflict(f"This session was discharged at {rules.hm(discharged_at, tz)}; it takes no new {what}.", code="discharged")  # type: ignore[arg-type]
+    if status not in MONITORED_STATES:
+        raise Conflict(f"This appointment is {status}; it takes no {what}.", code="not_active")
 
 
 async def record_entry(
@@ -435,52 +494,52 @@ async def record_entry(
     check_key: str | None = None,
     now: datetime | None = None,
 ) -> EntryResult:
-    """Vitals, MOAA/S, dissociation and/or a note taken at one moment; a repeated client_id returns the first result."""
+    """Vitals, MOAA/S, dissociation and/or a note taken at one moment; a repeated client_id returns the first result.
+
+    The busiest write of the system (every tablet, every check), so it is a few plain statements:
+    gate + lock, insert, previous BP (BP only), alerts (only when one is raised), audit and notify.
+    """
     now = now or utcnow()
-    replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
-    if replay:
-        return replay
-    data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, doses=False)
-    _require_monitoring(data, what="entries")
     at = taken_at or now
-    appt = data.appointment
+    gate = (await session.execute(_ENTRY_GATE, {"appointment_id": appointment_id, "clinic_id": actor.clinic_id, "client_id": client_id, "taken_at": at})).first()
+    if gate is None:
+        raise NotFound("No such appointment in this clinic.")
+    if gate.replay_id is not None:
+        replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
+        assert replay is not None
+        return replay
+    tz = gate.timezone
+    _require_state(status=gate.status, monitored=gate.monitored, type_name=gate.type_name, discharged_at=gate.discharged_at, tz=tz, what="entries")
     try:
-        rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what=f"check-in ({rules.hm(appt.checked_in_at, data.tz)})")  # type: ignore[arg-type]
+        rules.check_taken_at(at, now, not_before=gate.checked_in_at, not_before_what=f"check-in ({rules.hm(gate.checked_in_at, tz)})")
     except rules.RuleViolation as exc:
         raise _rule_error(exc) from None
     cleaned = values.cleaned()
-    key = _valid_check_key(data, check_key)
-    entry = await _insert_entry(
-        session,
-        dict(
-            clinic_id=appt.clinic_id,
-            appointment_id=appt.id,
-            client_id=client_id,
-            check_key=key,
-            taken_at=at,
-            recorded_by=actor.user_id,
-            recorded_at=now,
-            entered_in_error=False,
-            **cleaned,
-        ),
+    key = _valid_check_key(gate.protocol or {}, check_key)
+    params = dict(
+        clinic_id=gate.clinic_id, appointment_id=gate.id, client_id=client_id, check_key=key, taken_at=at,
+        recorded_by=actor.user_id, recorded_at=now, entered_in_error=False, supersedes_id=None, correction_reason=None, **cleaned,
+        channel=channel(gate.clinic_id), payload=json.dumps({"appointment_id": gate.id, "what": "entry"}),
     )
+    entry = (await session.execute(_INSERT_ENTRY, params)).first()
     if entry is None:  # the same submission won a race against this one
         replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
         assert replay is not None
         return replay
-    readings = data.readings() + [reading_of(entry)]
-    raised = await _raise_alerts(session, data, entry, readings, now)
+    previous = rules.Reading(taken_at=gate.prev_taken_at, id=gate.prev_id, systolic=gate.prev_systolic, diastolic=gate.prev_diastolic) if gate.prev_id else None
+    raised = await _raise_alerts(
+        session, protocol=gate.protocol or {}, clinic_id=gate.clinic_id, dosing_started_at=gate.dosing_started_at, entry=entry, now=now, previous=previous
+    )
     record(
         session,
         actor=actor,
         action="session.entry",
         entity="clinical_entry",
         entity_id=entry.id,
-        patient_id=appt.patient_id,
-        changes={"appointment_id": appt.id, "taken_at": at, "check_key": key, **{k: v for k, v in cleaned.items() if v is not None}, "alerts": [a.code for a in raised]},
+        patient_id=gate.patient_id,
+        changes={"appointment_id": gate.id, "taken_at": at, "check_key": key, **{k: v for k, v in cleaned.items() if v is not None}, "alerts": [a.code for a in raised]},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="entry")  # type: ignore[arg-type]
-    return EntryResult(entry, raised, created=True)
+    return EntryResult(entry, raised, created=True, tz=tz)
 
 
 async def correct_entry(
@@ -567,8 +626,7 @@ async def correct_entry(
         return replay
     raised: list[Alert] = []
     if not entered_in_error:
-        readings = [r for r in data.readings() if r.id != old.id] + [reading_of(entry)]
-        raised = await _raise_alerts(session, data, entry, readings, now)
+        raised = await _raise_alerts(session, protocol=data.protocol, clinic_id=appt.clinic_id, dosing_started_at=appt.dosing_started_at, entry=entry, now=now)
     record(
         session,
         actor=actor,
@@ -579,7 +637,7 @@ async def correct_entry(
         changes={"supersedes_id": old.id, "reason": reason, "entered_in_error": entered_in_error, "taken_at": at, **{k: v for k, v in cleaned.items() if v is not None}},
     )
     await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="correction")  # type: ignore[arg-type]
-    return EntryResult(entry, raised, created=True)
+    return EntryResult(entry, raised, created=True, tz=data.tz)
 
 
 # ---- dosing ----------------------------------------------------------------------------------------
@@ -954,6 +1012,7 @@ def evaluate(data: SessionData, now: datetime) -> SessionState:
             open_alerts=open_alerts,
             escort_confirmed=appt.escort_confirmed,
             requires_rems=data.requires_rems,
+            schedule=schedule if as_of == now else None,
         )
     elif appt.status == "arrived":
         pre_dose = rules.pre_dose_blockers(data.protocol, dose_time=now, readings=readings, open_alerts=open_alerts)

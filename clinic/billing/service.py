@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -287,13 +288,22 @@ async def open_draft(
         draft = Estimate(clinic_id=clinic.id, patient_id=patient_id, kind=kind, reason=reason, appointment_id=appointment_id,
                          service_date=service_date, scheduled_on=today, due_on=due,
                          supersedes_id=previous.id if previous else None)
-    else:
-        if service_date and (draft.service_date is None or service_date < draft.service_date):
-            draft.service_date, draft.appointment_id = service_date, appointment_id
-        if due and (draft.due_on is None or due < draft.due_on):
-            draft.due_on = due
-        if reason == "scope_change" and draft.reason == "scheduled":
-            draft.reason = reason
+        try:
+            async with session.begin_nested():
+                session.add(draft)
+                await session.flush()
+            return draft
+        except IntegrityError:
+            # a concurrent booking for the same patient opened the draft first: widen that one (never fail a booking)
+            draft = await draft_of(session, patient_id, kind)
+            if draft is None:
+                raise
+    if service_date and (draft.service_date is None or service_date < draft.service_date):
+        draft.service_date, draft.appointment_id = service_date, appointment_id
+    if due and (draft.due_on is None or due < draft.due_on):
+        draft.due_on = due
+    if reason == "scope_change" and draft.reason == "scheduled":
+        draft.reason = reason
     session.add(draft)
     await session.flush()
     return draft

@@ -68,13 +68,13 @@ async def run(ctx: dict | None = None) -> dict:
         seeded = await seed_sessions(url, sessions=sessions, dosed_minutes_ago=20, entries=entries)
         await _add_alerts(url, seeded["appointments"])
         port = free_port()
-        proc = start_app_server(url, port)
+        proc = start_app_server(url, port, ctx.get("redis_url"))
         try:
             await wait_ready(port, "/healthz", proc)
             token = seeded["token"]
-            page = await _time(port, "/board", token, requests=requests, budget_s=60)
-            fragment = await _time(port, "/board/fragment", token, requests=requests, budget_s=60)
-            api = await _time(port, "/api/v1/board", token, requests=requests // 2, budget_s=30)
+            page = await _time(port, "/board", token, requests=requests, budget_s=30)
+            fragment = await _time(port, "/board/fragment", token, requests=requests // 2, budget_s=15)
+            api = await _time(port, "/api/v1/board", token, requests=requests // 2, budget_s=15)
         finally:
             stop(proc)
     return {

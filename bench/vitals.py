@@ -154,10 +154,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app_server(url: str, port: int) -> subprocess.Popen:
+def start_app_server(url: str, port: int, redis_url: str | None = None) -> subprocess.Popen:
     env = os.environ | {
         "DATABASE_URL": url,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
+        # the vitals path never touches Redis; the app only needs a well-formed URL to start
+        "REDIS_URL": redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15",
         "SECRET_KEY": "bench-secret-" + "x" * 24,
         "BASE_URL": f"http://127.0.0.1:{port}",
         "LOG_LEVEL": "WARNING",
@@ -343,7 +344,7 @@ async def run(ctx: dict | None = None) -> dict:
     async with BenchDatabase(ctx, "clinic_bench_vitals") as url:
         seeded = await seed_sessions(url, sessions=clients)
         app_port, bare_port = free_port(), free_port()
-        app_proc, bare_proc = start_app_server(url, app_port), start_bare_server(url, bare_port)
+        app_proc, bare_proc = start_app_server(url, app_port, ctx.get("redis_url")), start_bare_server(url, bare_port)
         try:
             await wait_ready(app_port, "/healthz", app_proc)
             await wait_ready(bare_port, "/ping", bare_proc)

@@ -240,7 +240,7 @@ async def find_availability(
 async def alternatives_near(
     session: AsyncSession,
     *,
-    clinic: Clinic,
+    clinic_id: int,
     cal: ClinicCalendar,
     timing: Timing,
     wanted: datetime,
@@ -257,9 +257,9 @@ async def alternatives_near(
     days = list(days) if days is not None else [day + timedelta(days=d) for d in range(-2, 4)]
     start, _ = rules.local_day_bounds(min(days), cal.tz)
     _, end = rules.local_day_bounds(max(days), cal.tz)
-    booked = await booked_between(session, clinic.id, start, end)
-    shifts = await shifts_between(session, clinic.id, start, end)
-    place_rows = (await session.exec(select(Chair).where(Chair.clinic_id == clinic.id, Chair.active))).all()
+    booked = await booked_between(session, clinic_id, start, end)
+    shifts = await shifts_between(session, clinic_id, start, end)
+    place_rows = (await session.exec(select(Chair).where(Chair.clinic_id == clinic_id, Chair.active))).all()
     cands = rules.availability(
         timing=timing, cal=cal, days=days, places=places_of(place_rows), booked=booked, shifts=shifts,
         now=now, dose_mg=dose_mg, patient_id=patient_id, ignore_id=ignore_id,
@@ -301,27 +301,33 @@ def _conflict_from(exc: IntegrityError) -> tuple[str, str, str, str | None]:
 
 
 async def _refuse(
-    session: AsyncSession, *, clinic: Clinic, cal: ClinicCalendar, timing: Timing, start: datetime, chair_id: int,
+    session: AsyncSession, *, clinic_id: int, cal: ClinicCalendar, timing: Timing, start: datetime, chair_id: int,
     patient_id: int, dose_mg: int | None, code: str, conflict: str, detail: str, now: datetime, ignore_id: int | None = None,
 ) -> Conflict:
-    alts = await alternatives_near(session, clinic=clinic, cal=cal, timing=timing, wanted=start, patient_id=patient_id,
+    alts = await alternatives_near(session, clinic_id=clinic_id, cal=cal, timing=timing, wanted=start, patient_id=patient_id,
                                    chair_id=chair_id, dose_mg=dose_mg, ignore_id=ignore_id, now=now)
-    names = dict((await session.exec(select(Chair.id, Chair.name).where(Chair.clinic_id == clinic.id))).all())
+    names = dict((await session.exec(select(Chair.id, Chair.name).where(Chair.clinic_id == clinic_id))).all())
     return Conflict(detail, code=code, extra={"conflict": conflict, "alternatives": [candidate_out(a, cal.tz, names) for a in alts]})
 
 
 async def _place(
     session: AsyncSession, appt: Appointment, *, clinic: Clinic, cal: ClinicCalendar, timing: Timing, dose_mg: int | None, now: datetime,
-    changes: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None, release: bool = False,
 ) -> None:
     """Write the appointment's slot inside a savepoint: the exclusion constraints decide chair and patient
     overlap; then, under the day lock already held, nurse capacity and staff coverage. Raises Conflict.
+
+    With `release` (a single booking or move), a refusal ends the transaction first, so the day lock is
+    free again while the nearest alternatives are worked out: competing bookings do not queue behind that.
 
     A move passes its new slot as `changes`, applied inside the savepoint: begin_nested() first flushes what is
     pending, so a slot set before it would hit the constraints outside the savepoint and abort the whole request.
     """
     target = {"starts_at": appt.starts_at, "chair_id": appt.chair_id} | (changes or {})
     start, chair_id, patient_id, appt_id = target["starts_at"], target["chair_id"], appt.patient_id, appt.id
+    # plain values: after a rollback the ORM objects are expired and must not be touched
+    refuse = {"clinic_id": clinic.id, "cal": cal, "timing": timing, "start": start, "chair_id": chair_id, "patient_id": patient_id,
+              "dose_mg": dose_mg, "now": now, "ignore_id": appt_id}
     try:
         async with session.begin_nested():
             for key, value in (changes or {}).items():
@@ -342,14 +348,14 @@ async def _place(
         code, what, sentence, name = _conflict_from(exc)
         if name not in CONFLICT_CODES:
             raise
-        raise await _refuse(session, clinic=clinic, cal=cal, timing=timing, start=start, chair_id=chair_id,
-                            patient_id=patient_id, dose_mg=dose_mg, code=code, conflict=what, detail=sentence, now=now,
-                            ignore_id=appt_id) from None
+        if release:
+            await session.rollback()
+        raise await _refuse(session, code=code, conflict=what, detail=sentence, **refuse) from None
     except _StaffingRefused as refused:
         p = refused.problem
-        raise await _refuse(session, clinic=clinic, cal=cal, timing=timing, start=start, chair_id=chair_id,
-                            patient_id=patient_id, dose_mg=dose_mg, code=p.code, conflict=p.code, detail=p.message, now=now,
-                            ignore_id=appt_id) from None
+        if release:
+            await session.rollback()
+        raise await _refuse(session, code=p.code, conflict=p.code, detail=p.message, **refuse) from None
 
 
 class _StaffingRefused(Exception):
@@ -415,7 +421,7 @@ async def book(
         starts_at=w.start, ends_at=w.end, status="booked", planned_dose_mg=planned_dose_mg, escort_name=escort.name,
         escort_phone=escort.phone, notes=(notes or "").strip() or None, created_by=actor.user_id, created_at=now, updated_at=now,
     )
-    await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=planned_dose_mg, now=now)
+    await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=planned_dose_mg, now=now, release=True)
     record(session, actor=actor, action="appointment.book", entity="appointment", entity_id=appt.id, patient_id=patient.id,
            changes={"session_type": st.kind, "chair_id": chair.id, "starts_at": appt.starts_at, "ends_at": appt.ends_at,
                     "planned_dose_mg": planned_dose_mg, "course_id": course_id, "escort": "named" if escort.name else "to_confirm"})
@@ -466,12 +472,7 @@ async def move(
     old = {"starts_at": appt.starts_at, "chair_id": appt.chair_id}
     w = timing.windows(start, appt.planned_dose_mg)
     slot = {"starts_at": w.start, "ends_at": w.end, "chair_id": chair.id, "updated_at": now}
-    try:
-        await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now, changes=slot)
-    except Conflict:
-        # the savepoint put the row back; keep the in-memory object truthful too
-        await session.refresh(appt)
-        raise
+    await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now, changes=slot, release=True)
     record(session, actor=actor, action="appointment.move", entity="appointment", entity_id=appt.id, patient_id=appt.patient_id,
            changes={"from": old, "to": {"starts_at": appt.starts_at, "chair_id": appt.chair_id}})
     await hooks.appointment_moved(session, queue=queue, appointment=appt, patient=patient, clinic=clinic, old_starts_at=old["starts_at"])

@@ -93,16 +93,39 @@ def conflict_message(exc: IntegrityError) -> tuple[str, str | None]:
 UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
 
 
+def _chain(exc: BaseException):
+    """The exception and the driver errors beneath it (SQLAlchemy wrapper -> adapter -> asyncpg)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "orig", None) or current.__cause__
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    for e in _chain(exc):
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def is_bad_value(exc: BaseException) -> bool:
+    """True when Postgres refused a value itself (SQLSTATE class 22: out of range, too long, malformed)."""
+    if not isinstance(exc, DBAPIError) or is_unavailable(exc):
+        return False
+    state = sqlstate_of(exc)
+    return bool(state and state.startswith("22"))
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when the database cannot be reached (as opposed to refusing the statement).
 
     Follows the driver's exception chain: during a restart asyncpg reports e.g. "the database system is shutting
     down" (57P03) or "connection was closed in the middle of operation" (08003) as a plain DBAPIError.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         if isinstance(current, (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
@@ -110,5 +133,4 @@ def is_unavailable(exc: BaseException) -> bool:
         state = getattr(current, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in UNAVAILABLE_SQLSTATES):
             return True
-        current = getattr(current, "orig", None) or current.__cause__
     return False

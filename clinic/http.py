@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor
 from clinic.auth.middleware import IDLE, SESSION_COOKIE
 from clinic.auth.permissions import allows
-from clinic.db import conflict_message, is_unavailable
+from clinic.db import conflict_message, is_bad_value, is_unavailable, sqlstate_of
 
 log = logging.getLogger("clinic.http")
 
@@ -119,6 +119,7 @@ CurrentActor = Annotated[Actor, Dependency(skip_validation=True)]
 
 
 ROLE_DENIED = "Your role does not allow this."
+INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
 
 
 class RoleDenied(PermissionDeniedException):
@@ -135,6 +136,10 @@ def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> N
     permission = handler.opt.get("permission")
     if not permission or not allows(permission, user.roles):
         raise RoleDenied(ROLE_DENIED)
+    for value in connection.path_params.values():
+        # ids are int4 in the database: a larger one names no record (and must not reach asyncpg as an overflow)
+        if isinstance(value, int) and not INT4_MIN <= value <= INT4_MAX:
+            raise NotFound("No such record.", code="not_found")
 
 
 # ---- error answers --------------------------------------------------------------------------
@@ -146,7 +151,8 @@ def wants_html(request: Request) -> bool:
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(content=body, status_code=status, headers=headers, media_type="application/json")
+    # status_code too: the OpenAPI schema documents Litestar's error shape, which requires it
+    return Response(content={"status_code": status, **body}, status_code=status, headers=headers, media_type="application/json")
 
 
 def _html_error(request: Request, status: int, body: dict[str, Any]) -> Response:
@@ -244,6 +250,11 @@ def validation_body(exc: ValidationException) -> dict[str, Any]:
 
 
 def server_error_handler(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OverflowError) or is_bad_value(exc):
+        # a value no date or column can hold (year 1 minus a day, a number past int4, text too long): the request's fault
+        body = {"detail": "A value in the request is out of range or too long; nothing was saved.", "code": "invalid_value"}
+        log.warning("value out of range on %s %s: %s", request.method, request.url.path, sqlstate_of(exc) or type(exc).__name__)
+        return _html_error(request, 422, body) if wants_html(request) else _json(422, body)
     if is_unavailable(exc):
         body = {"detail": "The database is not reachable right now; try again in a moment.", "code": "db_unavailable"}
         log.error("database unavailable: %s", type(exc).__name__)

@@ -65,7 +65,7 @@ def _bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "on", "yes")
 
 
-def _phone(data: dict, key: str, label: str) -> str | None:
+def clean_phone(data: dict, key: str, label: str) -> str | None:
     value = _text(data, key, required=False, max_len=40, label=label)
     if value is None:
         return None
@@ -117,7 +117,7 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
                 raise PatientProblem("email", "email_format", "Email must look like name@example.org.")
         out["email"] = email
     if wanted("phone"):
-        out["phone"] = _phone(data, "phone", "Phone")
+        out["phone"] = clean_phone(data, "phone", "Phone")
     if wanted("notice_channel"):
         channel = (str(data.get("notice_channel") or "email").strip().lower())
         if channel not in NOTICE_CHANNELS:
@@ -130,7 +130,7 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
     if wanted("escort_name"):
         out["escort_name"] = _text(data, "escort_name", required=False, max_len=200, label="Escort name")
     if wanted("escort_phone"):
-        out["escort_phone"] = _phone(data, "escort_phone", "Escort phone")
+        out["escort_phone"] = clean_phone(data, "escort_phone", "Escort phone")
     if wanted("rems_enrolled_on"):
         enrolled = _date(data, "rems_enrolled_on", "REMS enrollment date")
         if enrolled is not None and enrolled > today:

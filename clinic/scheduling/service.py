@@ -22,7 +22,7 @@ from clinic.db import conflict_message, register_conflicts
 from clinic.http import Conflict, InvalidInput, NotFound
 from clinic.notices import hooks
 from clinic.patients.models import Patient
-from clinic.patients.rules import PatientProblem, _phone
+from clinic.patients.rules import PatientProblem, clean_phone
 from clinic.scheduling import rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, Course, SessionType, Shift
 from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place, Problem, Timing
@@ -281,7 +281,7 @@ def escort_for(patient: Patient, timing: Timing, name: str | None, phone: str | 
     """The escort named at booking, else the patient's usual one, else "to confirm" (blank) for check-in."""
     name = (name or "").strip() or None
     try:
-        phone = _phone({"escort_phone": phone}, "escort_phone", "Escort phone")
+        phone = clean_phone({"escort_phone": phone}, "escort_phone", "Escort phone")
     except PatientProblem as p:
         raise InvalidInput(p.message, field=p.field, code=p.code) from None
     if name and len(name) > 200:
@@ -698,7 +698,8 @@ async def _plan(
             occ.start, occ.chair_id = pick.start, pick.chair_id
         else:
             if problem is None:
-                chair_id = want_chair or (places_for_timing(timing, places)[0].id if places_for_timing(timing, places) else 0)
+                fitting = rules.places_for(timing, places)
+                chair_id = want_chair or (fitting[0].id if fitting else 0)
                 problem = rules.booking_problem(start=start, chair_id=chair_id, patient_id=patient.id, timing=timing, cal=cal,
                                                 booked=booked, shifts=shifts, dose_mg=dose_mg) or Problem(
                     "starts_at", "no_free_chair", "No chair is free at that time.")
@@ -713,10 +714,6 @@ async def _plan(
             occ.alternatives = rules.nearest(near, start, chair_id=want_chair, limit=5, distinct_starts=True)
         out.append(occ)
     return out
-
-
-def places_for_timing(timing: Timing, places: list[Place]) -> list[Place]:
-    return rules.places_for(timing, places)
 
 
 async def book_course(
@@ -784,7 +781,7 @@ async def book_course(
     if dry_run:
         return plan
     if plan.conflicts and (all_or_nothing or len(plan.conflicts) == len(occs)):
-        raise _course_conflict(plan, booked_any=False)
+        raise _course_conflict(plan)
     course = Course(clinic_id=clinic.id, patient_id=patient.id, session_type_id=st.id, template=template,
                     created_by=actor.user_id, created_at=now)
     session.add(course)
@@ -805,7 +802,7 @@ async def book_course(
             occ.problem = Problem("starts_at", exc.code or "conflict", exc.detail)
             occ.alternatives = []
             if all_or_nothing:
-                raise _course_conflict(plan, booked_any=False) from None
+                raise _course_conflict(plan) from None
             continue
         occ.appointment_id = appt.id
         record(session, actor=actor, action="appointment.book", entity="appointment", entity_id=appt.id, patient_id=patient.id,
@@ -813,14 +810,14 @@ async def book_course(
                         "planned_dose_mg": planned_dose_mg, "course_id": course.id, "escort": "named" if escort.name else "to_confirm"})
         await hooks.appointment_booked(session, queue=queue, appointment=appt, patient=patient, clinic=clinic)
     if not any(o.appointment_id for o in occs):
-        raise _course_conflict(plan, booked_any=False)
+        raise _course_conflict(plan)
     record(session, actor=actor, action="course.book", entity="course", entity_id=course.id, patient_id=patient.id,
            changes={"session_type": st.kind, "template": template, "booked": [o.appointment_id for o in occs if o.appointment_id],
                     "not_booked": [o.index for o in occs if not o.appointment_id]})
     return plan
 
 
-def _course_conflict(plan: CoursePlan, *, booked_any: bool) -> Conflict:
+def _course_conflict(plan: CoursePlan) -> Conflict:
     n, total = len(plan.conflicts), len(plan.occurrences)
     detail = f"{n} of {total} sessions cannot be booked as planned; nothing was booked. Pick an alternative for each and try again."
     return Conflict(detail, code="course_conflicts", extra=plan_out(plan))

@@ -15,7 +15,7 @@ from clinic.audit.service import Actor
 from clinic.http import Conflict, CurrentActor, DbSession, InvalidInput
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
-from clinic.scheduling.models import Appointment, Chair, Clinic, Course, SessionType
+from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
 from clinic.scheduling.rules import ClinicCalendar, Timing
 from clinic.timeutil import utcnow
 

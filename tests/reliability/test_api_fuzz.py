@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import zlib
 from dataclasses import dataclass, field
 
-import asyncpg
 import pytest
 import requests
 import schemathesis
@@ -33,21 +31,12 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import text
 
 from clinic.app import create_app
-from clinic.auth.models import ApiToken
 from clinic.auth.permissions import PERMISSIONS, allows
-from clinic.auth.rules import new_token
-from clinic.cli import run_migrations
-from clinic.config import Settings
 from clinic.db import Database
-from clinic.seed import seed_demo
-from tests.conftest import _asyncpg_dsn, _with_db
-from tests.factories import Factory
+from tests.reliability.conftest import OWN_IDS, ROLE_PREFERENCE, demo_database
 from tests.reliability.helpers import LiveServer
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
-# our own users and tokens sit far above anything a sequence hands out, so fuzzed ids never deactivate or revoke them
-OWN_IDS = 1_900_000_000
-ROLE_PREFERENCE = ("admin", "front_desk", "nurse", "prescriber", "billing")
 
 
 def _only_numbers_for_instants(case) -> bool:
@@ -146,40 +135,18 @@ async def known_ids(db: Database, params: set[str]) -> dict[str, list[int]]:
 
 @pytest.fixture(scope="module")
 async def fuzz_target(_servers, redis_url):
-    """A database of its own with the demo clinic, a token per role, and the app serving it under uvicorn."""
-    server_url = _servers[0]
-    name = f"clinic_fuzz_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _with_db(server_url, name)
-    await asyncio.to_thread(run_migrations, url)
-    db = Database.connect(url, pool_size=2)
-    server = None
-    try:
-        clinic = await seed_demo(db, patients=10, days=3)
-        f = Factory(db)
-        tokens = {}
-        for i, role in enumerate(ROLE_PREFERENCE):
-            user = await f.user(clinic, role, id=OWN_IDS + i, email=f"fuzz-{role}@fuzz.clinic")
-            raw, hashed = new_token("ct_")
-            await f.add(ApiToken(id=OWN_IDS + i, token_hash=hashed, user_id=user.id, name="fuzz"))
-            tokens[role] = raw
-        settings = Settings(database_url=url, redis_url=redis_url, secret_key="fuzz-secret-key-" + "x" * 20, base_url="http://testserver.local")
-        app = create_app(settings)
+    """The demo clinic in a database of its own, a token per role, and the app serving it under uvicorn."""
+    async with demo_database(_servers[0], redis_url) as demo:
+        app = create_app(demo.settings)
         perms = route_permissions(app)
         params = {p.strip("{}") for key in perms for p in key.split("/") if p.startswith("{")}
-        target = FuzzTarget(url="", tokens=tokens, permissions=perms, ids=await known_ids(db, params))
+        target = FuzzTarget(url="", tokens=demo.tokens, permissions=perms, ids=await known_ids(demo.db, params))
         server = LiveServer(app).start()
         target.url = server.url
-        yield target
-    finally:
-        if server is not None:
+        try:
+            yield target
+        finally:
             server.stop()
-        await db.dispose()
-        admin = await asyncpg.connect(_asyncpg_dsn(server_url))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def role_for(permission: str) -> str:

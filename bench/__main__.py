@@ -34,7 +34,7 @@ QUICK = {
     "availability": {"total": 50_000, "small": 10_000, "runs": 20},
     "booking_race": {"rounds": 3},
     "vitals": {"seconds": 5},
-    "board": {"runs": 50},
+    "board": {"requests": 50},
     "notices": {"count": 1_000},
 }
 

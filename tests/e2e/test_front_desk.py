@@ -66,33 +66,42 @@ def test_front_desk(tabs, site):
     desk.shot("course booked")
     course_url = page.url
 
-    # move the second occurrence to another free time
-    second = sessions.nth(1)
-    old_when = second.get_by_role("link").inner_text()
-    second.get_by_role("link").click()
+    # move the second session to a free time on a later day; cancel the third (a different session, whatever the new order)
+    links = [sessions.nth(i).get_by_role("link") for i in range(sessions.count())]
+    hrefs = [link.get_attribute("href") for link in links]
+    old_when = links[1].inner_text()
+    page.locator(f'ol.course-sessions a[href="{hrefs[1]}"]').click()
     page.get_by_role("button", name="Move to another time or chair").click()
-    choices = page.locator("#slots label.slot-choice")
-    expect(choices.first).to_be_visible()
-    target = choices.nth(min(3, choices.count() - 1))
+    days = page.locator("#slots fieldset.slot-day")
+    expect(days.first).to_be_visible()
+    later = [days.nth(i).locator("label.slot-choice") for i in range(1, days.count())]
+    target = next((c.first for c in later if c.count()), None)
+    assert target is not None, "no free time on the days after the session's own"
     target.click()
     desk.shot("move picker")
     page.get_by_role("button", name="Move here").click()
     expect(page.get_by_role("status").filter(has_text="Moved to")).to_be_visible()
     desk.shot("moved")
 
-    # cancel the third occurrence with a reason (the page asks to confirm)
     page.goto(course_url)
-    third = page.locator("ol.course-sessions > li").nth(2)
-    third.get_by_role("link").click()
+    page.locator(f'ol.course-sessions a[href="{hrefs[2]}"]').click()
     page.get_by_label("Cancel: reason").select_option("Patient request")
     page.get_by_role("button", name="Cancel this session").click()
     expect(page.get_by_role("status").filter(has_text="Cancelled")).to_be_visible()
     expect(page.locator("dl.facts")).to_contain_text("Patient request")
     desk.shot("cancelled")
 
-    # the course now shows one moved and one cancelled, the rest untouched
+    # the course shows the moved session at its new time, the cancelled one, and the rest untouched
     page.goto(course_url)
     rows = page.locator("ol.course-sessions > li")
     expect(rows.filter(has_text="Cancelled")).to_have_count(1)
-    assert old_when not in [rows.nth(i).get_by_role("link").inner_text() for i in range(rows.count())]
+
+    def row_of(href: str):
+        return rows.filter(has=page.locator(f'a[href="{href}"]'))
+
+    expect(row_of(hrefs[2])).to_contain_text("Cancelled")
+    expect(row_of(hrefs[1]).get_by_role("link")).not_to_have_text(old_when)
+    expect(row_of(hrefs[1])).to_contain_text("Booked")
+    for href in hrefs[3:]:
+        expect(row_of(href)).to_contain_text("Booked")
     desk.shot("course after changes")

@@ -24,9 +24,10 @@ def _form(page, button: str):
 
 
 def _set_time(form, label: str, hhmm: str) -> None:
-    details = form.locator("details.more")
-    if details.count() and not details.first.get_attribute("open") is not None:
-        details.first.locator("summary").click()
+    """Back-chart an entry: the time field sits in the form's collapsed "Other values, time, note" section."""
+    details = form.locator("details.more").first
+    if details.get_attribute("open") is None:
+        details.locator("summary").click()
     form.get_by_label(label).fill(hhmm)
 
 

@@ -145,10 +145,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([fmt.format(*headers), line, *(fmt.format(*map(str, b)) for b in body)])
 
 
-def machine() -> dict[str, Any]:
+def machine(load_at_start: float) -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        # other work on the machine skews every figure: the 1-minute load before and after the run says how much
+        "load_average_1m_start": round(load_at_start, 2),
+        "load_average_1m_end": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
@@ -161,6 +163,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ORDER)}", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     outcomes: dict[str, dict[str, Any]] = {}
     async with servers() as base:
         where = ", ".join(f"{k} {'embedded' if v else 'from the environment'}" for k, v in base["embedded"].items())
@@ -180,12 +183,13 @@ async def main_async(args: argparse.Namespace) -> int:
     total = time.perf_counter() - started
     print()
     print(table(rows))
-    print(f"\nwhole run: {total:.0f} s{' (quick sizes: not the issues figures)' if args.quick else ''}")
+    print(f"\nwhole run: {total:.0f} s; load average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+          f"{' (quick sizes: not the issues figures)' if args.quick else ''}")
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
         "seconds": round(total, 1),
-        "machine": machine(),
+        "machine": machine(load_at_start),
         "figures": rows,
         "modules": {k: {kk: vv for kk, vv in v.items() if kk != "traceback"} for k, v in outcomes.items()},
     }

@@ -424,8 +424,9 @@ def check_schedule(
 _LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 
-def _schedule_order(s: CheckState) -> tuple:
-    return (s.due_at or s.opens_at or _LAST, s.key)
+def _schedule_order(s: CheckState) -> datetime:
+    # a stable sort on time alone keeps the protocol's order among checks not yet timed
+    return s.due_at or s.opens_at or _LAST
 
 
 def repeat_bp_checks(protocol: Mapping[str, Any], *, now: datetime, readings: Sequence[Reading]) -> list[CheckState]:

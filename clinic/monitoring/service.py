@@ -1239,7 +1239,7 @@ class RemsRow:
     form: RemsForm
     patient_name: str
     appointment_id: int
-    chart_missing: int = 0
+    session_open: bool = False  # still in the chair: the form can be sent only after discharge
 
 
 async def rems_tracker(session: AsyncSession, *, actor: Actor, today: date | None = None, submitted_days: int = 30) -> tuple[list[RemsRow], list[RemsRow], date]:
@@ -1248,8 +1248,9 @@ async def rems_tracker(session: AsyncSession, *, actor: Actor, today: date | Non
     tz = clinic.timezone if clinic else "UTC"
     today = today or _local(utcnow(), tz).date()
     base = (
-        select(RemsForm, Patient.first_name, Patient.last_name)
+        select(RemsForm, Patient.first_name, Patient.last_name, Appointment.status)
         .join(Patient, col(Patient.id) == RemsForm.patient_id)
+        .join(Appointment, col(Appointment.id) == RemsForm.appointment_id)
         .where(RemsForm.clinic_id == actor.clinic_id)
     )
     pending = (await session.exec(base.where(col(RemsForm.submitted_on).is_(None)).order_by(col(RemsForm.due_on), col(RemsForm.id)))).all()
@@ -1258,8 +1259,8 @@ async def rems_tracker(session: AsyncSession, *, actor: Actor, today: date | Non
     ).all()
     record(session, actor=actor, action="session.rems_tracker_view", entity="rems_monitoring_form")
     return (
-        [RemsRow(f, f"{first} {last}", f.appointment_id) for f, first, last in pending],
-        [RemsRow(f, f"{first} {last}", f.appointment_id) for f, first, last in done],
+        [RemsRow(f, f"{first} {last}", f.appointment_id, status in MONITORED_STATES) for f, first, last, status in pending],
+        [RemsRow(f, f"{first} {last}", f.appointment_id) for f, first, last, _ in done],
         today,
     )
 
@@ -1276,6 +1277,9 @@ async def record_rems_submission(session: AsyncSession, *, actor: Actor, appoint
     ).first()
     if form is None:
         raise NotFound("This session has no REMS monitoring form (esketamine sessions get one when dosing starts).")
+    appt_status = (await session.exec(select(Appointment.status).where(Appointment.id == appointment_id))).one()
+    if appt_status in MONITORED_STATES:
+        raise Conflict("The session is still in progress; the form is sent after discharge.", code="session_open")
     clinic = await session.get(Clinic, actor.clinic_id)
     today = _local(now, clinic.timezone if clinic else "UTC").date()
     if submitted_on > today:

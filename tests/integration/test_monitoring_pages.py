@@ -219,6 +219,7 @@ async def test_rems_form_is_filled_from_the_chart_and_marks_what_is_missing(clie
 async def test_rems_tracker_lists_forms_due_and_records_the_submission(client, browser, factory):
     s = await make_session(client, factory, starts_ago=170)
     await monitored_to_discharge(s, 130)
+    assert (await s.prescriber.post(f"/appointments/{s.appt.id}/discharge", {})).status_code == 200
     await login(browser, s.nurse_user.email)
     page = await browser.get("/rems")
     assert page.status_code == 200 and "Jordan Rivera" in page.text and "in 7 days" in page.text
@@ -233,3 +234,14 @@ async def test_rems_tracker_lists_forms_due_and_records_the_submission(client, b
     await login(browser, admin.email)
     assert (await browser.get("/rems")).status_code == 200
     assert (await browser.post(f"/rems/{s.appt.id}/submission", data={"submitted_on": today, "confirmation": "X"}, headers=htmx(browser))).status_code == 403
+
+
+async def test_a_rems_form_is_sent_only_after_discharge(client, browser, factory):
+    s = await make_session(client, factory, starts_ago=90)
+    await dosed_esketamine(s, 60)
+    today = (await s.nurse.get("/rems-forms")).json()["today"]
+    r = await s.nurse.post(f"/appointments/{s.appt.id}/rems-form/submission", {"submitted_on": today, "confirmation": "RMS-1"})
+    assert r.status_code == 409 and r.json()["code"] == "session_open"
+    await login(browser, s.nurse_user.email)
+    page = await browser.get("/rems")
+    assert "Session in progress: send after discharge" in page.text

@@ -56,17 +56,36 @@ async def booking_notices(session: AsyncSession, *, queue, appointment: Appointm
     link = await add_link(session, clinic=clinic, patient=patient, kind="visit", appointment_id=appointment.id)
     payload = {"starts_at": at, "moved": moved} | link_payload(link)
     ids = []
-    nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="booking_confirmation",
-                           dedupe_key=f"booking:{appointment.id}:{at}", to_address=patient.email, patient_id=patient.id,
-                           appointment_id=appointment.id, payload=payload)
+    # a move is its own event (A -> B -> A tells the patient twice); a booking is told once
+    key = f"moved:{appointment.id}:{at}:{appointment.updated_at.isoformat()}" if moved else f"booking:{appointment.id}:{at}"
+    nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="booking_confirmation", dedupe_key=key,
+                           to_address=patient.email, patient_id=patient.id, appointment_id=appointment.id, payload=payload)
     ids.append(nid)
     remind_at = appointment.starts_at - timedelta(hours=float(setting(clinic, "reminder_hours", DEFAULT_REMINDER_HOURS)))
     if remind_at > now:
-        nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="reminder",
-                               dedupe_key=f"reminder:{appointment.id}:{at}", to_address=patient.email, patient_id=patient.id,
-                               appointment_id=appointment.id, send_after=remind_at, payload=payload)
-        ids.append(nid)
+        key = f"reminder:{appointment.id}:{at}"
+        nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="reminder", dedupe_key=key,
+                               to_address=patient.email, patient_id=patient.id, appointment_id=appointment.id,
+                               send_after=remind_at, payload=payload)
+        ids.append(nid or await revive(session, queue=queue, dedupe_key=key, send_after=remind_at, payload=payload))
     return [i for i in ids if i is not None]
+
+
+async def revive(session: AsyncSession, *, queue, dedupe_key: str, send_after: datetime, payload: dict[str, Any]) -> int | None:
+    """A visit moved back to a time it had before: its cancelled reminder for that time goes back in the queue."""
+    nid = (await session.execute(
+        update(Notice).where(Notice.dedupe_key == dedupe_key, Notice.status == "cancelled")
+        .values(status="pending", send_after=send_after, attempts=0, last_error=None, claimed_at=None, payload=payload)
+        .returning(Notice.id)
+    )).scalar_one_or_none()
+    if nid is not None and queue is not None:
+        defer = max((send_after - utcnow()).total_seconds(), 0)
+
+        async def enqueue() -> None:
+            await queue.enqueue(SEND_JOB, nid, job_id=job_id(nid), _defer_by=defer or None)
+
+        after_commit(session, enqueue)
+    return nid
 
 
 async def cancel_pending(session: AsyncSession, *, appointment_id: int, kinds: tuple[str, ...] = ("reminder", "booking_confirmation"),

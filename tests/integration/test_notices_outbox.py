@@ -171,6 +171,19 @@ async def test_moved_visit_gets_a_new_reminder_and_the_old_one_is_cancelled(engi
     confirmations = [n for n in rows if n.kind == "booking_confirmation"]
     assert [n.payload["moved"] for n in confirmations] == [False, True]
 
+    async def move_back(s):
+        a = await s.get(Appointment, appt.id)
+        a.starts_at, a.ends_at, a.updated_at = old, a.ends_at - timedelta(days=2), utcnow()
+        s.add(a)
+        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic, old_starts_at=old + timedelta(days=2))
+
+    await commit_with(engine_db, move_back)
+    rows = await notices_of(engine_db, clinic.id)
+    # back at the first time: that reminder is live again, the other one cancelled, and the patient is told again
+    assert [(n.status, n.send_after) for n in rows if n.kind == "reminder"] == [
+        ("pending", old - timedelta(hours=48)), ("cancelled", old + timedelta(days=2) - timedelta(hours=48))]
+    assert [n.payload["moved"] for n in rows if n.kind == "booking_confirmation"] == [False, True, True]
+
 
 async def test_opted_out_patient_gets_no_notice_rows(engine_db):
     f, clinic, patient, appt = await setup(engine_db, notices_opted_out=True)

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bench.common import plain_dsn, with_database
+
 TZ = "America/New_York"
 HOURS = {str(d): [["08:00", "18:00"]] for d in range(5)} | {"5": [["09:00", "13:00"]], "6": []}
 SETTINGS = {"nurse_ratio": 3, "grid_minutes": 15, "late_cancel_hours": 24}
@@ -273,14 +275,13 @@ async def run(ctx: dict | None = None) -> dict:
 
         started = embedded.start(Path(tempfile.mkdtemp(prefix="clinic-bench-")), postgres=True, redis=False)
         server_url = started.database_url
-    plain = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    base = plain.rsplit("/", 1)[0]
+    admin_dsn = plain_dsn(with_database(server_url, "postgres"))
     names = {k: f"clinic_bench_avail_{k}_{secrets.token_hex(3)}" for k in ("small", "large")}
-    admin = await asyncpg.connect(plain)
+    admin = await asyncpg.connect(admin_dsn)
     for n in names.values():
         await admin.execute(f'CREATE DATABASE "{n}"')
     await admin.close()
-    url = {k: server_url.rsplit("/", 1)[0] + "/" + n for k, n in names.items()}
+    url = {k: with_database(server_url, n) for k, n in names.items()}
     scenarios: dict[str, Scenario] = {}
     try:
         scenarios["small"] = await _build(url["small"], total=small, small=small, name=names["small"])
@@ -298,7 +299,7 @@ async def run(ctx: dict | None = None) -> dict:
     finally:
         for sc in scenarios.values():
             await sc.db.dispose()
-        admin = await asyncpg.connect(base + "/postgres")
+        admin = await asyncpg.connect(admin_dsn)
         for n in names.values():
             await admin.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
         await admin.close()

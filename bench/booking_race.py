@@ -1,6 +1,6 @@
 """Many front desks booking one chair and start at once: exactly one 201 per slot, the rest 409, no 5xx; latency.
 
-Run: python -m bench.booking_race [--concurrency 50] [--rounds 10]   (DATABASE_URL / REDIS_URL, else embedded; a database of its own)
+Run: python -m bench.booking_race [--concurrency 50] [--rounds 10]   (DATABASE_URL, else embedded Postgres; REDIS_URL optional; a database of its own)
 Each round sends `concurrency` bookings of the same chair and start (different patients) through the
 HTTP app with a real connection pool, then checks the database holds one live appointment for it.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bench.availability import HOURS, TZ, _clinic, percentile
+from bench.common import plain_dsn, with_database
 
 
 async def _setup(db, *, rounds: int, concurrency: int) -> dict:
@@ -88,12 +89,11 @@ async def run(ctx: dict | None = None) -> dict:
         started = embedded.start(Path(tempfile.mkdtemp(prefix="clinic-bench-")), postgres=True, redis=False)
         server_url = started.database_url
     name = f"clinic_bench_race_{secrets.token_hex(3)}"
-    plain = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    base = plain.rsplit("/", 1)[0]
-    admin = await asyncpg.connect(plain)
+    admin_dsn = plain_dsn(with_database(server_url, "postgres"))
+    admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    database_url = server_url.rsplit("/", 1)[0] + "/" + name
+    database_url = with_database(server_url, name)
     db = None
     queue = Queue(redis_url)  # notices are queued after commit; an absent Redis only leaves them to the sweep
     codes: dict[int, int] = {}
@@ -133,7 +133,7 @@ async def run(ctx: dict | None = None) -> dict:
         await queue.close()
         if db is not None:
             await db.dispose()
-        admin = await asyncpg.connect(base + "/postgres")
+        admin = await asyncpg.connect(admin_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         if started:

@@ -688,7 +688,11 @@ async def admin_shift_add(request: Request, db_session: DbSession, actor: Curren
         start, end = rules.parse_hhmm(form.get("start") or ""), rules.parse_hhmm(form.get("end") or "")
     except ValueError:
         raise InvalidInput("Times must look like 08:00.", field="start", code="time_format") from None
-    weekdays = {int(w) for w in form.getall("weekdays")} if form.getall("weekdays") else None
+    try:
+        # Litestar's getall raises KeyError for a field that was not sent (no weekday ticked)
+        weekdays = {int(w) for w in form.getall("weekdays")} if "weekdays" in form else None
+    except ValueError:
+        raise InvalidInput("Choose weekdays from the list.", field="weekdays", code="weekday") from None
     await setup.add_shifts_for_days(db_session, actor=actor, user_id=form_int(form.get("user_id"), "user_id"), role=form.get("role") or "",
                                     first_day=first, last_day=last, start=start, end=end, weekdays=weekdays)
     return go(request, f"/admin/shifts?date={first.isoformat()}&done=added")

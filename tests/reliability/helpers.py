@@ -13,6 +13,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +279,98 @@ class FlakyProxy:
                 dst.write_eof()
             except (OSError, RuntimeError):
                 pass
+
+
+# ---- HTML forms, as a browser would see them ------------------------------------------------------------------
+
+
+@dataclass
+class FormField:
+    name: str
+    kind: str  # input type, "select" or "textarea"
+    value: str
+    options: list[str] = field(default_factory=list)
+    checked: bool = True  # checkboxes and radios are only sent when checked
+
+
+@dataclass
+class HtmlForm:
+    action: str
+    htmx: bool
+    fields: list[FormField]
+
+    def defaults(self) -> list[tuple[str, str]]:
+        """What the browser sends when the form is submitted untouched."""
+        out, clicked = [], set()
+        for f in self.fields:
+            if f.kind in ("checkbox", "radio") and not f.checked:
+                continue
+            if f.kind in ("submit", "button", "reset", "image", "file"):
+                continue
+            if f.kind == "submit-value":
+                if f.name in clicked:  # only the button pressed is sent: the first one
+                    continue
+                clicked.add(f.name)
+            out.append((f.name, f.value))
+        return out
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[HtmlForm] = []
+        self._form: HtmlForm | None = None
+        self._select: FormField | None = None
+        self._textarea: FormField | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            hx = a.get("hx-post")
+            method = (a.get("method") or "get").lower()
+            if hx or method == "post":
+                self._form = HtmlForm(action=hx or a.get("action", ""), htmx=bool(hx), fields=[])
+                self.forms.append(self._form)
+            else:
+                self._form = None
+        elif self._form is None or "name" not in a:
+            if tag == "option" and self._select is not None:
+                self._option(a)
+            return
+        elif tag == "input":
+            kind = (a.get("type") or "text").lower()
+            self._form.fields.append(FormField(a["name"], kind, a.get("value", "on" if kind == "checkbox" else ""),
+                                               checked="checked" in a if kind in ("checkbox", "radio") else True))
+        elif tag == "select":
+            self._select = FormField(a["name"], "select", "")
+            self._form.fields.append(self._select)
+        elif tag == "textarea":
+            self._textarea = FormField(a["name"], "textarea", "")
+            self._form.fields.append(self._textarea)
+        elif tag == "button" and a.get("value"):
+            self._form.fields.append(FormField(a["name"], "submit-value", a["value"]))
+
+    def _option(self, a: dict[str, str]) -> None:
+        assert self._select is not None
+        value = a.get("value", "")
+        self._select.options.append(value)
+        if "selected" in a or len(self._select.options) == 1:
+            self._select.value = value
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._textarea.value += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._form = None
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+
+def parse_forms(html: str) -> list[HtmlForm]:
+    parser = _FormParser()
+    parser.feed(html)
+    return parser.forms

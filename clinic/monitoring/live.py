@@ -165,6 +165,24 @@ async def render_board_fragment(app: Any, clinic_id: int) -> str:
         return template.render(board=board, tz=board.tz)
 
 
+async def shared_board_fragment(app: Any, clinic_id: int, *, not_before: float) -> str:
+    """One render per clinic for every board of this process woken by the same change.
+
+    A render already under way is shared only if it started after `not_before` (when the
+    caller learned of the change), so nobody is handed a board older than what woke it.
+    """
+    flights: dict[int, tuple[float, asyncio.Task[str]]] = app.state.get("board_renders")  # type: ignore[assignment]
+    if flights is None:
+        flights = {}
+        app.state["board_renders"] = flights
+    loop = asyncio.get_running_loop()
+    current = flights.get(clinic_id)
+    if current is None or current[0] < not_before or (current[1].done() and loop.time() - current[0] > COALESCE_SECONDS):
+        current = (loop.time(), loop.create_task(render_board_fragment(app, clinic_id)))
+        flights[clinic_id] = current
+    return await asyncio.shield(current[1])
+
+
 async def _wait(queue: asyncio.Queue[str], timeout: float) -> list[str]:
     """Payloads that arrived within `timeout` (coalescing a burst); empty on a quiet tick."""
     try:
@@ -192,8 +210,10 @@ async def board_events(app: Any, clinic_id: int, *, stream_seconds: float = STRE
                 await _wait(queue, min(TICK_SECONDS, left))
                 if loop.time() >= deadline:
                     break
+            # the change reached this process about COALESCE_SECONDS before the wake-up; any render begun since then shows it
+            woke = loop.time() - COALESCE_SECONDS
             try:
-                html = await render_board_fragment(app, clinic_id)
+                html = await shared_board_fragment(app, clinic_id, not_before=woke)
             except Exception as exc:  # database away: end the stream; the browser reconnects and catches up
                 log.warning("board render failed: %s", type(exc).__name__)
                 return

@@ -172,3 +172,30 @@ async def test_a_rolled_back_write_notifies_no_one(settings, engine_db, queue, l
             await asyncio.wait_for(q.get(), timeout=0.5)
     finally:
         await listener.stop()
+
+
+async def test_boards_woken_by_one_change_share_one_render(settings, engine_db, queue, live_session, monkeypatch):
+    clinic, appt, token = live_session
+    app = create_app(settings, db=engine_db, queue=queue)
+    renders = 0
+    real = live.render_board_fragment
+
+    async def counting(app_, clinic_id):
+        nonlocal renders
+        renders += 1
+        return await real(app_, clinic_id)
+
+    monkeypatch.setattr(live, "render_board_fragment", counting)
+    streams = [live.board_events(app, clinic.id, stream_seconds=5) for _ in range(4)]
+    firsts = await asyncio.gather(*(s.__anext__() for s in streams))
+    assert all("Morgan L." in m.data for m in firsts)
+    before = renders
+    async with engine_db.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": f"board_{clinic.id}", "p": '{"appointment_id": %d}' % appt.id})
+        await conn.commit()
+    updates = await asyncio.wait_for(asyncio.gather(*(s.__anext__() for s in streams)), timeout=5)
+    assert len(updates) == 4 and renders - before == 1
+    for s in streams:
+        await s.aclose()
+    for stop in app.state.listeners:
+        await stop()

@@ -105,7 +105,7 @@ async def estimate_get(db_session: DbSession, actor: CurrentActor, estimate_id: 
 async def estimate_request(db_session: DbSession, actor: CurrentActor,
                            data: dict[str, Any] = Body(description="patient_id; optional session_type_id and visits")) -> dict[str, Any]:
     data = _body(data)
-    if not isinstance(data.get("patient_id"), int):
+    if not isinstance(data.get("patient_id"), int) or isinstance(data.get("patient_id"), bool):
         raise InvalidInput("patient_id is required.", field="patient_id")
     e = await service.request_gfe(db_session, actor=actor, patient_id=data["patient_id"],
                                   session_type_id=data.get("session_type_id"), visits=data.get("visits"))

@@ -42,6 +42,8 @@ class BillingProblem(ValueError):
         self.field = field
 
 
+MAX_CENTS = 1_000_000_000  # $10M: far above any visit, far below the database's integer limit
+_CODE = re.compile(r"^[A-Z0-9]{1,10}$")
 _DOLLARS = re.compile(r"^(?P<sign>-)?\$?(?P<whole>\d{1,3}(?:,\d{3})+|\d*)(?:\.(?P<frac>\d{1,2}))?$")
 
 # ---- money --------------------------------------------------------------------------------------
@@ -69,6 +71,30 @@ def cents(value: object, *, field: str, allow_none: bool = False) -> int | None:
         raise BillingProblem("Money is whole cents (an integer), e.g. 12500 for $125.00.", field=field)
     if out < 0:
         raise BillingProblem("An amount cannot be negative.", field=field)
+    if out > MAX_CENTS:
+        raise BillingProblem("That amount is too large for one item (over $10,000,000).", field=field)
+    return out
+
+
+def code(value: object, *, field: str) -> str:
+    """A CPT/HCPCS code: up to 10 letters and digits."""
+    text = str(value).strip().upper() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not _CODE.match(text):
+        raise BillingProblem("A service code is up to 10 letters and digits, e.g. 96365 or G2083.", field=field)
+    return text
+
+
+def whole(value: object, *, field: str, low: int, high: int, allow_none: bool = False) -> int | None:
+    """A whole number in [low, high] from an int or digits."""
+    if value is None or value == "":
+        if allow_none:
+            return None
+        raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
+    out = int(value)
+    if not low <= out <= high:
+        raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
     return out
 
 

@@ -75,13 +75,11 @@ def fee_on(rows: list[FeeScheduleEntry], code: str, day: date) -> FeeScheduleEnt
 
 
 async def add_fee(session: AsyncSession, *, actor: Actor, data: dict[str, Any]) -> FeeScheduleEntry:
-    code = str(data.get("code") or "").strip().upper()
     description = str(data.get("description") or "").strip()
-    if not code or len(code) > 10 or not code.isalnum():
-        raise InvalidInput("Enter a CPT/HCPCS code of up to 10 letters and digits.", field="code")
-    if not description:
-        raise InvalidInput("Describe the service.", field="description")
+    if not description or len(description) > 200:
+        raise InvalidInput("Describe the service in up to 200 characters.", field="description")
     try:
+        code = rules.code(data.get("code"), field="code")
         price = rules.cents(data.get("self_pay_cents", data.get("self_pay")), field="self_pay_cents")
     except rules.BillingProblem as p:
         raise problem(p) from None
@@ -109,6 +107,8 @@ async def add_fee(session: AsyncSession, *, actor: Actor, data: dict[str, Any]) 
 
 
 async def end_fee(session: AsyncSession, *, actor: Actor, fee_id: int, effective_to: Any) -> FeeScheduleEntry:
+    if not real_id(fee_id):
+        raise NotFound("No such fee schedule row.")
     entry = (await session.exec(select(FeeScheduleEntry).where(FeeScheduleEntry.id == fee_id, FeeScheduleEntry.clinic_id == actor.clinic_id))).first()
     if entry is None:
         raise NotFound("No such fee schedule row.")
@@ -185,11 +185,13 @@ def clean_coverage(data: dict[str, Any]) -> dict[str, Any]:
         allowed = _parse_pairs(allowed)
     if not isinstance(allowed, dict):
         raise rules.BillingProblem("Allowed amounts are code: amount pairs.", field="allowed_amounts")
-    out["allowed_amounts"] = {str(k).strip().upper(): rules.cents(v, field="allowed_amounts") for k, v in allowed.items()}
+    out["allowed_amounts"] = {rules.code(k, field="allowed_amounts"): rules.cents(v, field="allowed_amounts") for k, v in allowed.items()}
     not_covered = data.get("not_covered") or []
     if isinstance(not_covered, str):
         not_covered = [c for c in not_covered.replace(",", " ").split() if c]
-    out["not_covered"] = sorted({str(c).strip().upper() for c in not_covered})
+    if not isinstance(not_covered, list):
+        raise rules.BillingProblem("Codes not covered are a list of codes.", field="not_covered")
+    out["not_covered"] = sorted({rules.code(c, field="not_covered") for c in not_covered})
     out["files_claim"] = _bool(data.get("files_claim", True))
     out["in_network"] = _bool(data.get("in_network", True))
     return out
@@ -242,7 +244,14 @@ async def set_coverage(session: AsyncSession, *, actor: Actor, patient_id: int, 
     return coverage
 
 
+def real_id(value: int) -> bool:
+    """Ids beyond the database's integer range name nothing (and would fail the query instead)."""
+    return 0 < value < 2**31
+
+
 async def get_patient(session: AsyncSession, clinic_id: int, patient_id: int) -> Patient:
+    if not real_id(patient_id):
+        raise NotFound("No such patient in this clinic.")
     p = (await session.exec(select(Patient).where(Patient.id == patient_id, Patient.clinic_id == clinic_id))).first()
     if p is None:
         raise NotFound("No such patient in this clinic.")
@@ -366,9 +375,14 @@ async def on_coverage_changed(session: AsyncSession, *, patient: Patient, clinic
     return draft
 
 
-async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, session_type_id: int | None = None,
-                      visits: int | None = None) -> Estimate:
+async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, session_type_id: Any = None,
+                      visits: Any = None) -> Estimate:
     """A GFE the patient asked for: due within 3 business days, even before anything is booked."""
+    try:
+        session_type_id = rules.whole(session_type_id, field="session_type_id", low=1, high=2**31 - 1, allow_none=True)
+        visits = rules.whole(visits, field="visits", low=1, high=52, allow_none=True)
+    except rules.BillingProblem as p:
+        raise problem(p) from None
     patient = await get_patient(session, actor.clinic_id, patient_id)
     clinic = await session.get(Clinic, actor.clinic_id)
     upcoming = await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
@@ -380,8 +394,6 @@ async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, s
         if st is None:
             raise InvalidInput("No such service in this clinic.", field="session_type_id")
         n = visits or 1
-        if not 1 <= n <= 52:
-            raise InvalidInput("Estimate between 1 and 52 visits.", field="visits")
         planned = {"session_type_id": st.id, "visits": n}
     first = upcoming[0][0] if upcoming else None
     draft = await open_draft(session, clinic=clinic, patient_id=patient.id, kind="gfe", reason="request",
@@ -502,6 +514,8 @@ async def build_content(
 
 async def issue(session: AsyncSession, *, actor: Actor, estimate_id: int, queue=None) -> Estimate:
     """Freeze a draft into the document the patient receives, and tell them it is ready."""
+    if not real_id(estimate_id):
+        raise NotFound("No such estimate.")
     estimate = (await session.exec(
         select(Estimate).where(Estimate.id == estimate_id, Estimate.clinic_id == actor.clinic_id).with_for_update()
     )).first()
@@ -546,6 +560,8 @@ async def _issue(session: AsyncSession, *, actor: Actor, estimate: Estimate, que
 
 
 async def get_estimate(session: AsyncSession, *, actor: Actor, estimate_id: int) -> Estimate:
+    if not real_id(estimate_id):
+        raise NotFound("No such estimate.")
     e = (await session.exec(select(Estimate).where(Estimate.id == estimate_id, Estimate.clinic_id == actor.clinic_id))).first()
     if e is None:
         raise NotFound("No such estimate.")
@@ -644,6 +660,8 @@ async def record_session_charges(session: AsyncSession, *, appointment: Appointm
 
 
 async def move_claim(session: AsyncSession, *, actor: Actor, claim_id: int, data: dict[str, Any]) -> Claim:
+    if not real_id(claim_id):
+        raise NotFound("No such claim.")
     claim = (await session.exec(select(Claim).where(Claim.id == claim_id, Claim.clinic_id == actor.clinic_id).with_for_update())).first()
     if claim is None:
         raise NotFound("No such claim.")
@@ -686,8 +704,14 @@ async def add_payment(session: AsyncSession, *, actor: Actor, patient_id: int, d
         raise problem(p) from None
     if amount == 0:
         raise InvalidInput("A payment is more than $0.00.", field="amount_cents")
-    appt_id = data.get("appointment_id") or None
-    pay = Payment(clinic_id=actor.clinic_id, patient_id=patient_id, appointment_id=int(appt_id) if appt_id else None,
+    try:
+        appt_id = rules.whole(data.get("appointment_id"), field="appointment_id", low=1, high=2**31 - 1, allow_none=True)
+    except rules.BillingProblem as p:
+        raise problem(p) from None
+    if appt_id is not None and (await session.exec(select(Appointment.id).where(
+            Appointment.id == appt_id, Appointment.patient_id == patient_id, Appointment.clinic_id == actor.clinic_id))).first() is None:
+        raise InvalidInput("That session is not this patient's.", field="appointment_id")
+    pay = Payment(clinic_id=actor.clinic_id, patient_id=patient_id, appointment_id=appt_id,
                   amount_cents=amount, method=str(data.get("method") or "card")[:20], recorded_by=actor.user_id)
     session.add(pay)
     await session.flush()

@@ -165,7 +165,9 @@ async def claim_move(request: Request, db_session: DbSession, actor: CurrentActo
 
 @get("/billing/sessions/{appointment_id:int}/superbill", opt={"permission": "billing.read"}, include_in_schema=False)
 async def superbill(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    appt = (await db_session.exec(select(Appointment).where(Appointment.id == appointment_id, Appointment.clinic_id == actor.clinic_id))).first()
+    appt = None
+    if service.real_id(appointment_id):
+        appt = (await db_session.exec(select(Appointment).where(Appointment.id == appointment_id, Appointment.clinic_id == actor.clinic_id))).first()
     if appt is None:
         raise NotFound("No such session.")
     clinic = await clinic_of(db_session, actor.clinic_id)

@@ -181,6 +181,8 @@ async def counts(session: AsyncSession, *, clinic_id: int) -> dict[str, int]:
 
 async def retry(session: AsyncSession, *, actor: Actor, notice_id: int, queue) -> Notice:
     """A failed notice goes back to the queue with fresh tries; the same Message-ID keeps any duplicate folded."""
+    if not 0 < notice_id < 2**31:
+        raise NotFound("No such notice.")
     notice = (await session.exec(select(Notice).where(Notice.id == notice_id, Notice.clinic_id == actor.clinic_id).with_for_update())).first()
     if notice is None:
         raise NotFound("No such notice.")

@@ -348,3 +348,27 @@ async def test_dev_mail_is_hidden_unless_dev_mail_is_on(client, factory):
     admin = await factory.user(clinic, "admin")
     await login(client, admin.email)
     assert (await client.get("/dev/mail")).status_code == 404
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("put", "/api/v1/coverage/{p}", {"kind": "insured", "payer": "X", "member_id": "1", "allowed_amounts": {"NOT A CODE!": 1}}),
+    ("put", "/api/v1/coverage/{p}", {"kind": "insured", "payer": "X", "member_id": "1", "copay_cents": 10**12}),
+    ("put", "/api/v1/coverage/{p}", {"kind": "insured", "payer": "X", "member_id": "1", "not_covered": "J3490,TOOLONGCODE1"}),
+    ("post", "/api/v1/estimates", {"patient_id": "{p}", "session_type_id": "abc"}),
+    ("post", "/api/v1/estimates", {"patient_id": "{p}", "visits": 99}),
+    ("post", "/api/v1/patients/{p}/payments", {"amount_cents": 100, "appointment_id": "x"}),
+    ("post", "/api/v1/patients/{p}/payments", {"amount_cents": 100, "appointment_id": 2**40}),
+])
+async def test_odd_input_gets_a_422_naming_the_field_never_a_500(client, factory, method, path, body):
+    clinic, _, token, patient = await world(factory)
+    body = {k: (patient.id if v == "{p}" else v) for k, v in body.items()}
+    r = await getattr(client, method)(path.format(p=patient.id), json=body, headers=bearer(token))
+    assert r.status_code == 422, r.text
+    assert r.json().get("field")
+
+
+async def test_ids_beyond_the_integer_range_are_simply_not_found(client, factory):
+    clinic, _, token, _ = await world(factory)
+    for path in ("/api/v1/estimates/99999999999", "/api/v1/coverage/99999999999"):
+        r = await (client.get(path, headers=bearer(token)) if "estimates" in path else client.put(path, json={}, headers=bearer(token)))
+        assert r.status_code == 404, (path, r.text)

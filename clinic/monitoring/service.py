@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -201,14 +200,7 @@ async def load_session(
 
 def _require_monitoring(data: SessionData, *, what: str) -> None:
     appt = data.appointment
-    if not data.session_type.monitored:
-        raise Conflict(f"{data.session_type.name} sessions are not monitored.", code="not_monitored")
-    if appt.status == "booked":
-        raise Conflict(f"Check the patient in before recording {what}.", code="not_checked_in")
-    if appt.status == "fulfilled":
-        raise Conflict(f"This session was discharged at {rules.hm(appt.discharged_at, data.tz)}; it takes no new {what}.", code="discharged")  # type: ignore[arg-type]
-    if appt.status not in MONITORED_STATES:
-        raise Conflict(f"This appointment is {appt.status}; it takes no {what}.", code="not_active")
+    _require_state(status=appt.status, monitored=data.session_type.monitored, type_name=data.session_type.name, discharged_at=appt.discharged_at, tz=data.tz, what=what)
 
 
 # ---- check-in and escort ------------------------------------------------------------------------

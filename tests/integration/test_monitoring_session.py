@@ -469,3 +469,15 @@ async def test_clinical_writes_and_chart_reads_are_audited(client, factory, db):
     async with db.sessionmaker() as x:
         actions = (await x.execute(select(AuditEvent.action).where(AuditEvent.patient_id == s.patient.id).order_by(AuditEvent.id))).scalars().all()
     assert actions == ["session.check_in", "session.entry", "session.view", "session.view"]
+
+
+async def test_a_kap_session_records_its_single_dose(client, factory):
+    s = await make_session(client, factory, kind="kap", rems=False, starts_ago=40)
+    await check_in(s, 30)
+    await vitals(s, 4, systolic=122, diastolic=78, heart_rate=70, spo2=99)
+    r = await s.nurse.post(f"{s.path}/start-dosing", {"client_id": cid()})
+    assert r.status_code == 422 and r.json()["field"] == "dose_mg"
+    r = await s.nurse.post(f"{s.path}/start-dosing", {"client_id": cid(), "dose_mg": 150})
+    assert r.status_code == 201 and r.json()["kind"] == "dose" and r.json()["dose_mg"] == 150
+    state = (await s.nurse.get(f"{s.path}/session")).json()
+    assert state["phase"] == "monitoring" and state["next_check"] == "session@15"

@@ -61,6 +61,8 @@ def cents(value: object, *, field: str, allow_none: bool = False) -> int | None:
         out = value
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
+        if len(text) > 20:  # past any real amount, and past what int() will parse
+            raise BillingProblem("That amount is too large.", field=field)
         m = _DOLLARS.match(text)
         if not m:
             raise BillingProblem("Enter dollars and cents, e.g. 1250.00.", field=field)
@@ -106,7 +108,8 @@ def percent(value: object, *, field: str, allow_none: bool = False) -> int | Non
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise BillingProblem("A percentage is a whole number from 0 to 100.", field=field)
     text = str(value).strip().removesuffix("%")
-    if not text.lstrip("-").isdigit():
+    # ASCII only and short: "²".isdigit() is true but int("²") raises, as does a 5000-digit string
+    if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 6):
         raise BillingProblem("A percentage is a whole number from 0 to 100.", field=field)
     out = int(text)
     if not 0 <= out <= 100:

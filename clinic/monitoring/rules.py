@@ -152,6 +152,8 @@ def check_weight(weight_kg: Decimal | float | int | None) -> Decimal:
         w = Decimal(str(weight_kg)).quantize(Decimal("0.1"), ROUND_HALF_UP)
     except InvalidOperation:
         raise RuleViolation("Weight must be a number of kilograms.", "weight_kg") from None
+    if not w.is_finite():  # a NaN would make the range comparison below raise instead of refuse
+        raise RuleViolation("Weight must be a number of kilograms.", "weight_kg")
     low, high = WEIGHT_LIMITS
     if not low <= w <= high:
         raise RuleViolation(f"Weight {w} kg is outside the plausible range {low}-{high} kg.", "weight_kg")

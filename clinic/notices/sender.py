@@ -46,6 +46,7 @@ _env = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # templates ship with the code; no stat() per message
 )
 
 # one statement claims the row and gathers what the message needs; a second worker finds nothing to claim

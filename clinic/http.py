@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
@@ -18,6 +20,7 @@ from litestar.exceptions import (
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Dependency
 from litestar.response import Redirect, Template
+from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -241,6 +244,11 @@ def validation_body(exc: ValidationException) -> dict[str, Any]:
         key = first.get("key") or ""
         msg = first.get("message") or "is invalid"
         field = str(key).split(".")[-1] if key else None
+        # msgspec reports a missing body field against "data"; name the field the person left out
+        missing = re.search(r"missing required field `([^`]+)`", msg)
+        if missing:
+            field = missing.group(1)
+            msg = "is required"
         detail = f"{field}: {msg}" if field else msg
         out: dict[str, Any] = {"detail": detail, "errors": extra}
         if field:
@@ -249,11 +257,76 @@ def validation_body(exc: ValidationException) -> dict[str, Any]:
     return {"detail": exc.detail or "The request is not valid."}
 
 
+def _submitted(request: Request) -> list[tuple[str, Any]]:
+    """(field, value) pairs of the form or JSON body this request already read (Litestar caches it per request)."""
+    body = ScopeState.from_scope(request.scope).body
+    if not isinstance(body, bytes) or not body:
+        return []
+    ctype = request.headers.get("content-type", "")
+    if "x-www-form-urlencoded" in ctype:
+        return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    if "json" in ctype:
+        out: list[tuple[str, Any]] = []
+
+        def walk(value: Any, key: str) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, str(k))
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v, key)
+            else:
+                out.append((key, value))
+
+        try:
+            walk(json.loads(body), "")
+        except ValueError:
+            return []
+        return out
+    return []
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 4000:
+        return int(value)
+    return None
+
+
+def suspect_field(request: Request, state: str | None) -> str | None:
+    """Best effort: which submitted field holds the value Postgres refused, so the answer can name it."""
+    try:
+        pairs = [(k, v) for k, v in _submitted(request) if k and not k.startswith("_")]
+    except Exception:  # naming the field is a courtesy; the refusal stands without it
+        return None
+    texts = [(k, v) for k, v in pairs if isinstance(v, str)]
+    # a NUL (Postgres text cannot hold one), then a number past int4 (asyncpg refuses it before sending), then
+    # for "value too long" the longest text
+    found = next((k for k, v in texts if "\x00" in v), None)
+    found = found or next((k for k, v in texts if len(v) >= 4000 and v.strip().lstrip("-").isdigit()), None)
+    found = found or next((k for k, v in pairs if (n := _as_int(v)) is not None and not INT4_MIN <= n <= INT4_MAX), None)
+    if not found and state == "22001" and texts:
+        found = max(texts, key=lambda kv: len(kv[1]))[0]
+    return found
+
+
+def _giant_number(exc: Exception) -> bool:
+    """Python refuses int() of a string past 4300 digits; someone typed (or pasted) that, not a bug of ours."""
+    return isinstance(exc, ValueError) and "integer string conversion" in str(exc)
+
+
 def server_error_handler(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, OverflowError) or is_bad_value(exc):
-        # a value no date or column can hold (year 1 minus a day, a number past int4, text too long): the request's fault
-        body = {"detail": "A value in the request is out of range or too long; nothing was saved.", "code": "invalid_value"}
-        log.warning("value out of range on %s %s: %s", request.method, request.url.path, sqlstate_of(exc) or type(exc).__name__)
+    if isinstance(exc, OverflowError) or _giant_number(exc) or is_bad_value(exc):
+        # a value no date or column can hold (year 1 minus a day, a NUL, a number past int4, text too long): the request's fault
+        state = sqlstate_of(exc)
+        body = {"detail": "A value in the request is out of range, too long or holds characters that cannot be saved; nothing was saved.",
+                "code": "invalid_value"}
+        if field := suspect_field(request, state):
+            body["field"] = field
+        log.warning("value refused on %s %s: %s", request.method, request.url.path, state or type(exc).__name__)
         return _html_error(request, 422, body) if wants_html(request) else _json(422, body)
     if is_unavailable(exc):
         body = {"detail": "The database is not reachable right now; try again in a moment.", "code": "db_unavailable"}

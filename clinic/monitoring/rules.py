@@ -163,7 +163,12 @@ def check_weight(weight_kg: Decimal | float | int | None) -> Decimal:
 def iv_dose_mg(protocol: Mapping[str, Any], *, mg_per_kg: Decimal | float | None, weight_kg: Decimal | float) -> tuple[Decimal, Decimal]:
     """(mg/kg used, dose in mg rounded to 0.1 mg) within the protocol's allowed range."""
     spec = protocol.get("dose_mg_per_kg") or {"default": 0.5, "min": 0.1, "max": 1.0}
-    per_kg = Decimal(str(spec["default"] if mg_per_kg is None else mg_per_kg)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    try:
+        per_kg = Decimal(str(spec["default"] if mg_per_kg is None else mg_per_kg)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    except InvalidOperation:
+        raise RuleViolation("The dose per kg must be a number.", "mg_per_kg") from None
+    if not per_kg.is_finite():
+        raise RuleViolation("The dose per kg must be a number.", "mg_per_kg")
     low, high = Decimal(str(spec["min"])), Decimal(str(spec["max"]))
     if not low <= per_kg <= high:
         raise RuleViolation(f"{per_kg} mg/kg is outside the protocol's range {low}-{high} mg/kg.", "mg_per_kg")

@@ -53,9 +53,12 @@ def _decimal(form: dict[str, str], name: str) -> Decimal | None:
     if value is None:
         return None
     try:
-        return Decimal(value.replace(",", "."))
+        number = Decimal(value.replace(",", "."))
     except InvalidOperation:
-        raise InvalidInput(f"{rules.FIELD_LABELS.get(name, name.replace('_', ' '))} must be a number.", field=name) from None
+        number = None
+    if number is None or not number.is_finite() or abs(number) > 100_000:
+        raise InvalidInput(f"{rules.FIELD_LABELS.get(name, name.replace('_', ' '))} must be a number.", field=name)
+    return number
 
 
 def _flag(form: dict[str, str], name: str) -> bool:

@@ -279,13 +279,13 @@ def _covered(estimate: Estimate | None, appointment_id: int) -> bool:
 
 async def open_draft(
     session: AsyncSession, *, clinic: Clinic, patient_id: int, kind: str, reason: str,
-    service_date: date | None, appointment_id: int | None, now: datetime | None = None,
+    service_date: date | None, appointment_id: int | None, now: datetime | None = None, deadline_as: str | None = None,
 ) -> Estimate:
     """Create the patient's draft of this kind, or widen the one already open; its deadline is the earliest owed."""
     today = clinic_today(clinic, now)
     closed = await closed_dates(session, clinic.id)
     if kind == "gfe":
-        due = rules.gfe_due(scheduled_on=today, service_on=service_date, reason=reason, closed=closed)
+        due = rules.gfe_due(scheduled_on=today, service_on=service_date, reason=deadline_as or reason, closed=closed)
     else:
         # not a legal deadline: the clinic's own promise to send insurance estimates within a business day
         due = rules.add_business_days(today, 1, closed)
@@ -366,13 +366,9 @@ async def on_coverage_changed(session: AsyncSession, *, patient: Patient, clinic
     if not upcoming:
         return None
     first = upcoming[0][0]
-    reason = "coverage" if kind == "insurance" else "request"
-    draft = await open_draft(session, clinic=clinic, patient_id=patient.id, kind=kind, reason=reason,
-                             service_date=local_date(first.starts_at, clinic), appointment_id=first.id)
-    if draft.reason == "request":
-        draft.reason = "coverage"
-        session.add(draft)
-    return draft
+    # a patient who turns self-pay is owed a GFE as promptly as one who asks for it
+    return await open_draft(session, clinic=clinic, patient_id=patient.id, kind=kind, reason="coverage", deadline_as="request",
+                            service_date=local_date(first.starts_at, clinic), appointment_id=first.id)
 
 
 async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, session_type_id: Any = None,
@@ -384,6 +380,9 @@ async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, s
     except rules.BillingProblem as p:
         raise problem(p) from None
     patient = await get_patient(session, actor.clinic_id, patient_id)
+    if estimate_kind(await coverage_of(session, actor.clinic_id, patient_id)) != "gfe":
+        raise InvalidInput("This patient's claims go to their plan: they get an insurance estimate, not a Good Faith Estimate.",
+                           field="patient_id")
     clinic = await session.get(Clinic, actor.clinic_id)
     upcoming = await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
     if not upcoming and session_type_id is None:
@@ -399,10 +398,6 @@ async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, s
     draft = await open_draft(session, clinic=clinic, patient_id=patient.id, kind="gfe", reason="request",
                              service_date=local_date(first.starts_at, clinic) if first else None,
                              appointment_id=first.id if first else None)
-    request_due = rules.gfe_due(scheduled_on=clinic_today(clinic), service_on=None, reason="request",
-                                closed=await closed_dates(session, clinic.id))
-    if draft.due_on is None or request_due < draft.due_on:
-        draft.due_on = request_due
     if planned:
         draft.content = {"planned": planned}
     session.add(draft)

@@ -372,3 +372,21 @@ async def test_ids_beyond_the_integer_range_are_simply_not_found(client, factory
     for path in ("/api/v1/estimates/99999999999", "/api/v1/coverage/99999999999"):
         r = await (client.get(path, headers=bearer(token)) if "estimates" in path else client.put(path, json={}, headers=bearer(token)))
         assert r.status_code == 404, (path, r.text)
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO coverages (clinic_id, patient_id, kind, payer, member_id, in_network, copay_cents, coinsurance_pct,"
+    " deductible_remaining_cents, oop_remaining_cents, allowed_amounts, not_covered, files_claim, updated_at)"
+    " VALUES (:c, :p, 'insured', 'X', '1', true, 0, 101, 0, 0, '{}', '{}', true, now())",
+    "INSERT INTO coverages (clinic_id, patient_id, kind, payer, member_id, in_network, copay_cents, coinsurance_pct,"
+    " deductible_remaining_cents, oop_remaining_cents, allowed_amounts, not_covered, files_claim, updated_at)"
+    " VALUES (:c, :p, 'insured', 'X', '1', true, -1, 20, 0, 0, '{}', '{}', true, now())",
+    "INSERT INTO fee_schedule (clinic_id, code, description, self_pay_cents, effective_from, created_at)"
+    " VALUES (:c, 'X1', 'x', -100, '2026-01-01', now())",
+    "INSERT INTO payments (clinic_id, patient_id, amount_cents, method, received_at) VALUES (:c, :p, -5, 'card', now())",
+])
+async def test_the_database_itself_refuses_negative_money_and_coinsurance_over_100(db, factory, sql):
+    clinic, _, _, patient = await world(factory, fees=False)
+    with pytest.raises(DBAPIError, match="check constraint"):
+        async with db.transaction() as s:
+            await s.execute(text(sql), {"c": clinic.id, "p": patient.id})

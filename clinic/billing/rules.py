@@ -92,7 +92,8 @@ def whole(value: object, *, field: str, low: int, high: int, allow_none: bool = 
         if allow_none:
             return None
         raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+    digits = isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 12
+    if isinstance(value, bool) or not (isinstance(value, int) or digits):
         raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
     out = int(value)
     if not low <= out <= high:

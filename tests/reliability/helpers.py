@@ -374,3 +374,30 @@ def parse_forms(html: str) -> list[HtmlForm]:
     parser = _FormParser()
     parser.feed(html)
     return parser.forms
+
+
+async def explore(strategy, check: Callable[[Any], Awaitable[None]], *, max_examples: int) -> None:
+    """Hypothesis over an async check: examples are drawn in a worker thread, each check runs on this event loop
+    (where the app and the database connections live). Derandomized, so CI runs the same examples every time."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    loop = asyncio.get_running_loop()
+
+    @settings(max_examples=max_examples, derandomize=True, deadline=None, database=None,
+              phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(example: Any) -> None:
+        asyncio.run_coroutine_threadsafe(check(example), loop).result(120)
+
+    await asyncio.to_thread(run)
+
+
+def named_fields(html: str) -> set[str]:
+    """Fields an error page or a re-rendered form points at: data-field="..." or an aria-invalid input's name."""
+    import re
+
+    names = set(re.findall(r'data-field="([^"]+)"', html))
+    for tag in re.findall(r"<(?:input|select|textarea|fieldset)\b[^>]*aria-invalid=\"true\"[^>]*>", html):
+        m = re.search(r'name="([^"]+)"', tag)
+        names.add(m.group(1) if m else "fieldset")  # a group of checkboxes marks its fieldset
+    return names

@@ -23,7 +23,7 @@ from clinic.app import create_app
 from clinic.auth.permissions import allows
 from tests.conftest import app_client
 from tests.reliability.conftest import OWN_IDS, ROLE_PREFERENCE, demo_database
-from tests.reliability.helpers import HtmlForm, parse_forms
+from tests.reliability.helpers import HtmlForm, named_fields, parse_forms
 
 EXAMPLES_PER_FORM = 8
 # tables a refused request may still touch: the audit trail and sign-in bookkeeping record attempts on purpose
@@ -89,18 +89,6 @@ async def fingerprint(db) -> dict[str, str]:
         tables = [r[0] for r in await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))]
         parts = [f"SELECT '{t}', md5(coalesce(string_agg(md5(x::text), '' ORDER BY md5(x::text)), '')) FROM {t} x" for t in tables if t not in NOT_STATE]
         return dict((await conn.execute(text(" UNION ALL ".join(parts)))).all())
-
-
-def named_fields(html: str) -> set[str]:
-    """Fields an error page or re-rendered form points at: data-field="..." or an aria-invalid input's name."""
-    names = set(re.findall(r'data-field="([^"]+)"', html))
-    for tag in re.findall(r"<(?:input|select|textarea|fieldset)\b[^>]*aria-invalid=\"true\"[^>]*>", html):
-        m = re.search(r'name="([^"]+)"', tag)
-        if m:
-            names.add(m.group(1))
-    if 'aria-invalid="true"' in html and re.search(r"<fieldset[^>]*aria-invalid", html):
-        names.add("*fieldset")
-    return names
 
 
 @pytest.fixture(scope="module")

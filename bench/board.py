@@ -1,6 +1,6 @@
 """/board render time with 40 active sessions, against a real uvicorn server of the app.
 
-Run: python -m bench.board [--sessions 40] [--requests 200]   (DATABASE_URL names a Postgres server, else an embedded one)
+Run: python -m bench.board [--sessions 40] [--requests 200]   (BENCH_DATABASE_URL / DATABASE_URL name a Postgres server, else an embedded one)
 Target: p95 under 40 ms for the board page. Requests are sequential (one wall screen), so each time is one render:
 five queries, the rules for every session, and the template; the SSE fragment and the JSON twin are timed too.
 """
@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from bench.vitals import BenchDatabase, HttpConnection, dsn, free_port, percentile, seed_sessions, start_app_server, stop, wait_ready
+from bench.vitals import HttpConnection, bench_database, dsn, free_port, percentile, seed_sessions, start_app_server, stop, wait_ready
 
 
 async def _add_alerts(url: str, appointments: list[int]) -> None:
@@ -64,7 +64,7 @@ async def run(ctx: dict | None = None) -> dict:
     sessions = int(ctx.get("sessions", 40))
     requests = int(ctx.get("requests", 200))
     entries = int(ctx.get("entries", 8))
-    async with BenchDatabase(ctx, "clinic_bench_board") as url:
+    async with bench_database(ctx, "clinic_bench_board") as url:
         seeded = await seed_sessions(url, sessions=sessions, dosed_minutes_ago=20, entries=entries)
         await _add_alerts(url, seeded["appointments"])
         port = free_port()

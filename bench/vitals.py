@@ -1,7 +1,7 @@
 """Vitals POST throughput and p50/p95/p99 at 32 concurrent tablets against a real uvicorn server of the app,
 beside a bare Litestar + asyncpg single-INSERT endpoint measured in the same run on the same database.
 
-Run: python -m bench.vitals [--clients 32] [--seconds 8]   (DATABASE_URL names a Postgres server, else an embedded one)
+Run: python -m bench.vitals [--clients 32] [--seconds 8]   (BENCH_DATABASE_URL / DATABASE_URL name a Postgres server, else an embedded one)
 Target: the app's throughput at least half the bare endpoint's, and p99 under 50 ms.
 Each tablet posts to its own checked-in session over one keep-alive loopback connection, as a ward of tablets would.
 """
@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from bench.common import fresh_database, plain_dsn, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE_TABLE = """
@@ -33,47 +36,21 @@ CREATE TABLE bench_bare_vitals (
 # ---- a fresh database on the server ---------------------------------------------------------------------
 
 
-class BenchDatabase:
-    """A throwaway database (created, migrated, dropped) on DATABASE_URL's server or an embedded one."""
-
-    def __init__(self, ctx: dict[str, Any], prefix: str) -> None:
-        self.server_url = ctx.get("database_url") or os.environ.get("DATABASE_URL")
-        self.prefix = prefix
-        self.started = None
-        self.url = ""
-
-    async def __aenter__(self) -> str:
-        import asyncpg
-
-        from clinic.cli import run_migrations
-
-        if not self.server_url:
-            from clinic import embedded
-
-            self.started = embedded.start(Path(tempfile.mkdtemp(prefix="clinic-bench-")), postgres=True, redis=False)
-            self.server_url = self.started.database_url
-        self.name = f"{self.prefix}_{secrets.token_hex(3)}"
-        plain = self.server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        admin = await asyncpg.connect(plain)
-        await admin.execute(f'CREATE DATABASE "{self.name}"')
-        await admin.close()
-        self.url = self.server_url.rsplit("/", 1)[0] + "/" + self.name
-        await asyncio.to_thread(run_migrations, self.url)
-        return self.url
-
-    async def __aexit__(self, *exc: Any) -> None:
-        import asyncpg
-
-        plain = self.server_url.replace("postgresql+asyncpg://", "postgresql://", 1)  # type: ignore[union-attr]
-        admin = await asyncpg.connect(plain.rsplit("/", 1)[0] + "/postgres")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        await admin.close()
-        if self.started:
-            self.started.stop()
+@contextlib.asynccontextmanager
+async def bench_database(ctx: dict[str, Any], prefix: str) -> AsyncIterator[str]:
+    """A database of this run's own (created, migrated, dropped) on the runner's server, or on servers started here."""
+    if ctx.get("database_url"):
+        async with fresh_database(ctx["database_url"], prefix) as url:
+            yield url
+        return
+    async with servers() as base:
+        ctx.setdefault("redis_url", base["redis_url"])
+        async with fresh_database(base["database_url"], prefix) as url:
+            yield url
 
 
 def dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    return plain_dsn(url)
 
 
 async def seed_sessions(url: str, *, sessions: int, kind: str = "esketamine", dosed_minutes_ago: int | None = None, entries: int = 0) -> dict[str, Any]:
@@ -341,7 +318,7 @@ async def run(ctx: dict | None = None) -> dict:
     seconds = float(ctx.get("seconds", 8))
     warmup = float(ctx.get("warmup", 2))
     max_requests = int(ctx.get("max_requests", 200_000))
-    async with BenchDatabase(ctx, "clinic_bench_vitals") as url:
+    async with bench_database(ctx, "clinic_bench_vitals") as url:
         seeded = await seed_sessions(url, sessions=clients)
         app_port, bare_port = free_port(), free_port()
         app_proc, bare_proc = start_app_server(url, app_port, ctx.get("redis_url")), start_bare_server(url, bare_port)

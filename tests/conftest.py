@@ -36,7 +36,7 @@ async def app_client(app, base_url: str = "http://testserver.local") -> AsyncIte
             yield c
     finally:
         # what the lifespan would stop at shutdown (e.g. the live board's LISTEN connection)
-        for stop in list(app.state.listeners):
+        for stop in list(getattr(app.state, "listeners", None) or []):
             await stop()
 
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from arq import Retry
 from sqlalchemy import or_, select
 
+from clinic.db import is_unavailable
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, job_id
 from clinic.timeutil import utcnow
@@ -17,6 +18,7 @@ log = logging.getLogger("clinic.worker")
 
 # a claim older than this belongs to a worker that died mid-send (a send never outlives job_timeout)
 STALE_CLAIM = timedelta(minutes=5)
+DB_RETRY_SECONDS = 2
 DIGEST_HOUR = 7  # clinic-local hour of the staff digest (setting: digest_hour)
 
 
@@ -32,6 +34,12 @@ async def send_notice(ctx, notice_id: int) -> str:
         )
     except sender.Retry as exc:
         raise Retry(defer=exc.defer) from None
+    except Exception as exc:
+        if is_unavailable(exc):
+            # Postgres restarted or a pooled connection died: the row is untouched or stays claimed; try again soon
+            log.warning("notice %s: database unavailable (%s), retrying", notice_id, type(exc).__name__)
+            raise Retry(defer=DB_RETRY_SECONDS) from None
+        raise
 
 
 async def sweep_outbox(ctx) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncio
-
 import asyncpg
 import pytest
 import uvicorn
@@ -28,6 +27,7 @@ from clinic.app import create_app
 from clinic.cli import run_migrations
 from clinic.config import Settings
 from clinic.db import Database
+from clinic.seed import DEMO_PASSWORD
 from tests.conftest import _asyncpg_dsn, _with_db
 from tests.reliability.helpers import free_port
 from tests.smtp_sink import SmtpSink
@@ -44,7 +44,6 @@ AXE = HERE / "assets" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
 PHONE = {"width": 390, "height": 844}
-DEMO_PASSWORD = "demo-password-123"
 EMAILS = {
     "front_desk": "frontdesk@demo.clinic",
     "nurse": "nurse@demo.clinic",
@@ -153,6 +152,7 @@ async def _seed(url: str) -> dict[str, Any]:
     """The demo clinic (small), plus one esketamine booking in a chair of its own that the nurse flow runs from check-in."""
     from sqlalchemy import text
 
+    from clinic.scheduling.models import Chair
     from clinic.seed import seed_demo
     from clinic.timeutil import utcnow
     from tests.factories import Factory, appointment
@@ -161,8 +161,6 @@ async def _seed(url: str) -> dict[str, Any]:
     try:
         clinic = await seed_demo(db, patients=14, days=7)
         f = Factory(db)
-        from clinic.scheduling.models import Chair
-
         chair = Chair(clinic_id=clinic.id, name="Chair 9", kind="chair", sort_order=9)
         await f.add(chair)
         patient = await f.patient(clinic, first_name="Iris", last_name="Vandermeer", date_of_birth=date(1979, 3, 14),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
@@ -201,7 +200,3 @@ async def retry(session: AsyncSession, *, actor: Actor, notice_id: int, queue) -
         after_commit(session, enqueue)
     return notice
 
-
-def local_when(instant: datetime, tz: str) -> str:
-    local = instant.astimezone(ZoneInfo(tz))
-    return f"{local:%A} {local.day} {local:%B %Y} at {local:%H:%M}"

@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from clinic.billing import rules
+from clinic.billing.service import clinic_today
 from clinic.billing.demo import fee_schedule
 from clinic.billing.models import Charge, CostLink, Estimate, FeeScheduleEntry
 from clinic.notices import hooks, links
@@ -92,7 +93,7 @@ async def test_self_pay_booking_owes_a_gfe_with_its_legal_deadline(db, factory):
     clinic, _, _, patient = await world(factory)
     appt = await book(db, factory, clinic, patient, days=20)
     (draft,) = await rows(db, Estimate, Estimate.patient_id == patient.id)
-    today = utcnow().astimezone(__import__("zoneinfo").ZoneInfo(clinic.timezone)).date()
+    today = clinic_today(clinic)
     assert draft.kind == "gfe" and draft.issued_at is None and draft.appointment_id == appt.id
     assert draft.due_on == rules.gfe_due(scheduled_on=today, service_on=draft.service_date, reason="scheduled")
     # a second visit widens the same draft instead of adding another

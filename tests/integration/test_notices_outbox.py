@@ -17,7 +17,6 @@ from sqlalchemy import select, text
 
 from clinic.billing import service as billing
 from clinic.billing.demo import fee_schedule
-from clinic.billing.models import Coverage
 from clinic.notices import hooks
 from clinic.notices.models import Notice
 from clinic.notices.outbox import add_notice

@@ -210,8 +210,9 @@ async def board_events(app: Any, clinic_id: int, *, stream_seconds: float = STRE
                 await _wait(queue, min(TICK_SECONDS, left))
                 if loop.time() >= deadline:
                     break
-            # the change reached this process about COALESCE_SECONDS before the wake-up; any render begun since then shows it
-            woke = loop.time() - COALESCE_SECONDS
+            # the change reached this process about COALESCE_SECONDS before the wake-up; any render begun since then
+            # shows it. A (re)connect may have missed anything, so it shares only a render begun from now on.
+            woke = loop.time() if first else loop.time() - COALESCE_SECONDS
             try:
                 html = await shared_board_fragment(app, clinic_id, not_before=woke)
             except Exception as exc:  # database away: end the stream; the browser reconnects and catches up

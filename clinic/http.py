@@ -28,6 +28,7 @@ from clinic.audit.service import Actor
 from clinic.auth.middleware import IDLE, SESSION_COOKIE
 from clinic.auth.permissions import allows
 from clinic.db import conflict_message, is_bad_value, is_unavailable, sqlstate_of
+from clinic.security import headers_for
 
 log = logging.getLogger("clinic.http")
 
@@ -338,10 +339,25 @@ def server_error_handler(request: Request, exc: Exception) -> Response:
     return _html_error(request, 500, body) if wants_html(request) else _json(500, body)
 
 
+def _with_security_headers(handler: Callable[[Request, Any], Response]) -> Callable[[Request, Any], Response]:
+    """An unknown path or method is answered before any middleware runs; its error page needs the headers too."""
+
+    def answer(request: Request, exc: Any) -> Response:
+        response = handler(request, exc)
+        for k, v in headers_for(request.url.path).items():
+            response.headers.setdefault(k, v)
+        return response
+
+    return answer
+
+
 EXCEPTION_HANDLERS = {
-    ClinicError: clinic_error_handler,
-    IntegrityError: integrity_error_handler,
-    NotAuthorizedException: not_authorized_handler,
-    HTTPException: http_exception_handler,
-    Exception: server_error_handler,
+    exc: _with_security_headers(handler)
+    for exc, handler in {
+        ClinicError: clinic_error_handler,
+        IntegrityError: integrity_error_handler,
+        NotAuthorizedException: not_authorized_handler,
+        HTTPException: http_exception_handler,
+        Exception: server_error_handler,
+    }.items()
 }

@@ -1,6 +1,10 @@
-"""Security headers on every response: a CSP with no inline script, no framing, no sniffing, no referrer leaks."""
+"""Security headers on every response (a CSP with no inline script, no framing, no sniffing, no referrer leaks),
+and request lines in the access log stripped of what patients typed into search boxes."""
 
 from __future__ import annotations
+
+import logging
+import re
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,26 +23,62 @@ HEADERS = {
 }
 
 
+def headers_for(path: str) -> dict[str, str]:
+    """The headers a response to `path` carries (error answers made outside the middleware add them themselves)."""
+    out = {k: v for k, v in HEADERS.items() if not (k == "content-security-policy" and path.startswith("/schema"))}
+    if not path.startswith("/static/"):
+        # PHI must not linger in shared caches or the back-button cache of a shared tablet
+        out["cache-control"] = "no-store"
+    return out
+
+
+REDACTED = "[redacted]"
+_COST_LINK = re.compile(r"^/e/[^/?]+")
+
+
+def redact_path(path: str) -> str:
+    """A request target fit for a log: no query string (search boxes send names, dates of birth, phone numbers)
+    and no cost-link token (it opens a patient's amounts to whoever also knows the date of birth)."""
+    path, query_mark, _ = path.partition("?")
+    path = _COST_LINK.sub("/e/" + REDACTED, path)
+    return path + ("?" + REDACTED if query_mark else "")
+
+
+class AccessLogRedaction(logging.Filter):
+    """uvicorn's access log line is '%s - "%s %s HTTP/%s" %d' with the full path third; redact that argument."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_path(args[2]), *args[3:])
+        return True
+
+
+def redact_access_log(logger_name: str = "uvicorn.access") -> None:
+    """Idempotent: every app built in a process shares the one filter."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, AccessLogRedaction) for f in logger.filters):
+        logger.addFilter(AccessLogRedaction())
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # the server logs each request line; the app that answers it is what knows those lines can carry PHI
+        redact_access_log()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        schema_page = scope["path"].startswith("/schema")
+        # the OpenAPI viewer pages bring their own scripts, so they go without the CSP
+        wanted = headers_for(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableScopeHeaders.from_message(message)
-                for k, v in HEADERS.items():
-                    if schema_page and k == "content-security-policy":
-                        continue  # the OpenAPI viewer pages bring their own scripts
+                for k, v in wanted.items():
                     headers.setdefault(k, v)
-                if not scope["path"].startswith("/static/"):
-                    # PHI must not linger in shared caches or the back-button cache of a shared tablet
-                    headers.setdefault("cache-control", "no-store")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

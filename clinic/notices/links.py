@@ -29,7 +29,8 @@ def sign(secret: str, link_id: int, expires_at: datetime) -> str:
 def verify(secret: str, token: str, now: datetime | None = None) -> int:
     """The link id, or LinkProblem("tampered" | "expired")."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    # ASCII only: "٣".isdigit() is true, and compare_digest raises on non-ASCII text instead of saying "no"
+    if len(parts) != 3 or not token.isascii() or not parts[0].isdigit() or not parts[1].isdigit() or len(token) > 200:
         raise LinkProblem("tampered")
     link_id, expires = int(parts[0]), int(parts[1])
     if not hmac.compare_digest(parts[2], _sig(secret, link_id, expires)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from litestar.routes import HTTPRoute
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -394,10 +396,46 @@ async def explore(strategy, check: Callable[[Any], Awaitable[None]], *, max_exam
 
 def named_fields(html: str) -> set[str]:
     """Fields an error page or a re-rendered form points at: data-field="..." or an aria-invalid input's name."""
-    import re
-
     names = set(re.findall(r'data-field="([^"]+)"', html))
     for tag in re.findall(r"<(?:input|select|textarea|fieldset)\b[^>]*aria-invalid=\"true\"[^>]*>", html):
         m = re.search(r'name="([^"]+)"', tag)
         names.add(m.group(1) if m else "fieldset")  # a group of checkboxes marks its fieldset
     return names
+
+
+# ---- pages to crawl -----------------------------------------------------------------------------------------
+
+
+def _plain(path: str) -> str:
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def html_get_routes(app) -> list[tuple[str, str]]:
+    """(path template, permission) of every HTML page that answers GET."""
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "GET" not in route.route_handler_map:
+            continue
+        path = _plain(route.path)
+        if path.startswith(("/api/", "/schema", "/static", "/healthz")) or path.endswith("/stream"):
+            continue
+        handler = route.route_handler_map["GET"][0]
+        found.append((path, "public" if handler.opt.get("public") else handler.opt.get("permission", "")))
+    return found
+
+
+async def ids_for(db, param: str, own_ids: int = 1_900_000_000) -> list[int]:
+    """A few real ids for a path parameter; for appointments one per status, so every session phase shows its forms."""
+    async with db.engine.connect() as conn:
+        if param == "appointment_id":
+            q = "SELECT DISTINCT ON (status) id FROM appointments ORDER BY status, abs(extract(epoch FROM starts_at - now()))"
+        else:
+            stem = param.removesuffix("_id")
+            table = {"user": "staff_users", "staff": "staff_users", "token": "api_tokens", "session_type": "session_types"}.get(stem)
+            candidates = [table] if table else [stem + "s", stem + "es", stem]
+            exists = [r[0] for r in await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))]
+            table = next((t for t in candidates if t in exists), None)
+            if table is None:
+                return []
+            q = f"SELECT id FROM {table} WHERE id < {own_ids} ORDER BY id DESC LIMIT 2"
+        return [r[0] for r in await conn.execute(text(q))]

@@ -16,14 +16,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from litestar.middleware.csrf import generate_csrf_token
-from litestar.routes import HTTPRoute
 from sqlalchemy import text
 
 from clinic.app import create_app
 from clinic.auth.permissions import allows
 from tests.conftest import app_client
-from tests.reliability.conftest import OWN_IDS, ROLE_PREFERENCE, demo_database
-from tests.reliability.helpers import HtmlForm, named_fields, parse_forms
+from tests.reliability.conftest import ROLE_PREFERENCE, demo_database
+from tests.reliability.helpers import HtmlForm, html_get_routes, ids_for, named_fields, parse_forms
 
 EXAMPLES_PER_FORM = 8
 # tables a refused request may still touch: the audit trail and sign-in bookkeeping record attempts on purpose
@@ -46,41 +45,6 @@ class Target:
     role: str
     form: HtmlForm
     page: str
-
-
-def _plain(path: str) -> str:
-    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
-
-
-def html_get_routes(app) -> list[tuple[str, str]]:
-    """(path template, permission) of every HTML page that answers GET."""
-    found = []
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute) or "GET" not in route.route_handler_map:
-            continue
-        path = _plain(route.path)
-        if path.startswith(("/api/", "/schema", "/static", "/healthz")) or path.endswith("/stream"):
-            continue
-        handler = route.route_handler_map["GET"][0]
-        found.append((path, "public" if handler.opt.get("public") else handler.opt.get("permission", "")))
-    return found
-
-
-async def ids_for(db, param: str) -> list[int]:
-    """A few real ids for a path parameter; for appointments one per status, so every session phase shows its forms."""
-    async with db.engine.connect() as conn:
-        if param == "appointment_id":
-            q = "SELECT DISTINCT ON (status) id FROM appointments ORDER BY status, abs(extract(epoch FROM starts_at - now()))"
-        else:
-            stem = param.removesuffix("_id")
-            table = {"user": "staff_users", "staff": "staff_users", "token": "api_tokens", "session_type": "session_types"}.get(stem)
-            candidates = [table] if table else [stem + "s", stem + "es", stem]
-            exists = [r[0] for r in await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))]
-            table = next((t for t in candidates if t in exists), None)
-            if table is None:
-                return []
-            q = f"SELECT id FROM {table} WHERE id < {OWN_IDS} ORDER BY id DESC LIMIT 2"
-        return [r[0] for r in await conn.execute(text(q))]
 
 
 async def fingerprint(db) -> dict[str, str]:

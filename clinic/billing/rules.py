@@ -411,7 +411,8 @@ def check_claim_move(current: str, new: str) -> None:
 # ---- what a message may say ------------------------------------------------------------------------
 
 # words that would tell a reader of a patient's mailbox what they are treated with
-DRUG_WORDS = re.compile(r"ketamine|spravato|ketalar|\bj0013\b|\d+(?:\.\d+)?\s*(?:mg|milligram)", re.IGNORECASE)
+# (?<![\d.]): a dose is matched from the start of its number only; otherwise a long run of digits costs quadratic time
+DRUG_WORDS = re.compile(r"ketamine|spravato|ketalar|\bj0013\b|(?<![\d.])\d+(?:\.\d+)?\s*(?:mg|milligram)", re.IGNORECASE)
 
 
 def plain_instructions(lines: Iterable[str]) -> list[str]:

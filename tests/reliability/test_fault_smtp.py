@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-from clinic.audit.service import Actor
-from clinic.notices import service as notices
 from clinic.notices.outbox import add_notice
 from clinic.timeutil import utcnow
 from tests.factories import appointment
@@ -89,9 +87,10 @@ async def test_unreachable_relay_is_retried_until_it_answers(engine_db, settings
         w.cleanup()
 
 
-async def test_permanent_refusal_fails_visibly_and_a_retry_delivers(engine_db, settings, private_redis, smtp_sink, world):
+async def test_permanent_refusal_fails_visibly_and_a_retry_delivers(engine_db, settings, private_redis, smtp_sink, world, live_server, http):
     nid = await one_notice(engine_db, world, "5xx")
     attempts = refusing(smtp_sink, 1, 550, "5.1.1 no such mailbox")
+    app = live_server(settings.with_(redis_url=private_redis.url, smtp_url=smtp_sink.url))
     w = worker_for(settings, private_redis, smtp_sink)
     try:
         async def failed():
@@ -101,14 +100,14 @@ async def test_permanent_refusal_fails_visibly_and_a_retry_delivers(engine_db, s
         assert row.attempts == 1 and "550" in row.last_error, "a permanent refusal is not retried blindly"
         assert len(attempts) == 1 and not smtp_sink.messages
 
-        # billing staff see it among failed notices and send it again
-        billing = world.users["billing"]
-        actor = Actor(user_id=billing.id, clinic_id=world.clinic.id, roles=("billing",), ip="127.0.0.1")
-        async with engine_db.sessionmaker() as s:
-            listed = await notices.list_notices(s, clinic_id=world.clinic.id, status="failed")
-            assert [n.id for n in listed] == [nid]
-            await notices.retry(s, actor=actor, notice_id=nid, queue=None)
-            await s.commit()
+        # billing staff see it among the failed notices, on the page and in the API, and send it again
+        listed = (await http.get(f"{app.url}/api/v1/notices", params={"status": "failed"}, headers=world.h("billing"))).json()
+        assert [(n["id"], n["status"], n["attempts"]) for n in listed["items"]] == [(nid, "failed", 1)]
+        assert "550" in listed["items"][0]["last_error"] and listed["counts"]["failed"] == 1
+        page = await http.get(f"{app.url}/notices", params={"status": "failed"}, headers=world.h("billing"))
+        assert page.status_code == 200 and f'action="/notices/{nid}/retry"' in page.text
+        r = await http.post(f"{app.url}/api/v1/notices/{nid}/retry", headers=world.h("billing"))
+        assert r.status_code == 200 and r.json()["status"] == "pending", r.text
 
         async def sent():
             return (await status_of(engine_db, nid)).status == "sent"
@@ -116,3 +115,4 @@ async def test_permanent_refusal_fails_visibly_and_a_retry_delivers(engine_db, s
     finally:
         w.cleanup()
     assert [m["Message-ID"] for m in smtp_sink.messages] == [f"<notice.{world.clinic.id}.{nid}@testserver.local>"]
+    assert await rows(engine_db, "SELECT action FROM audit_events WHERE entity = 'notice' AND entity_id = :i", i=str(nid)) == [("notice.retry",)]

@@ -307,17 +307,26 @@ def test_templates_hold_no_inline_script_handlers_or_javascript_urls():
 
 
 class Collect(logging.Handler):
-    """Every record any logger of this process emits, formatted as it would be written (exceptions included)."""
+    """Every record the app's, the server's and the worker's loggers emit, formatted as written (exceptions included)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[tuple[str, str]] = []
+        self._seen: set[int] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if id(record) in self._seen:  # the same record reaching us through a logger and the root
+            return
+        self._seen.add(id(record))
         text = record.getMessage()
         if record.exc_info:
             text += logging.Formatter().formatException(record.exc_info)
         self.records.append((record.name, text))
+
+
+# loggers that may have been set not to propagate (uvicorn's own logging config does that) are listened to directly
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "arq", "arq.worker", "arq.jobs", "litestar", "clinic")
+QUIET = ("sqlalchemy", "httpx", "httpcore", "hpack", "aiosmtpd", "mail.log", "asyncio")
 
 
 async def test_a_days_work_leaves_no_patient_details_in_the_logs(engine_db, settings, live_server, smtp_sink, redis):
@@ -328,21 +337,24 @@ async def test_a_days_work_leaves_no_patient_details_in_the_logs(engine_db, sett
     settings = settings.with_(smtp_url=smtp_sink.url)
     app = live_server(settings)  # Litestar sets up logging as the app is built; listen after that
     collected = Collect()
-    root = logging.getLogger()
-    quiet = {name: logging.getLogger(name).level for name in ("sqlalchemy", "httpx", "httpcore", "hpack", "aiosmtpd", "mail.log", "asyncio")}
-    saved_level = root.level
-    root.addHandler(collected)
-    root.setLevel(logging.DEBUG)
-    for name in quiet:
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in SERVER_LOGGERS)]
+    saved = [(lg, lg.level, lg.disabled) for lg in loggers] + [(logging.getLogger(n), logging.getLogger(n).level, None) for n in QUIET]
+    for lg in loggers:
+        lg.addHandler(collected)
+        lg.setLevel(logging.DEBUG)
+        lg.disabled = False
+    for name in QUIET:
         # the test's own HTTP client and SMTP sink, and the SQL echo no deployment turns on, are not the app's logs
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         await _a_days_work(engine_db, settings, app, smtp_sink, world)
     finally:
-        root.removeHandler(collected)
-        root.setLevel(saved_level)
-        for name, level in quiet.items():
-            logging.getLogger(name).setLevel(level)
+        for lg in loggers:
+            lg.removeHandler(collected)
+        for lg, level, disabled in saved:
+            lg.setLevel(level)
+            if disabled is not None:
+                lg.disabled = disabled
     records = collected.records
     assert any(name.startswith("uvicorn.access") for name, _ in records), "uvicorn's access log was not captured"
     assert any(name.startswith("arq") for name, _ in records), "the worker's log was not captured"

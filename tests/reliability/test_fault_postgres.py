@@ -120,4 +120,8 @@ async def test_postgres_restart_under_load_answers_503_fast_and_recovers(private
     refused = {x.name for x in calls if x.kind == "write" and x.status == 503}
     assert confirmed and refused
     assert confirmed <= saved, f"confirmed but missing: {sorted(confirmed - saved)[:5]}"
-    assert not (refused & saved), f"answered 503 but saved: {sorted(refused & saved)[:5]}"
+    # a COMMIT in flight as the server dies can be durable with its reply lost (in doubt for any client of any
+    # database: tablets resubmit with the same client_id for this); only writes sent to a stopped server must be absent
+    in_doubt = {x.name for x in calls if x.kind == "write" and x.started < down and x.ended > down_from}
+    wrongly_saved = (refused & saved) - in_doubt
+    assert not wrongly_saved, f"answered 503 but saved: {sorted(wrongly_saved)[:5]}"

@@ -94,7 +94,8 @@ async def test_booking_while_redis_is_down_is_delivered_once_redis_is_back(engin
 
     # Redis is back: the cron sweep re-enqueues what is due, a worker sends it
     settings = settings.with_(smtp_url=smtp_sink.url)
-    assert await sweep(settings, engine_db) == 1  # the reminder is not due for days
+    # other tests may have left due notices of their own clinics in this committed database
+    assert await sweep(settings, engine_db) >= 1
     await drain(settings, engine_db)
     await smtp_sink.wait_for(1)
     messages = mine(smtp_sink, patient)

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-import uvicorn
+from tests.servers import ThreadedServer
 
 from clinic.app import create_app
 from clinic.cli import run_migrations
@@ -68,31 +68,11 @@ class Site:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-class AppServer:
-    """The app under uvicorn in a thread of this process: real sockets, its own event loop and pools."""
+class AppServer(ThreadedServer):
+    """The app under a real server; no access log (the browser flows' own screenshots say what happened)."""
 
     def __init__(self, app: Any, port: int) -> None:
-        self.port = port
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                                                    access_log=False, timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, name=f"e2e-uvicorn-{port}", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "AppServer":
-        self.thread.start()
-        end = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > end:
-                raise RuntimeError("the app did not start under uvicorn")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        super().__init__(app, port, access_log=False)
 
 
 # ---- the server ------------------------------------------------------------------------------------------

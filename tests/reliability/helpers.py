@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from tests.servers import ThreadedServer
 from litestar.routes import HTTPRoute
 from sqlalchemy import text
 
@@ -145,32 +144,11 @@ class PrivatePostgres:
 # ---- the app under a real HTTP server ----------------------------------------------------------------
 
 
-class LiveServer:
-    """The app under uvicorn in a thread of this process: real sockets, its own event loop and pools, logs in this process."""
+class LiveServer(ThreadedServer):
+    """The app on a free port with uvicorn's access log on (the log-leak test reads it)."""
 
     def __init__(self, app) -> None:
-        self.port = free_port()
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-                                     access_log=True, timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "LiveServer":
-        self.thread.start()
-        end = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > end:
-                raise RuntimeError("the app did not start under uvicorn")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        super().__init__(app, free_port(), access_log=True, start_timeout=20)
 
 
 # ---- arq workers in their own processes -------------------------------------------------------------------

@@ -86,20 +86,11 @@ class Assessment(Struct, forbid_unknown_fields=True):
     note: str | None = None
 
 
-class Entry(Struct, forbid_unknown_fields=True):
+class Entry(Vitals):
     """Everything a scheduled check may record, in one submission (what the tablet's one-tap form sends)."""
 
-    client_id: UUID
-    taken_at: datetime | None = None
-    check_key: str | None = None
-    systolic: int | None = None
-    diastolic: int | None = None
-    heart_rate: int | None = None
-    spo2: int | None = None
-    resp_rate: int | None = None
     moaas: int | None = None
     dissociation: Dissociation | None = None
-    note: str | None = None
 
 
 class Correction(Struct, forbid_unknown_fields=True):

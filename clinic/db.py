@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+import asyncpg
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,18 +29,23 @@ metadata: MetaData = SQLModel.metadata
 class Database:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # set when every session joins one outer transaction (tests); raw() then uses that connection too
+    bound: AsyncConnection | None = None
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10) -> "Database":
+    def connect(cls, url: str, *, pool_size: int = 32) -> "Database":
         engine = create_async_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # no pre-ping: it costs three round trips per checkout (BEGIN, ping, ROLLBACK); a connection the
+            # server closed is caught for free on checkout (below), and a failure on use invalidates the pool
+            pool_pre_ping=False,
             pool_timeout=5,
             # fail fast while Postgres is away: a 503 now beats a request hanging for a minute
             connect_args={"timeout": 3, "command_timeout": 30, "server_settings": {"application_name": "clinic"}},
         )
+        event.listen(engine.sync_engine, "checkout", _refuse_closed)
         return cls(engine=engine, sessionmaker=make_sessionmaker(engine))
 
     @classmethod
@@ -51,7 +57,20 @@ class Database:
             expire_on_commit=False,
             join_transaction_mode="create_savepoint",
         )
-        return cls(engine=engine, sessionmaker=sm)
+        return cls(engine=engine, sessionmaker=sm, bound=connection)
+
+    @asynccontextmanager
+    async def raw(self) -> AsyncIterator[asyncpg.Connection]:
+        """The driver connection, for the few statements on every request's path (the sign-in lookup) that
+        skip the ORM's per-statement machinery. Outside a transaction each statement commits on its own."""
+        if self.bound is not None:
+            await self.bound.exec_driver_sql("SELECT 1")  # the outer transaction's BEGIN is lazy; make sure it was sent
+            conn = await driver_connection(self.bound)
+            async with conn.transaction():  # a savepoint: a refused statement must not abort the outer transaction
+                yield conn
+            return
+        async with self.engine.connect() as conn:
+            yield await driver_connection(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -68,6 +87,23 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(bind=engine, class_=AsyncSession, expire_on_commit=False)
 
 
+def _refuse_closed(dbapi_connection, connection_record, connection_proxy) -> None:
+    """A pooled connection whose server went away (restart, idle kill) is replaced on checkout, at no cost:
+    asyncpg already knows the socket closed."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("connection closed by the server")
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def session_driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a session. Statements sent on it join the session's transaction when one
+    is open (a page that already read, a test's outer transaction) and otherwise commit one by one."""
+    return await driver_connection(await session.connection())
+
+
 # Constraint name -> a sentence for the person who hit it. Domains add theirs at import.
 CONFLICT_MESSAGES: dict[str, str] = {}
 
@@ -78,7 +114,7 @@ def register_conflicts(messages: dict[str, str]) -> None:
 
 def conflict_message(exc: IntegrityError) -> tuple[str, str | None]:
     """(sentence, constraint name) for an integrity or exclusion violation."""
-    orig = getattr(exc, "orig", None)
+    orig = getattr(exc, "orig", None) or exc  # a SQLAlchemy wrapper, or asyncpg's own error on the raw path
     name = getattr(orig, "constraint_name", None) or getattr(getattr(orig, "__cause__", None), "constraint_name", None)
     if not name:
         m = re.search(r'constraint "([^"]+)"', str(orig))
@@ -113,7 +149,7 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 def is_bad_value(exc: BaseException) -> bool:
     """True when Postgres refused a value itself (SQLSTATE class 22: out of range, too long, malformed)."""
-    if not isinstance(exc, DBAPIError) or is_unavailable(exc):
+    if not isinstance(exc, (DBAPIError, asyncpg.PostgresError)) or is_unavailable(exc):
         return False
     state = sqlstate_of(exc)
     return bool(state and state.startswith("22"))
@@ -126,7 +162,7 @@ def is_unavailable(exc: BaseException) -> bool:
     down" (57P03) or "connection was closed in the middle of operation" (08003) as a plain DBAPIError.
     """
     for current in _chain(exc):
-        if isinstance(current, (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError)):
+        if isinstance(current, (OperationalError, InterfaceError, asyncpg.InterfaceError, ConnectionError, TimeoutError, OSError)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True

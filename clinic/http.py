@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import asyncpg
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
@@ -130,8 +131,11 @@ class RoleDenied(PermissionDeniedException):
     """The guard's refusal (as opposed to a domain rule's 403); answers carry code "role"."""
 
 
-def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Every route declares opt={"permission": ...} or opt={"public": True}; anything else is refused."""
+async def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Every route declares opt={"permission": ...} or opt={"public": True}; anything else is refused.
+
+    Async although it awaits nothing: Litestar runs a plain function guard in a worker thread, a thread hop
+    on every request."""
     if handler.opt.get("public") or connection.scope["path"].startswith("/schema"):
         return
     user = connection.scope.get("user")
@@ -176,7 +180,7 @@ def clinic_error_handler(request: Request, exc: ClinicError) -> Response:
     return _html_error(request, exc.status_code, body) if wants_html(request) else _json(exc.status_code, body)
 
 
-def integrity_error_handler(request: Request, exc: IntegrityError) -> Response:
+def integrity_error_handler(request: Request, exc: IntegrityError | asyncpg.IntegrityConstraintViolationError) -> Response:
     sentence, name = conflict_message(exc)
     body = {"detail": sentence, "code": name or "conflict"}
     return _html_error(request, 409, body) if wants_html(request) else _json(409, body)
@@ -356,6 +360,7 @@ EXCEPTION_HANDLERS = {
     for exc, handler in {
         ClinicError: clinic_error_handler,
         IntegrityError: integrity_error_handler,
+        asyncpg.IntegrityConstraintViolationError: integrity_error_handler,  # statements sent on the driver connection
         NotAuthorizedException: not_authorized_handler,
         HTTPException: http_exception_handler,
         Exception: server_error_handler,

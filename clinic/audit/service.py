@@ -30,13 +30,13 @@ class Actor:
 SYSTEM = Actor(user_id=None, clinic_id=0, roles=("system",), via="system")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -59,7 +59,7 @@ def record(
         entity=entity,
         entity_id=None if entity_id is None else str(entity_id),
         patient_id=patient_id,
-        changes=_jsonable(changes or {}),
+        changes=jsonable(changes or {}),
     )
     session.add(event)
     return event

@@ -8,7 +8,6 @@ from datetime import timedelta
 from litestar.config.csrf import CSRFConfig
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
-from sqlalchemy import text
 
 from clinic.auth.rules import is_idle_expired, token_hash
 from clinic.timeutil import utcnow
@@ -37,28 +36,28 @@ class CurrentUser:
         return any(r in self.roles for r in roles)
 
 
-_SESSION_SQL = text(
-    """
+# sent on the driver connection (see Database.raw): one round trip per request, no ORM machinery
+_SESSION_SQL = """
     SELECT s.id AS cid, s.last_seen_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles,
            c.settings ->> 'idle_timeout_minutes' AS clinic_idle
     FROM web_sessions s JOIN staff_users u ON u.id = s.user_id JOIN clinics c ON c.id = u.clinic_id
-    WHERE s.token_hash = :h AND s.ended_at IS NULL AND u.active
-    """
-)
-_TOKEN_SQL = text(
-    """
+    WHERE s.token_hash = $1 AND s.ended_at IS NULL AND u.active
+"""
+_TOKEN_SQL = """
     SELECT t.id AS cid, t.last_used_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles
     FROM api_tokens t JOIN staff_users u ON u.id = t.user_id
-    WHERE t.token_hash = :h AND t.revoked_at IS NULL AND u.active
-    """
-)
-
-_IDLE_AUDIT_SQL = text(
-    """
+    WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.active
+"""
+# ending an idle session and recording it, as one statement (so one commit)
+_IDLE_LOGOFF_SQL = """
+    WITH ended AS (UPDATE web_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL RETURNING id)
     INSERT INTO audit_events (clinic_id, at, user_id, ip, action, entity, entity_id, changes)
-    VALUES (:c, :at, :u, :ip, 'auth.idle_logoff', 'web_session', :sid, jsonb_build_object('idle_minutes', CAST(:idle AS integer)))
-    """
-)
+    SELECT $3, $1, $4, $5, 'auth.idle_logoff', 'web_session', $2::text, jsonb_build_object('idle_minutes', $6::integer) FROM ended
+"""
+_TOUCH_SQL = {
+    "session": "UPDATE web_sessions SET last_seen_at = $1 WHERE id = $2",
+    "bearer": "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2",
+}
 
 
 def _client_ip(scope: Scope) -> str | None:
@@ -110,40 +109,29 @@ class AuthenticationMiddleware:
         db = litestar_app.state.db
         settings = litestar_app.state.settings
         now = utcnow()
-        async with db.sessionmaker() as session:
-            row = (await session.execute(sql, {"h": token_hash(raw)})).first()
+        async with db.raw() as conn:
+            row = await conn.fetchrow(sql, token_hash(raw))
             if row is None:
                 scope["auth_problem"] = ENDED
                 return None
             if via == "session":
-                idle = idle_minutes(row.clinic_idle, settings.idle_timeout_minutes)
+                idle = idle_minutes(row["clinic_idle"], settings.idle_timeout_minutes)
                 scope["idle_minutes"] = idle  # pages use it to leave the screen when the session ends
-                if is_idle_expired(row.seen, now, idle):
-                    await session.execute(
-                        text("UPDATE web_sessions SET ended_at = :now WHERE id = :id"), {"now": now, "id": row.cid}
-                    )
+                if is_idle_expired(row["seen"], now, idle):
                     # automatic logoff is a security event in its own right
-                    await session.execute(
-                        _IDLE_AUDIT_SQL,
-                        {"c": row.clinic_id, "at": now, "u": row.id, "ip": _client_ip(scope), "sid": str(row.cid), "idle": idle},
-                    )
-                    await session.commit()
+                    await conn.execute(_IDLE_LOGOFF_SQL, now, row["cid"], row["clinic_id"], row["id"], _client_ip(scope), idle)
                     scope["auth_problem"] = IDLE
                     return None
-            if (row.seen is None or now - row.seen > TOUCH_EVERY) and not _is_background(scope):
-                table, column = ("web_sessions", "last_seen_at") if via == "session" else ("api_tokens", "last_used_at")
-                await session.execute(
-                    text(f"UPDATE {table} SET {column} = :now WHERE id = :id"), {"now": now, "id": row.cid}
-                )
-                await session.commit()
+            if (row["seen"] is None or now - row["seen"] > TOUCH_EVERY) and not _is_background(scope):
+                await conn.execute(_TOUCH_SQL[via], now, row["cid"])
         return CurrentUser(
-            id=row.id,
-            clinic_id=row.clinic_id,
-            email=row.email,
-            full_name=row.full_name,
-            roles=tuple(row.roles or ()),
+            id=row["id"],
+            clinic_id=row["clinic_id"],
+            email=row["email"],
+            full_name=row["full_name"],
+            roles=tuple(row["roles"] or ()),
             via=via,
-            credential_id=row.cid,
+            credential_id=row["cid"],
         )
 
 

@@ -243,10 +243,12 @@ def _measurements(body: Entry | Vitals | Assessment) -> service.Measurements:
     )
 
 
-async def _record(db_session: DbSession, actor: CurrentActor, appointment_id: int, body: Entry | Vitals | Assessment) -> Response:
-    result = await service.record_entry(
-        db_session, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at, check_key=body.check_key
-    )
+async def _record(request: Request, actor: CurrentActor, appointment_id: int, body: Entry | Vitals | Assessment) -> Response:
+    # the busiest write there is: on the driver connection, with no ORM session for the request (see record_entry)
+    async with request.app.state.db.raw() as conn:
+        result = await service.record_entry(
+            conn, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at, check_key=body.check_key
+        )
     return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
 
 
@@ -352,9 +354,9 @@ async def list_vitals(
 
 
 @post("/appointments/{appointment_id:int}/vitals", opt={"permission": "session.run"}, tags=TAGS, summary="Record vital signs (201; a repeated client_id answers 200 with the first result)")
-async def add_vitals(db_session: DbSession, actor: CurrentActor, appointment_id: int, data: Vitals) -> Response:
+async def add_vitals(request: Request, actor: CurrentActor, appointment_id: int, data: Vitals) -> Response:
     """Plausibility limits apply (422 naming the field); alerts are evaluated on every entry and returned with it."""
-    return await _record(db_session, actor, appointment_id, data)
+    return await _record(request, actor, appointment_id, data)
 
 
 @get("/appointments/{appointment_id:int}/assessments", opt={"permission": "session.read"}, tags=TAGS, summary="MOAA/S, dissociation and notes recorded on a session")
@@ -363,13 +365,13 @@ async def list_assessments(db_session: DbSession, actor: CurrentActor, appointme
 
 
 @post("/appointments/{appointment_id:int}/assessments", opt={"permission": "session.run"}, tags=TAGS, summary="Record MOAA/S, a dissociation score (CADSS-6 or CADSS) and/or a note")
-async def add_assessment(db_session: DbSession, actor: CurrentActor, appointment_id: int, data: Assessment) -> Response:
-    return await _record(db_session, actor, appointment_id, data)
+async def add_assessment(request: Request, actor: CurrentActor, appointment_id: int, data: Assessment) -> Response:
+    return await _record(request, actor, appointment_id, data)
 
 
 @post("/appointments/{appointment_id:int}/entries", opt={"permission": "session.run"}, tags=TAGS, summary="Record a whole check at once (vitals and assessments)")
-async def add_entry(db_session: DbSession, actor: CurrentActor, appointment_id: int, data: Entry) -> Response:
-    return await _record(db_session, actor, appointment_id, data)
+async def add_entry(request: Request, actor: CurrentActor, appointment_id: int, data: Entry) -> Response:
+    return await _record(request, actor, appointment_id, data)
 
 
 @post("/appointments/{appointment_id:int}/entries/{entry_id:int}/corrections", opt={"permission": "session.run"}, tags=TAGS, summary="Correct an entry (a new row supersedes it; nothing is overwritten)")

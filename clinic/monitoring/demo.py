@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import col, select
 
 from clinic.audit.service import Actor
+from clinic.db import session_driver
 from clinic.monitoring import service
 from clinic.monitoring.service import Measurements
 from clinic.patients.models import Patient
@@ -62,7 +63,7 @@ class Charting:
         if cadss is not None:
             m.dissociation_form, m.dissociation_items = "cadss6", cadss
         return await service.record_entry(
-            self.session, actor=self.nurse, appointment_id=appt.id, client_id=uuid.uuid4(), values=m, taken_at=self.at(minutes), check_key=check, now=self.now
+            await session_driver(self.session), actor=self.nurse, appointment_id=appt.id, client_id=uuid.uuid4(), values=m, taken_at=self.at(minutes), check_key=check, now=self.now
         )
 
     async def start(self, appt: Appointment, minutes: int, **kw: Any) -> None:

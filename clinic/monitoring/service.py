@@ -7,20 +7,23 @@ pg_notify('board_<clinic>') inside the transaction so every board hears of it on
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, text, update
+import asyncpg
+from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor, jsonable, record
 from clinic.auth.models import StaffUser
 from clinic.auth.permissions import allows
 from clinic.db import register_conflicts
@@ -175,6 +178,11 @@ async def load_session(
         .where(Appointment.id == appointment_id, Appointment.clinic_id == clinic_id)
     )
     if lock:
+        # the bump takes the row lock and tells a vitals entry in flight that the chart moved (see record_entry)
+        await session.execute(
+            update(Appointment).where(col(Appointment.id) == appointment_id, col(Appointment.clinic_id) == clinic_id)
+            .values(chart_version=Appointment.chart_version + 1).execution_options(synchronize_session=False)
+        )
         q = q.with_for_update(of=Appointment)  # type: ignore[arg-type]
     row = (await session.exec(q)).first()
     if row is None:
@@ -371,11 +379,11 @@ async def _entry_by_client_id(session: AsyncSession, *, actor: Actor, appointmen
     return EntryResult(entry, raised, created=False, tz=clinic.timezone if clinic else "UTC")
 
 
-def _valid_check_key(protocol: dict[str, Any], key: str | None) -> str | None:
+def _valid_check_key(protocol: dict[str, Any], key: str | None, keys: frozenset[str] | None = None) -> str | None:
     if key is None or not key.strip():
         return None
     key = key.strip()
-    if key in {p.key for p in rules.planned_checks(protocol)} or key.startswith("repeat_bp@"):
+    if key in (keys if keys is not None else {p.key for p in rules.planned_checks(protocol)}) or key.startswith("repeat_bp@"):
         return key[:40]
     raise InvalidInput(f"{key!r} is not a check of this protocol.", field="check_key")
 
@@ -430,40 +438,6 @@ async def _raise_alerts(
     return raised
 
 
-# One round trip for the hot path: the replay check, the session's state, the BP reading before
-# this one (for the two-in-a-row rule), and the lock that serialises writers on this appointment.
-_ENTRY_GATE = text(
-    """
-    SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at,
-           st.protocol, st.monitored, st.name AS type_name, c.timezone,
-           (SELECT e.id FROM clinical_entries e WHERE e.client_id = :client_id) AS replay_id,
-           prev.id AS prev_id, prev.taken_at AS prev_taken_at, prev.systolic AS prev_systolic, prev.diastolic AS prev_diastolic
-    FROM appointments a
-    JOIN session_types st ON st.id = a.session_type_id
-    JOIN clinics c ON c.id = a.clinic_id
-    LEFT JOIN LATERAL (
-        SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
-        WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL AND NOT e.entered_in_error AND e.taken_at <= :taken_at
-          AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
-        ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
-    ) prev ON true
-    WHERE a.id = :appointment_id AND a.clinic_id = :clinic_id
-    FOR UPDATE OF a
-    """
-)
-_ENTRY_TABLE = ClinicalEntry.__table__  # type: ignore[attr-defined]
-# built once, so every insert shares one compiled statement; the board is notified in the same
-# round trip, and only when a row was really inserted (a replay inserts nothing)
-_inserted = (
-    insert(_ENTRY_TABLE)
-    .values({c.name: bindparam(c.name, type_=c.type) for c in _ENTRY_TABLE.c if c.name != "id"})
-    .on_conflict_do_nothing(index_elements=["client_id"])
-    .returning(*_ENTRY_TABLE.c)
-    .cte("inserted")
-)
-_INSERT_ENTRY = select(*_inserted.c, func.pg_notify(bindparam("channel"), bindparam("payload")).label("notified")).select_from(_inserted)
-
-
 def _require_state(*, status: str, monitored: bool, type_name: str, discharged_at: datetime | None, tz: str, what: str) -> None:
     if not monitored:
         raise Conflict(f"{type_name} sessions are not monitored.", code="not_monitored")
@@ -475,8 +449,69 @@ def _require_state(*, status: str, monitored: bool, type_name: str, discharged_a
         raise Conflict(f"This appointment is {status}; it takes no {what}.", code="not_active")
 
 
+# ---- the hot path: one vitals / assessment entry --------------------------------------------------
+#
+# Every tablet, every check: two statements on the driver connection, no ORM. The gate reads the session's
+# state, the BP reading before this one (two-in-a-row rule) and a replay of this client_id; the rules run in
+# Python; then ONE statement bumps appointments.chart_version (which locks the row), inserts the entry, the
+# alerts it raises and the audit event, and notifies the board. The bump only matches the version the gate
+# read, so if another write reached the chart in between (a second tablet, a discharge) nothing is written
+# and the rules run again on the fresh state: writers of one chart are serialised without holding a lock
+# across round trips, and a lone statement needs no BEGIN/COMMIT of its own.
+
+_ENTRY_GATE = """
+    SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at, a.chart_version,
+           st.protocol::text AS protocol, st.monitored, st.name AS type_name, c.timezone,
+           (SELECT e.id FROM clinical_entries e WHERE e.client_id = $3) AS replay_id,
+           prev.id AS prev_id, prev.taken_at AS prev_taken_at, prev.systolic AS prev_systolic, prev.diastolic AS prev_diastolic
+    FROM appointments a
+    JOIN session_types st ON st.id = a.session_type_id
+    JOIN clinics c ON c.id = a.clinic_id
+    LEFT JOIN LATERAL (
+        SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
+        WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL AND NOT e.entered_in_error AND e.taken_at <= $4
+          AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+        ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
+    ) prev ON true
+    WHERE a.id = $1 AND a.clinic_id = $2
+"""
+_ENTRY_VALUES = ("systolic", "diastolic", "heart_rate", "spo2", "resp_rate", "moaas", "dissociation_form", "dissociation_items", "dissociation_total", "note")
+_ENTRY_WRITE = """
+    WITH chart AS (
+        UPDATE appointments SET chart_version = chart_version + 1
+        WHERE id = $1 AND clinic_id = $2 AND chart_version = $3 AND status = $4
+        RETURNING id
+    ), inserted AS (
+        INSERT INTO clinical_entries (clinic_id, appointment_id, client_id, check_key, taken_at, recorded_by, recorded_at, entered_in_error,
+                                      systolic, diastolic, heart_rate, spo2, resp_rate, moaas, dissociation_form, dissociation_items, dissociation_total, note)
+        SELECT $2, chart.id, $5, $6, $7, $8, $9, false, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19 FROM chart
+        ON CONFLICT (client_id) DO NOTHING
+        RETURNING *
+    ), raised AS (
+        INSERT INTO session_alerts (clinic_id, appointment_id, entry_id, level, code, message, raised_at)
+        SELECT $2, i.appointment_id, i.id, d.level, d.code, d.message, $9
+        FROM inserted i, unnest($20::text[], $21::text[], $22::text[]) WITH ORDINALITY AS d(level, code, message, n)
+        WHERE NOT EXISTS (  -- one still open with the same code: the board already shows it
+            SELECT 1 FROM session_alerts o WHERE o.appointment_id = i.appointment_id AND o.code = d.code AND o.acknowledged_at IS NULL)
+        ORDER BY d.n
+        RETURNING id, code
+    ), audited AS (
+        INSERT INTO audit_events (clinic_id, at, user_id, ip, action, entity, entity_id, patient_id, changes)
+        SELECT $2, $9, $8, $23, 'session.entry', 'clinical_entry', i.id::text, $24,
+               $25::jsonb || jsonb_build_object('alerts', coalesce((SELECT jsonb_agg(code ORDER BY id) FROM raised), '[]'::jsonb))
+        FROM inserted i
+    )
+    SELECT (SELECT count(*) FROM chart) AS gated, i.*,
+           (SELECT array_agg(id ORDER BY id) FROM raised) AS alert_ids, (SELECT array_agg(code ORDER BY id) FROM raised) AS alert_codes,
+           CASE WHEN i.id IS NOT NULL THEN pg_notify($26, $27) END AS notified
+    FROM (SELECT 1) one LEFT JOIN inserted i ON true
+"""
+# a chart another write keeps changing (say a storm of retries on one session) is answered with a retry hint
+_ENTRY_ATTEMPTS = 5
+
+
 async def record_entry(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     *,
     actor: Actor,
     appointment_id: int,
@@ -488,50 +523,81 @@ async def record_entry(
 ) -> EntryResult:
     """Vitals, MOAA/S, dissociation and/or a note taken at one moment; a repeated client_id returns the first result.
 
-    The busiest write of the system (every tablet, every check), so it is a few plain statements:
-    gate + lock, insert, previous BP (BP only), alerts (only when one is raised), audit and notify.
-    """
+    `conn` is a driver connection (Database.raw, or session_driver for a page's session): inside a transaction
+    (a page that already read, the demo seed, a test) it joins it, otherwise its one write commits on its own."""
     now = now or utcnow()
     at = taken_at or now
-    gate = (await session.execute(_ENTRY_GATE, {"appointment_id": appointment_id, "clinic_id": actor.clinic_id, "client_id": client_id, "taken_at": at})).first()
-    if gate is None:
-        raise NotFound("No such appointment in this clinic.")
-    if gate.replay_id is not None:
-        replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
-        assert replay is not None
-        return replay
-    tz = gate.timezone
-    _require_state(status=gate.status, monitored=gate.monitored, type_name=gate.type_name, discharged_at=gate.discharged_at, tz=tz, what="entries")
-    try:
-        rules.check_taken_at(at, now, not_before=gate.checked_in_at, not_before_what=f"check-in ({rules.hm(gate.checked_in_at, tz)})")
-    except rules.RuleViolation as exc:
-        raise _rule_error(exc) from None
-    cleaned = values.cleaned()
-    key = _valid_check_key(gate.protocol or {}, check_key)
-    params = dict(
-        clinic_id=gate.clinic_id, appointment_id=gate.id, client_id=client_id, check_key=key, taken_at=at,
-        recorded_by=actor.user_id, recorded_at=now, entered_in_error=False, supersedes_id=None, correction_reason=None, **cleaned,
-        channel=channel(gate.clinic_id), payload=json.dumps({"appointment_id": gate.id, "what": "entry"}),
-    )
-    entry = (await session.execute(_INSERT_ENTRY, params)).first()
-    if entry is None:  # the same submission won a race against this one
-        replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
-        assert replay is not None
-        return replay
-    previous = rules.Reading(taken_at=gate.prev_taken_at, id=gate.prev_id, systolic=gate.prev_systolic, diastolic=gate.prev_diastolic) if gate.prev_id else None
-    raised = await _raise_alerts(
-        session, protocol=gate.protocol or {}, clinic_id=gate.clinic_id, dosing_started_at=gate.dosing_started_at, entry=entry, now=now, previous=previous
-    )
-    record(
-        session,
-        actor=actor,
-        action="session.entry",
-        entity="clinical_entry",
-        entity_id=entry.id,
-        patient_id=gate.patient_id,
-        changes={"appointment_id": gate.id, "taken_at": at, "check_key": key, **{k: v for k, v in cleaned.items() if v is not None}, "alerts": [a.code for a in raised]},
-    )
-    return EntryResult(entry, raised, created=True, tz=tz)
+    for _ in range(_ENTRY_ATTEMPTS):
+        gate = await conn.fetchrow(_ENTRY_GATE, appointment_id, actor.clinic_id, client_id, at)
+        if gate is None:
+            raise NotFound("No such appointment in this clinic.")
+        if gate["replay_id"] is not None:
+            return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
+        tz = gate["timezone"]
+        _require_state(status=gate["status"], monitored=gate["monitored"], type_name=gate["type_name"], discharged_at=gate["discharged_at"], tz=tz, what="entries")
+        try:
+            rules.check_taken_at(at, now, not_before=gate["checked_in_at"], not_before_what=f"check-in ({rules.hm(gate['checked_in_at'], tz)})")
+        except rules.RuleViolation as exc:
+            raise _rule_error(exc) from None
+        cleaned = values.cleaned()
+        protocol, check_keys = _protocol_facts(gate["protocol"])
+        key = _valid_check_key(protocol, check_key, check_keys)
+        reading = rules.Reading(taken_at=at, check_key=key, **{k: cleaned[k] for k in ("systolic", "diastolic", "heart_rate", "spo2", "resp_rate", "moaas", "dissociation_form", "dissociation_total")})
+        previous = rules.Reading(taken_at=gate["prev_taken_at"], id=gate["prev_id"], systolic=gate["prev_systolic"], diastolic=gate["prev_diastolic"]) if gate["prev_id"] else None
+        dosed = gate["dosing_started_at"]
+        drafts = rules.evaluate_alerts(protocol, reading, previous_bp=previous, before_dosing=dosed is None or at < dosed)
+        changes = {"appointment_id": gate["id"], "taken_at": at, "check_key": key, **{k: v for k, v in cleaned.items() if v is not None}}
+        row = await conn.fetchrow(
+            _ENTRY_WRITE,
+            gate["id"], gate["clinic_id"], gate["chart_version"], gate["status"],
+            client_id, key, at, actor.user_id, now,
+            *(json.dumps(cleaned[k]) if k == "dissociation_items" and cleaned[k] is not None else cleaned[k] for k in _ENTRY_VALUES),
+            [d.level for d in drafts], [d.code for d in drafts], [d.message for d in drafts],
+            actor.ip, gate["patient_id"], json.dumps(jsonable(changes)),
+            channel(gate["clinic_id"]), json.dumps({"appointment_id": gate["id"], "what": "entry"}),
+        )
+        if not row["gated"]:
+            continue  # the chart changed since the gate read it: evaluate again
+        if row["id"] is None:  # the same submission was stored a moment ago
+            return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
+        entry = _row_entry(row)
+        by_code = {d.code: d for d in drafts}
+        raised = [
+            Alert(id=i, clinic_id=entry.clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=by_code[c].level, code=c, message=by_code[c].message, raised_at=now)
+            for i, c in zip(row["alert_ids"] or (), row["alert_codes"] or ())
+        ]  # few entries raise any
+        return EntryResult(entry, raised, created=True, tz=tz)
+    raise Conflict("This session's chart is changing too fast to record this entry; send it again.", code="busy")
+
+
+@functools.lru_cache(maxsize=64)
+def _protocol_facts(text: str | None) -> tuple[dict[str, Any], frozenset[str]]:
+    """A protocol as the gate reads it (JSON text) -> (the protocol, its check keys); a clinic has a handful,
+    so each is parsed once per process. Callers only read the dict."""
+    protocol = json.loads(text) if text else {}
+    return protocol, frozenset(p.key for p in rules.planned_checks(protocol))
+
+
+def _row_entry(row: Any) -> SimpleNamespace:
+    """The stored row with a ClinicalEntry's attribute names (building the ORM object costs more than the insert)."""
+    return SimpleNamespace(**{c: row[c] for c in _ENTRY_COLUMNS})
+
+
+_ENTRY_COLUMNS = tuple(c.name for c in ClinicalEntry.__table__.c)  # type: ignore[attr-defined]
+
+
+_REPLAY_ENTRY = "SELECT e.*, c.timezone FROM clinical_entries e JOIN clinics c ON c.id = e.clinic_id WHERE e.client_id = $1"
+_REPLAY_ALERTS = "SELECT * FROM session_alerts WHERE entry_id = $1 ORDER BY id"
+
+
+async def _replay(conn: asyncpg.Connection, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult:
+    """The first result of a repeated submission (what _entry_by_client_id answers, on the driver connection)."""
+    row = await conn.fetchrow(_REPLAY_ENTRY, client_id)
+    assert row is not None  # only called once the client_id is known to be stored
+    if row["clinic_id"] != actor.clinic_id or row["appointment_id"] != appointment_id:
+        raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
+    alerts = [SimpleNamespace(**dict(a)) for a in await conn.fetch(_REPLAY_ALERTS, row["id"])]
+    return EntryResult(_row_entry(row), alerts, created=False, tz=row["timezone"])  # type: ignore[arg-type]
 
 
 async def correct_entry(

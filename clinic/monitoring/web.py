@@ -14,6 +14,7 @@ from litestar.response import Redirect, ServerSentEvent, Template
 
 from clinic.audit.service import record
 from clinic.auth.permissions import allows
+from clinic.db import session_driver
 from clinic.http import CurrentActor, DbSession, InvalidInput
 from clinic.monitoring import live, rules, service
 from clinic.monitoring.board import load_board
@@ -345,7 +346,7 @@ async def session_entry(request: Request, db_session: DbSession, actor: CurrentA
     form = await _form(request)
     tz = await _clinic_tz(db_session, actor)
     await service.record_entry(
-        db_session,
+        await session_driver(db_session),
         actor=actor,
         appointment_id=appointment_id,
         client_id=_client_id(form),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -157,3 +157,6 @@ class Appointment(SQLModel, table=True):
     weight_kg: float | None = None
     fasting_confirmed: bool = False
     facts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    # bumped by every write to the session's chart (entries, dosing, alerts, lifecycle); a vitals entry is
+    # written only if it is unchanged since the entry's rules were evaluated (see monitoring.service)
+    chart_version: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from sqlalchemy import MetaData, event
@@ -27,13 +30,19 @@ metadata: MetaData = SQLModel.metadata
 
 @dataclass
 class Database:
+    """The ORM's engine and sessions for the breadth of the app, and a small asyncpg pool (raw) for the two
+    statements on the busiest path: the sign-in lookup every request makes and the vitals entry."""
+
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     # set when every session joins one outer transaction (tests); raw() then uses that connection too
     bound: AsyncConnection | None = None
+    raw_pool_size: int = 10
+    _raw_pool: asyncpg.Pool | None = field(default=None, repr=False)
+    _raw_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 32) -> "Database":
+    def connect(cls, url: str, *, pool_size: int = 10) -> "Database":
         engine = create_async_engine(
             url,
             pool_size=pool_size,
@@ -43,10 +52,10 @@ class Database:
             pool_pre_ping=False,
             pool_timeout=5,
             # fail fast while Postgres is away: a 503 now beats a request hanging for a minute
-            connect_args={"timeout": 3, "command_timeout": 30, "server_settings": {"application_name": "clinic"}},
+            connect_args=CONNECT_ARGS,
         )
         event.listen(engine.sync_engine, "checkout", _refuse_closed)
-        return cls(engine=engine, sessionmaker=make_sessionmaker(engine))
+        return cls(engine=engine, sessionmaker=make_sessionmaker(engine), raw_pool_size=pool_size)
 
     @classmethod
     def bound_to(cls, engine: AsyncEngine, connection: AsyncConnection) -> "Database":
@@ -61,16 +70,29 @@ class Database:
 
     @asynccontextmanager
     async def raw(self) -> AsyncIterator[asyncpg.Connection]:
-        """The driver connection, for the few statements on every request's path (the sign-in lookup) that
-        skip the ORM's per-statement machinery. Outside a transaction each statement commits on its own."""
+        """A driver connection with no ORM around it; outside a transaction each statement commits on its own.
+
+        Checking a connection out of the ORM's pool costs more CPU than the statement the sign-in lookup sends,
+        so these come from a pool of their own (same server, same timeouts, same JSON codecs)."""
         if self.bound is not None:
             await self.bound.exec_driver_sql("SELECT 1")  # the outer transaction's BEGIN is lazy; make sure it was sent
             conn = await driver_connection(self.bound)
             async with conn.transaction():  # a savepoint: a refused statement must not abort the outer transaction
                 yield conn
             return
-        async with self.engine.connect() as conn:
-            yield await driver_connection(conn)
+        pool = self._raw_pool or await self._open_raw_pool()
+        async with pool.acquire(timeout=5) as conn:
+            yield conn
+
+    async def _open_raw_pool(self) -> asyncpg.Pool:
+        async with self._raw_lock:
+            if self._raw_pool is None:
+                dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                # min_size 0: nothing connects until a request needs it (a database that is away answers 503 then)
+                self._raw_pool = await asyncpg.create_pool(
+                    dsn, min_size=0, max_size=self.raw_pool_size, init=_json_codecs, reset=_nothing_to_reset, **CONNECT_ARGS
+                )
+            return self._raw_pool
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -80,7 +102,24 @@ class Database:
                 yield session
 
     async def dispose(self) -> None:
+        if self._raw_pool is not None:
+            pool, self._raw_pool = self._raw_pool, None
+            await pool.close()
         await self.engine.dispose()
+
+
+CONNECT_ARGS: dict[str, Any] = {"timeout": 3, "command_timeout": 30, "server_settings": {"application_name": "clinic"}}
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    """What the ORM's asyncpg dialect sets up: JSON comes back as Python objects and goes in as JSON text."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog", format="text")
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """asyncpg's own reset sends RESET ALL / UNLISTEN * / CLOSE ALL on every release, a round trip per request;
+    these connections never change session state, and an open transaction is rolled back before this runs."""
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -40,6 +40,10 @@ class Database:
     raw_pool_size: int = 10
     _raw_pool: asyncpg.Pool | None = field(default=None, repr=False)
     _raw_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _raw_turns: asyncio.Semaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._raw_turns = asyncio.Semaphore(self.raw_pool_size)
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10) -> "Database":
@@ -81,8 +85,18 @@ class Database:
                 yield conn
             return
         pool = self._raw_pool or await self._open_raw_pool()
-        async with pool.acquire(timeout=5) as conn:
-            yield conn
+        # waiting turns are first come, first served: asyncpg's own queue lets a newcomer take a connection
+        # a woken waiter was about to get, which under load leaves a few requests waiting far longer than the rest
+        if self._raw_turns.locked():
+            async with asyncio.timeout(5):
+                await self._raw_turns.acquire()
+        else:
+            await self._raw_turns.acquire()  # free: returns at once
+        try:
+            async with pool.acquire(timeout=5) as conn:
+                yield conn
+        finally:
+            self._raw_turns.release()
 
     async def _open_raw_pool(self) -> asyncpg.Pool:
         async with self._raw_lock:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = (
@@ -61,6 +60,20 @@ def redact_access_log(logger_name: str = "uvicorn.access") -> None:
         logger.addFilter(AccessLogRedaction())
 
 
+def _encoded(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers_for(path).items())
+
+
+# the three sets there are, encoded once (this runs on every response)
+_SCHEMA, _STATIC, _PAGES = _encoded("/schema"), _encoded("/static/"), _encoded("/")
+
+
+def _encoded_for(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    if path.startswith("/schema"):
+        return _SCHEMA
+    return _STATIC if path.startswith("/static/") else _PAGES
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -72,13 +85,14 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         # the OpenAPI viewer pages bring their own scripts, so they go without the CSP
-        wanted = headers_for(scope["path"])
+        wanted = _encoded_for(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableScopeHeaders.from_message(message)
-                for k, v in wanted.items():
-                    headers.setdefault(k, v)
+                headers = list(message.get("headers") or ())
+                present = {bytes(name).lower() for name, _ in headers}
+                headers.extend(h for h in wanted if h[0] not in present)  # a handler's own value wins
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

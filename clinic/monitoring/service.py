@@ -537,7 +537,7 @@ async def record_entry(
         _require_state(status=gate["status"], monitored=gate["monitored"], type_name=gate["type_name"], discharged_at=gate["discharged_at"], tz=tz, what="entries")
         try:
             checked_in = gate["checked_in_at"]
-            what = f"check-in ({rules.hm(checked_in, tz)})" if checked_in and at < checked_in else "check-in"  # formatted only when said
+            what = f"check-in ({rules.hm(checked_in, tz)})" if checked_in and at.tzinfo and at < checked_in else "check-in"  # formatted only when said
             rules.check_taken_at(at, now, not_before=checked_in, not_before_what=what)
         except rules.RuleViolation as exc:
             raise _rule_error(exc) from None

@@ -98,13 +98,17 @@ class Database:
         finally:
             self._raw_turns.release()
 
+    @property
+    def dsn(self) -> str:
+        """The server URL as asyncpg takes it (for connections of its own: listeners, the raw pool)."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     async def _open_raw_pool(self) -> asyncpg.Pool:
         async with self._raw_lock:
             if self._raw_pool is None:
-                dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
                 # min_size 0: nothing connects until a request needs it (a database that is away answers 503 then)
                 self._raw_pool = await asyncpg.create_pool(
-                    dsn, min_size=0, max_size=self.raw_pool_size, init=_json_codecs, reset=_nothing_to_reset, **CONNECT_ARGS
+                    self.dsn, min_size=0, max_size=self.raw_pool_size, init=_json_codecs, reset=_nothing_to_reset, **CONNECT_ARGS
                 )
             return self._raw_pool
 

@@ -21,7 +21,8 @@ from clinic.auth.rules import (
     token_hash,
     verify_password,
 )
-from clinic.http import ClinicError, Conflict, InvalidInput, NotFound
+from clinic.auth.cache import forget_sign_ins_after_commit
+from clinic.http import ClinicError, Conflict, InvalidInput, NotFound, after_commit
 from clinic.timeutil import utcnow
 
 
@@ -213,6 +214,7 @@ async def update_details(
             setattr(user, k, v)
         session.add(user)
         record(session, actor=actor, action="staff.update", entity="staff_user", entity_id=user.id, changes=changes)
+        after_commit(session, forget_sign_ins_after_commit)
     return user
 
 
@@ -230,6 +232,7 @@ async def set_active(session: AsyncSession, *, actor: Actor, user_id: int, activ
         await session.exec(update(WebSession).where(WebSession.user_id == user.id, col(WebSession.ended_at).is_(None)).values(ended_at=now))  # type: ignore[call-overload]
         await session.exec(update(ApiToken).where(ApiToken.user_id == user.id, col(ApiToken.revoked_at).is_(None)).values(revoked_at=now))  # type: ignore[call-overload]
     record(session, actor=actor, action="staff.activate" if active else "staff.deactivate", entity="staff_user", entity_id=user.id)
+    after_commit(session, forget_sign_ins_after_commit)  # other processes hear it from the database
     return user
 
 
@@ -244,6 +247,7 @@ async def update_roles(session: AsyncSession, *, actor: Actor, user_id: int, rol
         user.roles = cleaned
         session.add(user)
         record(session, actor=actor, action="staff.roles", entity="staff_user", entity_id=user.id, changes={"roles": [before, cleaned]})
+        after_commit(session, forget_sign_ins_after_commit)
     return user
 
 
@@ -324,4 +328,5 @@ async def revoke_token(session: AsyncSession, *, actor: Actor, token_id: int) ->
         token.revoked_at = utcnow()
         session.add(token)
         record(session, actor=actor, action="token.revoke", entity="api_token", entity_id=token.id, changes={"user_id": token.user_id})
+        after_commit(session, forget_sign_ins_after_commit)
     return token

@@ -145,7 +145,7 @@ class BoardListener:
 
 
 def listener_dsn(db: Any) -> str:
-    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return db.dsn
 
 
 def board_listener(app: Any) -> BoardListener:

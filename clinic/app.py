@@ -27,7 +27,7 @@ from clinic.billing import api as billing_api
 from clinic.billing import web as billing_web
 from clinic.config import Settings
 from clinic.db import Database
-from clinic.http import EXCEPTION_HANDLERS, permission_guard, provide_actor, provide_db_session
+from clinic.http import EXCEPTION_HANDLERS, PermissionMiddleware, provide_actor, provide_db_session
 from clinic.monitoring import api as monitoring_api
 from clinic.monitoring import web as monitoring_web
 from clinic.notices import api as notices_api
@@ -101,11 +101,11 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             "db_session": Provide(provide_db_session),
             "actor": Provide(provide_actor, sync_to_thread=False),
         },
-        guards=[permission_guard],
         middleware=[
             SecurityHeadersMiddleware,
             AuthenticationMiddleware,
             DefineMiddleware(BearerAwareCSRFMiddleware, config=csrf_config(settings.secret_key, settings.base_url.startswith("https"))),
+            PermissionMiddleware,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=template_config(),

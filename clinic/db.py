@@ -93,7 +93,8 @@ class Database:
         else:
             await self._raw_turns.acquire()  # free: returns at once
         try:
-            async with pool.acquire(timeout=5) as conn:
+            # no timeout of its own: a turn guarantees a free connection (or one being made, with connect's timeout)
+            async with pool.acquire() as conn:
                 yield conn
         finally:
             self._raw_turns.release()

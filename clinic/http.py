@@ -1,4 +1,4 @@
-"""What every route shares: the transactional session, the acting user, the permission guard, and error answers."""
+"""What every route shares: the transactional session, the acting user, the permission check, and error answers."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 from litestar import Request, Response
-from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
     PermissionDeniedException,
     ValidationException,
 )
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Dependency
 from litestar.response import Redirect, Template
+from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -120,7 +119,7 @@ DbSession = Annotated[AsyncSession, Dependency(skip_validation=True)]
 CurrentActor = Annotated[Actor, Dependency(skip_validation=True)]
 
 
-# ---- the guard ----------------------------------------------------------------------------
+# ---- the permission check ----------------------------------------------------------------------------
 
 
 ROLE_DENIED = "Your role does not allow this."
@@ -128,26 +127,37 @@ INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
 
 
 class RoleDenied(PermissionDeniedException):
-    """The guard's refusal (as opposed to a domain rule's 403); answers carry code "role"."""
+    """The permission check's refusal (as opposed to a domain rule's 403); answers carry code "role"."""
 
 
-async def permission_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Every route declares opt={"permission": ...} or opt={"public": True}; anything else is refused.
-
-    Async although it awaits nothing: Litestar runs a plain function guard in a worker thread, a thread hop
-    on every request."""
-    if handler.opt.get("public") or connection.scope["path"].startswith("/schema"):
+def check_permission(scope: Scope) -> None:
+    """Every route declares opt={"permission": ...} or opt={"public": True}; anything else is refused."""
+    handler = scope["route_handler"]
+    if handler.opt.get("public") or scope["path"].startswith("/schema"):
         return
-    user = connection.scope.get("user")
+    user = scope.get("user")
     if user is None:
         raise NotAuthorizedException("Sign in first.")
     permission = handler.opt.get("permission")
     if not permission or not allows(permission, user.roles):
         raise RoleDenied(ROLE_DENIED)
-    for value in connection.path_params.values():
+    for value in (scope.get("path_params") or {}).values():
         # ids are int4 in the database: a larger one names no record (and must not reach asyncpg as an overflow)
         if isinstance(value, int) and not INT4_MIN <= value <= INT4_MAX:
             raise NotFound("No such record.", code="not_found")
+
+
+class PermissionMiddleware:
+    """The permission check of every route, after sign-in and CSRF. A middleware rather than a Litestar guard:
+    Litestar hands each guard a fresh copy of the route handler, on every request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            check_permission(scope)
+        await self.app(scope, receive, send)
 
 
 # ---- error answers --------------------------------------------------------------------------

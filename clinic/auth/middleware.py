@@ -77,7 +77,7 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 class AuthenticationMiddleware:
-    """Sets scope["user"] to a CurrentUser or None; guards decide what that user may do."""
+    """Sets scope["user"] to a CurrentUser or None; the permission check decides what that user may do."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

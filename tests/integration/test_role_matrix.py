@@ -292,9 +292,9 @@ def _check(ep: Endpoint, role: str, auth: str, status: int, headers: dict[str, s
     expected_allow = allows(ep.opt.get("permission", ""), [role])
     denied = _role_denied(status, headers, body)
     if expected_allow and denied:
-        return f"{where} (matrix allows {ep.opt['permission']!r}, guard refused)"
+        return f"{where} (matrix allows {ep.opt['permission']!r}, the permission check refused)"
     if not expected_allow and not denied:
-        return f"{where} (matrix denies {ep.opt.get('permission')!r}, expected 403 from the guard)"
+        return f"{where} (matrix denies {ep.opt.get('permission')!r}, expected 403 from the permission check)"
     if auth == "bearer" and _csrf_refused(status, headers, body):
         return f"{where} (bearer request refused for CSRF)"
     return None

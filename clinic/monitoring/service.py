@@ -486,7 +486,7 @@ _ENTRY_WRITE = """
                                       systolic, diastolic, heart_rate, spo2, resp_rate, moaas, dissociation_form, dissociation_items, dissociation_total, note)
         SELECT $2, chart.id, $5, $6, $7, $8, $9, false, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19 FROM chart
         ON CONFLICT (client_id) DO NOTHING
-        RETURNING *
+        RETURNING id, appointment_id
     ), raised AS (
         INSERT INTO session_alerts (clinic_id, appointment_id, entry_id, level, code, message, raised_at)
         SELECT $2, i.appointment_id, i.id, d.level, d.code, d.message, $9
@@ -501,7 +501,7 @@ _ENTRY_WRITE = """
                $25::jsonb || jsonb_build_object('alerts', coalesce((SELECT jsonb_agg(code ORDER BY id) FROM raised), '[]'::jsonb))
         FROM inserted i
     )
-    SELECT (SELECT count(*) FROM chart) AS gated, i.*,
+    SELECT (SELECT count(*) FROM chart) AS gated, i.id,
            (SELECT array_agg(id ORDER BY id) FROM raised) AS alert_ids, (SELECT array_agg(code ORDER BY id) FROM raised) AS alert_codes,
            CASE WHEN i.id IS NOT NULL THEN pg_notify($26, $27) END AS notified
     FROM (SELECT 1) one LEFT JOIN inserted i ON true
@@ -562,7 +562,11 @@ async def record_entry(
             continue  # the chart changed since the gate read it: evaluate again
         if row["id"] is None:  # the same submission was stored a moment ago
             return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
-        entry = _row_entry(row)
+        # the stored row is what was sent: only its id is new
+        entry = SimpleNamespace(
+            id=row["id"], clinic_id=gate["clinic_id"], appointment_id=gate["id"], client_id=client_id, check_key=key, taken_at=at,
+            recorded_by=actor.user_id, recorded_at=now, supersedes_id=None, correction_reason=None, entered_in_error=False, **cleaned,
+        )
         by_code = {d.code: d for d in drafts}
         raised = [
             Alert(id=i, clinic_id=entry.clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=by_code[c].level, code=c, message=by_code[c].message, raised_at=now)

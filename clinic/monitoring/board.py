@@ -1,52 +1,119 @@
 """The live board's content: every chair, who is in it, phase, time since dosing, next check, overdue checks and open alerts.
 
-Five queries whatever the number of sessions; the rules then run in memory per session.
+Two round trips whatever the number of sessions, sent on the session's driver connection: the clinic with its chairs
+and session types, then the day's appointments, each live one with its current entries, doses and open alerts. Rows
+become small read-only views and the rules' own Reading and DoseEvent (no ORM objects: a redraw touches every entry);
+the rules then run in memory per session.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, text
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from clinic.db import session_driver
 from clinic.monitoring import rules
-from clinic.monitoring.models import Alert
-from clinic.monitoring.service import MONITORED_STATES, SessionData, SessionState, evaluate
-from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
+from clinic.monitoring.service import MONITORED_STATES, SessionData, SessionState, evaluate_current, open_alert_of
 from clinic.timeutil import both_zones, utcnow
 
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP"}
 
 
-_CURRENT_ENTRIES = text(
-    """
-    SELECT e.id, e.appointment_id, e.check_key, e.taken_at, e.systolic, e.diastolic, e.heart_rate, e.spo2, e.resp_rate,
-           e.moaas, e.dissociation_form, e.dissociation_total, e.supersedes_id, e.entered_in_error
-    FROM clinical_entries e
-    WHERE e.appointment_id = ANY(:ids) AND NOT e.entered_in_error
-      AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
-    """
-)
-_CURRENT_DOSES = text(
-    """
-    SELECT d.id, d.appointment_id, d.kind, d.taken_at, d.device_number, d.dose_mg, d.lot_number, d.supersedes_id, d.entered_in_error
-    FROM dosing_entries d
-    WHERE d.appointment_id = ANY(:ids) AND NOT d.entered_in_error
-      AND NOT EXISTS (SELECT 1 FROM dosing_entries n WHERE n.supersedes_id = d.id)
-    """
-)
-_OPEN_ALERTS = text(
-    """
-    SELECT a.id, a.appointment_id, a.level, a.code, a.message, a.raised_at, a.acknowledged_at
-    FROM session_alerts a WHERE a.appointment_id = ANY(:ids) AND a.acknowledged_at IS NULL ORDER BY a.raised_at, a.id
-    """
-)
+# ---- what the board reads: views of the columns it shows, filled in column order ----------------------------------
+
+
+@dataclass(slots=True)
+class BoardClinic:
+    id: int
+    timezone: str
+
+
+@dataclass(slots=True)
+class BoardChair:
+    id: int
+    name: str
+
+
+@dataclass(slots=True)
+class BoardSessionType:
+    id: int
+    kind: str
+    name: str
+    requires_rems: bool
+    protocol: dict[str, Any]
+
+
+@dataclass(slots=True)
+class BoardAppointment:
+    id: int
+    session_type_id: int
+    chair_id: int
+    status: str
+    starts_at: datetime
+    ends_at: datetime
+    checked_in_at: datetime | None
+    dosing_started_at: datetime | None
+    discharged_at: datetime | None
+    escort_confirmed: bool
+    planned_dose_mg: int | None
+    facts: dict[str, Any]
+
+
+@dataclass(slots=True)
+class BoardAlert:
+    id: int
+    level: str
+    code: str
+    message: str
+    raised_at: datetime
+    acknowledged_at: datetime | None  # always None: only open alerts are read
+
+
+def _columns(alias: str, view: type) -> str:
+    """The view's fields as a column list, so the SQL always selects them in the order the view is filled."""
+    return ", ".join(f"{alias}.{f.name}" for f in fields(view))
+
+
+# the clinic, its chairs in board order, and its session types; the types as one JSON value rather than records
+# (a record holding jsonb decodes with a binary JSON codec only, and the raw pool's is a text one)
+_HEAD = f"""
+SELECT c.id, c.timezone,
+       ARRAY(SELECT ROW({_columns("ch", BoardChair)}) FROM chairs ch
+             WHERE ch.clinic_id = c.id AND ch.active AND ch.kind = 'chair' ORDER BY ch.sort_order, ch.name) AS chairs,
+       (SELECT jsonb_agg(jsonb_build_array({_columns("st", BoardSessionType)})) FROM session_types st WHERE st.clinic_id = c.id) AS types
+FROM clinics c WHERE c.id = $1
+"""
+# the day in every chair; a live session (arrived or in progress, whatever day it began) with only what is current:
+# no entry or dose that was corrected or entered in error, no acknowledged alert, in the session page's order
+_DAY = f"""
+SELECT {_columns("a", BoardAppointment)}, p.first_name, p.last_name, live.entries, live.doses, live.alerts
+FROM appointments a
+JOIN patients p ON p.id = a.patient_id
+JOIN chairs ch ON ch.id = a.chair_id
+LEFT JOIN LATERAL (
+    SELECT ARRAY(SELECT ROW({_columns("e", rules.Reading)}) FROM clinical_entries e
+                 WHERE e.appointment_id = a.id AND NOT e.entered_in_error
+                   AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+                 ORDER BY e.taken_at, e.id) AS entries,
+           ARRAY(SELECT ROW({_columns("d", rules.DoseEvent)}) FROM dosing_entries d
+                 WHERE d.appointment_id = a.id AND NOT d.entered_in_error
+                   AND NOT EXISTS (SELECT 1 FROM dosing_entries n WHERE n.supersedes_id = d.id)
+                 ORDER BY d.taken_at, d.id) AS doses,
+           ARRAY(SELECT ROW({_columns("s", BoardAlert)}) FROM session_alerts s
+                 WHERE s.appointment_id = a.id AND s.acknowledged_at IS NULL
+                 ORDER BY s.raised_at, s.id) AS alerts
+    WHERE a.status = ANY($4::text[])
+) live ON true
+WHERE a.clinic_id = $1 AND ch.kind = 'chair' AND a.status NOT IN ('cancelled', 'noshow')
+  AND ((a.starts_at >= $2 AND a.starts_at < $3) OR a.status = ANY($4::text[]))
+ORDER BY a.starts_at, a.id
+"""
+_APPOINTMENT_FIELDS = len(fields(BoardAppointment))
 
 
 def board_name(first: str, last: str) -> str:
@@ -57,11 +124,18 @@ def board_name(first: str, last: str) -> str:
 
 @dataclass
 class BoardCard:
-    appointment: Appointment
-    session_type: SessionType
+    appointment: BoardAppointment
+    session_type: BoardSessionType
     name: str
     phase: str
     state: SessionState | None = None
+    open_alerts: list[BoardAlert] = field(init=False)
+    worst_alert: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.open_alerts = self.state.data.open_alerts() if self.state else []
+        levels = {a.level for a in self.open_alerts}
+        self.worst_alert = next((lvl for lvl in ("urgent", "alert", "caution") if lvl in levels), None)
 
     @property
     def phase_label(self) -> str:
@@ -71,27 +145,27 @@ class BoardCard:
     def kind_label(self) -> str:
         return KIND_LABELS.get(self.session_type.kind, self.session_type.name)
 
-    @property
-    def open_alerts(self) -> list[Alert]:
-        return self.state.data.open_alerts() if self.state else []
-
-    @property
-    def worst_alert(self) -> str | None:
-        levels = {a.level for a in self.open_alerts}
-        return next((lvl for lvl in ("urgent", "alert", "caution") if lvl in levels), None)
-
 
 @dataclass
 class ChairRow:
-    chair: Chair
+    chair: BoardChair
     active: list[BoardCard] = field(default_factory=list)
     later: list[BoardCard] = field(default_factory=list)
     done: list[BoardCard] = field(default_factory=list)
 
+    @property
+    def tone(self) -> str:
+        """The chair card's colour: its worst open alert, else overdue checks, else none."""
+        worst = {c.worst_alert for c in self.active}
+        for level, tone in (("urgent", "urgent"), ("alert", "alerting"), ("caution", "caution")):
+            if level in worst:
+                return tone
+        return "overdue" if any(c.state.overdue for c in self.active if c.state) else ""
+
 
 @dataclass
 class Board:
-    clinic: Clinic
+    clinic: BoardClinic
     now: datetime
     chairs: list[ChairRow]
 
@@ -99,15 +173,15 @@ class Board:
     def tz(self) -> str:
         return self.clinic.timezone
 
-    @property
+    @cached_property
     def active(self) -> list[BoardCard]:
         return [c for row in self.chairs for c in row.active]
 
-    @property
+    @cached_property
     def alert_count(self) -> int:
         return sum(len(c.open_alerts) for c in self.active)
 
-    @property
+    @cached_property
     def overdue_count(self) -> int:
         return sum(len(c.state.overdue) for c in self.active if c.state)
 
@@ -119,58 +193,41 @@ def day_bounds(now: datetime, tz: str) -> tuple[datetime, datetime]:
     return start, datetime.combine(day + timedelta(days=1), time(0), zone)
 
 
+def _dose_order(d: rules.DoseEvent) -> tuple[datetime, int]:
+    return d.taken_at, d.device_number or 0  # as SessionData.dose_events orders them
+
+
 async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | None = None) -> Board:
     now = now or utcnow()
-    clinic = await session.get(Clinic, clinic_id)
-    if clinic is None:
+    conn = await session_driver(session)
+    head = await conn.fetchrow(_HEAD, clinic_id)
+    if head is None:
         raise LookupError(clinic_id)
-    chairs = list(
-        (await session.exec(select(Chair).where(Chair.clinic_id == clinic_id, col(Chair.active).is_(True), Chair.kind == "chair").order_by(col(Chair.sort_order), col(Chair.name)))).all()
-    )
-    start, end = day_bounds(now, clinic.timezone)
+    clinic = BoardClinic(head["id"], head["timezone"])
     # the few session types once, rather than their protocol JSON decoded again on every appointment row
-    types = {st.id: st for st in (await session.exec(select(SessionType).where(SessionType.clinic_id == clinic_id))).all()}
-    rows = (
-        await session.exec(
-            select(Appointment, Patient.first_name, Patient.last_name)
-            .join(Patient, col(Patient.id) == Appointment.patient_id)
-            .join(Chair, col(Chair.id) == Appointment.chair_id)
-            .where(
-                Appointment.clinic_id == clinic_id,
-                Chair.kind == "chair",
-                col(Appointment.status).not_in(("cancelled", "noshow")),
-                or_(
-                    (col(Appointment.starts_at) >= start) & (col(Appointment.starts_at) < end),
-                    col(Appointment.status).in_(MONITORED_STATES),
-                ),
-            )
-            .order_by(col(Appointment.starts_at))
-        )
-    ).all()
-    active_ids = [a.id for a, _, _ in rows if a.status in MONITORED_STATES]
-    entries: dict[int, list[Any]] = {i: [] for i in active_ids}  # type: ignore[misc]
-    doses: dict[int, list[Any]] = {i: [] for i in active_ids}  # type: ignore[misc]
-    alerts: dict[int, list[Any]] = {i: [] for i in active_ids}  # type: ignore[misc]
-    if active_ids:
-        # plain rows, not ORM objects: the rules read attributes, and a board redraw touches every entry
-        params = {"ids": active_ids}
-        for e in (await session.execute(_CURRENT_ENTRIES, params)).all():
-            entries[e.appointment_id].append(e)
-        for d in (await session.execute(_CURRENT_DOSES, params)).all():
-            doses[d.appointment_id].append(d)
-        for a in (await session.execute(_OPEN_ALERTS, params)).all():
-            alerts[a.appointment_id].append(a)
-    by_chair = {c.id: ChairRow(c) for c in chairs}
-    for appt, first_name, last_name in rows:
+    types = {t[0]: BoardSessionType(*t) for t in head["types"] or ()}
+    by_chair = {c[0]: ChairRow(BoardChair(*c)) for c in head["chairs"]}
+    start, end = day_bounds(now, clinic.timezone)
+    reading, dose_event = rules.Reading, rules.DoseEvent
+    for r in await conn.fetch(_DAY, clinic_id, start, end, MONITORED_STATES):
+        appt = BoardAppointment(*r[:_APPOINTMENT_FIELDS])
         row = by_chair.get(appt.chair_id)
         st = types.get(appt.session_type_id)
         if row is None or st is None:
             continue
-        name = board_name(first_name, last_name)
+        name = board_name(r["first_name"], r["last_name"])
         if appt.status in MONITORED_STATES:
-            # the board never needs the patient record itself, only the name shown
-            data = SessionData(appt, st, None, clinic, row.chair, entries[appt.id], doses[appt.id], alerts[appt.id])  # type: ignore[arg-type,index]
-            state = evaluate(data, now)
+            alerts = [BoardAlert(*a) for a in r["alerts"]]
+            # the board never needs the patient record itself, only the name shown; entries and doses go to the rules
+            # directly, already current, so the session data carries none of their rows
+            data = SessionData(appt, st, None, clinic, row.chair, alerts=alerts)  # type: ignore[arg-type]
+            state = evaluate_current(
+                data,
+                now,
+                readings=[reading(*e) for e in r["entries"]],
+                doses=sorted((dose_event(*d) for d in r["doses"]), key=_dose_order),
+                open_alerts=[open_alert_of(a) for a in alerts],  # type: ignore[arg-type]
+            )
             row.active.append(BoardCard(appt, st, name, state.phase, state))
         elif appt.status == "booked":
             row.later.append(BoardCard(appt, st, name, "booked"))

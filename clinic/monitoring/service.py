@@ -1056,11 +1056,16 @@ class SessionState:
 
 
 def evaluate(data: SessionData, now: datetime) -> SessionState:
+    return evaluate_current(data, now, readings=data.readings(), doses=data.dose_events(), open_alerts=[open_alert_of(a) for a in data.open_alerts()])
+
+
+def evaluate_current(
+    data: SessionData, now: datetime, *, readings: list[rules.Reading], doses: list[rules.DoseEvent], open_alerts: list[rules.OpenAlert]
+) -> SessionState:
+    """evaluate() for a caller that already holds the session's current readings, doses (in dose_events() order) and
+    open alerts in the rules' form (the board reads them so); `data` then only gives the appointment and protocol."""
     appt = data.appointment
     as_of = appt.discharged_at or now
-    readings = data.readings()
-    doses = data.dose_events()
-    open_alerts = [open_alert_of(a) for a in data.open_alerts()]
     schedule = rules.check_schedule(data.protocol, now=as_of, dosing_started_at=appt.dosing_started_at, readings=readings) if appt.status != "booked" else []
     blockers: list[rules.Blocker] = []
     pre_dose: list[rules.Blocker] = []

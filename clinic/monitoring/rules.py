@@ -208,6 +208,10 @@ def device_spacing_problem(times: Sequence[datetime], spacing_minutes: int, tz: 
 # ---- what was recorded, as the rules see it -------------------------------------------------
 
 
+# the field whose value means a reading recorded the measure
+_MEASURE_FIELD = {"bp": "systolic", "hr": "heart_rate", "spo2": "spo2", "rr": "resp_rate", "moaas": "moaas", "dissociation": "dissociation_total"}
+
+
 @dataclass(frozen=True)
 class Reading:
     """One current (not superseded) clinical entry."""
@@ -225,14 +229,7 @@ class Reading:
     dissociation_total: int | None = None
 
     def has(self, measure: str) -> bool:
-        return {
-            "bp": self.systolic is not None,
-            "hr": self.heart_rate is not None,
-            "spo2": self.spo2 is not None,
-            "rr": self.resp_rate is not None,
-            "moaas": self.moaas is not None,
-            "dissociation": self.dissociation_total is not None,
-        }[measure]
+        return getattr(self, _MEASURE_FIELD[measure]) is not None
 
     @property
     def bp(self) -> str:
@@ -407,13 +404,8 @@ def check_schedule(
         opens = due - timedelta(minutes=p.window_minutes)
         closes = due + timedelta(minutes=p.window_minutes)
         open_ended = p.phase == "discharge"  # "before discharge": any reading once the window opens
-
-        def counts(r: Reading) -> bool:
-            if r.taken_at < opens:
-                return False
-            return open_ended or r.taken_at < closes or r.check_key == p.key
-
-        missing, done_at = _coverage(p.records, [r for r in readings if counts(r)])
+        counted = [r for r in readings if r.taken_at >= opens and (open_ended or r.taken_at < closes or r.check_key == p.key)]
+        missing, done_at = _coverage(p.records, counted)
         if not missing:
             status = "done"
         elif now < opens:
@@ -608,8 +600,8 @@ def rems_bp_at_40(protocol: Mapping[str, Any], dosing_started_at: datetime, read
     """The BP reading closest to 40 minutes after dosing within that check's window."""
     check = next((p for p in planned_checks(protocol) if p.key == "t40"), None)
     at, window = (check.at_minutes, check.window_minutes) if check else (40, 10)
-    target = dosing_started_at + timedelta(minutes=at)
-    candidates = [r for r in readings if r.has("bp") and abs(r.taken_at - target) <= timedelta(minutes=window)]
+    target, within = dosing_started_at + timedelta(minutes=at), timedelta(minutes=window)
+    candidates = [r for r in readings if r.has("bp") and abs(r.taken_at - target) <= within]
     return min(candidates, key=lambda r: abs(r.taken_at - target), default=None)
 
 

@@ -247,9 +247,18 @@ async def _record(request: Request, actor: CurrentActor, appointment_id: int, bo
     # the busiest write there is: on the driver connection, with no ORM session for the request (see record_entry)
     async with request.app.state.db.raw() as conn:
         result = await service.record_entry(
-            conn, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at, check_key=body.check_key
+            conn, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at,
+            check_key=body.check_key, memo=chart_memo(request.app),
         )
     return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
+
+
+def chart_memo(app: Any) -> service.ChartMemo:
+    """The process's memo of sessions it charted lately (one per app, so one per database)."""
+    memo = app.state.get("chart_memo")
+    if memo is None:
+        memo = app.state["chart_memo"] = service.ChartMemo()
+    return memo
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:

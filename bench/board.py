@@ -2,7 +2,7 @@
 
 Run: python -m bench.board [--sessions 40] [--requests 200]   (BENCH_DATABASE_URL / DATABASE_URL name a Postgres server, else an embedded one)
 Target: p95 under 40 ms for the board page. Requests are sequential (one wall screen), so each time is one render:
-five queries, the rules for every session, and the template; the SSE fragment and the JSON twin are timed too.
+two queries, the rules for every session, and the template; the SSE fragment and the JSON twin are timed too.
 """
 
 from __future__ import annotations

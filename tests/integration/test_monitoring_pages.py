@@ -193,6 +193,47 @@ async def test_overdue_state_advances_with_time_without_any_entry(factory, db):
     assert later_board.overdue_count == 1 and later_board.active[0].state.overdue[0].key == "t40"
 
 
+async def test_the_board_judges_a_session_as_the_session_page_does(client, factory, db):
+    """The board reads only what is current, in its own two statements: corrected and erroneous entries and doses and
+    acknowledged alerts must count exactly as on the session page, for every phase and at any time."""
+    from clinic.audit.service import Actor
+    from clinic.monitoring.service import session_state
+
+    s = await make_session(client, factory, starts_ago=100)
+    await dosed_esketamine(s, 70)
+    high = await vitals(s, 30, check_key="t40", systolic=188, diastolic=96, spo2=97, moaas=5, dissociation=CADSS6_ZERO)
+    r = await s.nurse.post(f"{s.path}/entries/{high['id']}/corrections", {"client_id": str(uuid.uuid4()), "reason": "Cuff too small", "systolic": 132, "diastolic": 84})
+    assert r.status_code == 201, r.text
+    wrong = await vitals(s, 10, spo2=99, heart_rate=70)
+    r = await s.nurse.post(f"{s.path}/entries/{wrong['id']}/corrections", {"client_id": str(uuid.uuid4()), "reason": "Other chair", "entered_in_error": True})
+    assert r.status_code == 201, r.text
+    doses = (await s.nurse.get(f"{s.path}/dosing")).json()
+    r = await s.nurse.post(f"{s.path}/dosing/{doses[-1]['id']}/corrections", {"client_id": str(uuid.uuid4()), "reason": "Lot misread", "lot_number": "LOT-B2"})
+    assert r.status_code == 201, r.text
+    r = await s.nurse.post(f"{s.path}/dosing/{r.json()['id']}/corrections", {"client_id": str(uuid.uuid4()), "reason": "Not given after all", "entered_in_error": True})
+    assert r.status_code == 201, r.text  # one device of the two planned: the session is back to dosing
+    alert = high["alerts"][0]
+    assert (await s.prescriber.post(f"{s.path}/alerts/{alert['id']}/acknowledge", {"note": "Cuff too small; repeat was 132/84."})).status_code == 200
+    await vitals(s, 5, systolic=186, diastolic=90)  # a new high BP: an open alert and a repeat-BP check
+    other = await make_session(client, factory, clinic=s.clinic, chair=1, starts_ago=20)
+    await check_in(other, 12)
+    await vitals(other, 4, systolic=150, diastolic=92, spo2=98, heart_rate=80)  # the pre-dose caution stays open
+    actor = Actor(user_id=s.nurse_user.id, clinic_id=s.clinic.id, roles=("nurse",))
+    for minutes_on in (0, 12, 45, 90):
+        now = utcnow() + timedelta(minutes=minutes_on)
+        async with db.sessionmaker() as x:
+            board = await load_board(x, clinic_id=s.clinic.id, now=now)
+            cards = {c.appointment.id: c for c in board.active}
+            assert set(cards) == {s.appt.id, other.appt.id}
+            for appt_id, card in cards.items():
+                page = await session_state(x, actor=actor, appointment_id=appt_id, audit=False, now=now)
+                assert card.phase == page.phase and card.state.minutes_since_dosing == page.minutes_since_dosing
+                assert card.state.schedule == page.schedule and card.state.next_check == page.next_check
+                assert card.state.blockers == page.blockers and card.state.pre_dose == page.pre_dose
+                assert [a.id for a in card.open_alerts] == [a.id for a in page.data.open_alerts()]
+    assert alert["id"] not in [a.id for a in cards[s.appt.id].open_alerts] and cards[s.appt.id].worst_alert == "alert"
+
+
 async def test_rems_form_is_filled_from_the_chart_and_marks_what_is_missing(client, browser, factory):
     s = await make_session(client, factory, starts_ago=170)
     await monitored_to_discharge(s, 130)

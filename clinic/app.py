@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,6 +56,10 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             app.state.db = Database.connect(settings.database_url)
         if queue is None:
             app.state.queue = Queue(settings.redis_url)
+        # everything loaded so far (modules, routes, templates, metadata) lives as long as the process: moved out of
+        # the collector's way, a full collection no longer walks it and stalls every request for ~100 ms under load
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -1,7 +1,7 @@
 """Vitals POST throughput and p50/p95/p99 at 32 concurrent tablets against a real uvicorn server of the app,
 beside a bare Litestar + asyncpg single-INSERT endpoint measured in the same run on the same database.
 
-Run: python -m bench.vitals [--clients 32] [--seconds 8]   (BENCH_DATABASE_URL / DATABASE_URL name a Postgres server, else an embedded one)
+Run: python -m bench.vitals [--clients 32] [--seconds 8] [--rounds 4]   (BENCH_DATABASE_URL / DATABASE_URL name a Postgres server, else an embedded one)
 Target: the app's throughput at least half the bare endpoint's, and p99 under 50 ms.
 Each tablet posts to its own checked-in session over one keep-alive loopback connection, as a ward of tablets would.
 """
@@ -295,6 +295,10 @@ async def load(port: int, make_request, *, clients: int, seconds: float, warmup:
     elapsed = min(time.perf_counter(), stop_at) - measure_from
     for c in conns:
         c.close()
+    return summary(latencies, elapsed, statuses)
+
+
+def summary(latencies: list[float], elapsed: float, statuses: dict[int, int]) -> dict[str, Any]:
     return {
         "requests": len(latencies),
         "rps": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
@@ -302,7 +306,20 @@ async def load(port: int, make_request, *, clients: int, seconds: float, warmup:
         "p95_ms": round(percentile(latencies, 95) * 1000, 2),
         "p99_ms": round(percentile(latencies, 99) * 1000, 2),
         "statuses": statuses,
+        "_latencies": latencies,
+        "_elapsed": elapsed,
     }
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure from several rounds: every latency counts, throughput is all requests over all measured time."""
+    statuses: dict[int, int] = {}
+    for r in rounds:
+        for k, n in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + n
+    out = summary([x for r in rounds for x in r["_latencies"]], sum(r["_elapsed"] for r in rounds), statuses)
+    out["rounds_rps"] = [r["rps"] for r in rounds]
+    return out
 
 
 def vitals_body(i: int) -> dict[str, Any]:
@@ -310,13 +327,15 @@ def vitals_body(i: int) -> dict[str, Any]:
 
 
 async def run(ctx: dict | None = None) -> dict:
-    """ctx may give database_url (a server; a fresh database is made on it), clients (32), seconds (8), warmup (2)."""
+    """ctx may give database_url (a server; a fresh database is made on it), clients (32), seconds (8 per side, in
+    `rounds` alternating rounds, 4), warmup (2)."""
     import asyncpg
 
     ctx = dict(ctx or {})
     clients = int(ctx.get("clients", 32))
     seconds = float(ctx.get("seconds", 8))
     warmup = float(ctx.get("warmup", 2))
+    rounds = int(ctx.get("rounds", 4))
     max_requests = int(ctx.get("max_requests", 200_000))
     async with bench_database(ctx, "clinic_bench_vitals") as url:
         seeded = await seed_sessions(url, sessions=clients)
@@ -336,8 +355,12 @@ async def run(ctx: dict | None = None) -> dict:
             def floor_request(i: int) -> bytes:
                 return post("/bench/floor", b"{}", token)
 
-            bare = await load(bare_port, bare_request, clients=clients, seconds=seconds, warmup=warmup, max_requests=max_requests)
-            app = await load(app_port, app_request, clients=clients, seconds=seconds, warmup=warmup, max_requests=max_requests)
+            # alternating rounds: a burst of other work on the machine falls on both sides, not on one
+            bare_rounds, app_rounds = [], []
+            for n in range(rounds):
+                bare_rounds.append(await load(bare_port, bare_request, clients=clients, seconds=seconds / rounds, warmup=warmup if n == 0 else 0.3, max_requests=max_requests))
+                app_rounds.append(await load(app_port, app_request, clients=clients, seconds=seconds / rounds, warmup=warmup if n == 0 else 0.3, max_requests=max_requests))
+            bare, app = pooled(bare_rounds), pooled(app_rounds)
             floor = await load(app_port, floor_request, clients=clients, seconds=seconds / 2, warmup=warmup / 2, max_requests=max_requests)
         finally:
             stop(app_proc)
@@ -362,6 +385,9 @@ async def run(ctx: dict | None = None) -> dict:
         "bare_p95_ms": bare["p95_ms"],
         "bare_p99_ms": bare["p99_ms"],
         "throughput_ratio": round(ratio, 2),
+        "rounds": rounds,
+        "app_rounds_rps": app["rounds_rps"],
+        "bare_rounds_rps": bare["rounds_rps"],
         "stack_floor_rps": floor["rps"],
         "stack_floor_p99_ms": floor["p99_ms"],
         "entries_stored": stored,
@@ -378,6 +404,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating bare/app rounds the seconds are split into")
     ap.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_bare is not None:
@@ -389,7 +416,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run({"clients": args.clients, "seconds": args.seconds, "warmup": args.warmup}))
+    result = asyncio.run(run({"clients": args.clients, "seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds}))
     for k, v in result.items():
         print(f"{k:>18}: {v}")
 

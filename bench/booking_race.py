@@ -95,6 +95,7 @@ async def run(ctx: dict | None = None) -> dict:
     await admin.close()
     database_url = with_database(server_url, name)
     db = None
+    app = None
     queue = Queue(redis_url)  # notices are queued after commit; an absent Redis only leaves them to the sweep
     codes: dict[int, int] = {}
     latencies: list[float] = []
@@ -130,6 +131,9 @@ async def run(ctx: dict | None = None) -> dict:
                         {"ch": setup["chair"], "s": start})).scalar_one())
         seconds = time.perf_counter() - t_all
     finally:
+        if app is not None:
+            for stop_listener in list(app.state.listeners):  # what the lifespan would stop (the sign-in listener)
+                await stop_listener()
         await queue.close()
         if db is not None:
             await db.dispose()

@@ -109,7 +109,9 @@ class Database:
             if self._raw_pool is None:
                 # min_size 0: nothing connects until a request needs it (a database that is away answers 503 then)
                 self._raw_pool = await asyncpg.create_pool(
-                    self.dsn, min_size=0, max_size=self.raw_pool_size, init=_json_codecs, reset=_nothing_to_reset, **CONNECT_ARGS
+                    self.dsn, min_size=0, max_size=self.raw_pool_size, init=_json_codecs, reset=_nothing_to_reset,
+                    # no idle timeout: it arms and cancels a timer on every release and acquire; ten connections may stay
+                    max_inactive_connection_lifetime=0, **CONNECT_ARGS
                 )
             return self._raw_pool
 

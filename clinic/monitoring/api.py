@@ -11,7 +11,7 @@ from litestar.params import Parameter
 from msgspec import UNSET, Struct, UnsetType
 
 from clinic.audit.service import record
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, DbSession, provide_actor
 from clinic.monitoring import fhir, rules, service
 from clinic.monitoring.board import board_json, load_board
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
@@ -243,8 +243,10 @@ def _measurements(body: Entry | Vitals | Assessment) -> service.Measurements:
     )
 
 
-async def _record(request: Request, actor: CurrentActor, appointment_id: int, body: Entry | Vitals | Assessment) -> Response:
-    # the busiest write there is: on the driver connection, with no ORM session for the request (see record_entry)
+async def _record(request: Request, appointment_id: int, body: Entry | Vitals | Assessment) -> Response:
+    # the busiest write there is: on the driver connection, with no ORM session for the request (see record_entry),
+    # and the actor made here rather than by Litestar's dependency resolution, which costs more than making it
+    actor = provide_actor(request)
     async with request.app.state.db.raw() as conn:
         result = await service.record_entry(
             conn, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at,
@@ -363,9 +365,9 @@ async def list_vitals(
 
 
 @post("/appointments/{appointment_id:int}/vitals", opt={"permission": "session.run"}, tags=TAGS, summary="Record vital signs (201; a repeated client_id answers 200 with the first result)")
-async def add_vitals(request: Request, actor: CurrentActor, appointment_id: int, data: Vitals) -> Response:
+async def add_vitals(request: Request, appointment_id: int, data: Vitals) -> Response:
     """Plausibility limits apply (422 naming the field); alerts are evaluated on every entry and returned with it."""
-    return await _record(request, actor, appointment_id, data)
+    return await _record(request, appointment_id, data)
 
 
 @get("/appointments/{appointment_id:int}/assessments", opt={"permission": "session.read"}, tags=TAGS, summary="MOAA/S, dissociation and notes recorded on a session")
@@ -374,13 +376,13 @@ async def list_assessments(db_session: DbSession, actor: CurrentActor, appointme
 
 
 @post("/appointments/{appointment_id:int}/assessments", opt={"permission": "session.run"}, tags=TAGS, summary="Record MOAA/S, a dissociation score (CADSS-6 or CADSS) and/or a note")
-async def add_assessment(request: Request, actor: CurrentActor, appointment_id: int, data: Assessment) -> Response:
-    return await _record(request, actor, appointment_id, data)
+async def add_assessment(request: Request, appointment_id: int, data: Assessment) -> Response:
+    return await _record(request, appointment_id, data)
 
 
 @post("/appointments/{appointment_id:int}/entries", opt={"permission": "session.run"}, tags=TAGS, summary="Record a whole check at once (vitals and assessments)")
-async def add_entry(request: Request, actor: CurrentActor, appointment_id: int, data: Entry) -> Response:
-    return await _record(request, actor, appointment_id, data)
+async def add_entry(request: Request, appointment_id: int, data: Entry) -> Response:
+    return await _record(request, appointment_id, data)
 
 
 @post("/appointments/{appointment_id:int}/entries/{entry_id:int}/corrections", opt={"permission": "session.run"}, tags=TAGS, summary="Correct an entry (a new row supersedes it; nothing is overwritten)")

@@ -144,15 +144,11 @@ class BoardListener:
         self._conn = None
 
 
-def listener_dsn(db: Any) -> str:
-    return db.dsn
-
-
 def board_listener(app: Any) -> BoardListener:
     """The app's listener, created on first use; its stop() runs at shutdown."""
     listener = app.state.get("board_listener")
     if listener is None:
-        listener = BoardListener(listener_dsn(app.state.db))
+        listener = BoardListener(app.state.db.dsn)
         app.state["board_listener"] = listener
         app.state.listeners.append(listener.stop)
     return listener

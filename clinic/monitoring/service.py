@@ -621,9 +621,9 @@ async def record_entry(
         if not row["gated"] or row["id"] is None:
             if memo is not None:
                 memo.forget(actor.clinic_id, appointment_id)
-        if not row["gated"]:
-            continue  # the chart changed since the gate read it: evaluate again
-        if row["id"] is None:  # the same submission was stored a moment ago
+            if not row["gated"]:
+                continue  # the chart changed since the gate read it: evaluate again
+            # the same submission was stored a moment ago
             return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
         if memo is not None and (after := _after_write(gate, row["id"], at, cleaned)) is not None:
             memo.remember(actor.clinic_id, appointment_id, after, read_at)

@@ -65,6 +65,8 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
         finally:
             # shutdown is best effort: a half-closed socket must not hide the rest of the cleanup
             closers = [*app.state.listeners]
+            if (writer := app.state.get("entry_writer")) is not None:
+                closers.append(writer.aclose)  # entries already handed in are written before the pool closes
             if queue is None:
                 closers.append(app.state.queue.close)
             if own_db:

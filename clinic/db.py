@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import MetaData, event
@@ -100,6 +100,11 @@ class Database:
             self._raw_turns.release()
 
     @property
+    def statements(self) -> "PooledStatements":
+        """fetchrow / fetch, each on a raw connection held for that statement only."""
+        return PooledStatements(self)
+
+    @property
     def dsn(self) -> str:
         """The server URL as asyncpg takes it (for connections of its own: listeners, the raw pool)."""
         return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -127,6 +132,30 @@ class Database:
             pool, self._raw_pool = self._raw_pool, None
             await pool.close()
         await self.engine.dispose()
+
+
+class Statements(Protocol):
+    """What a reader of the hot path needs of a connection (an asyncpg.Connection has it)."""
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class PooledStatements:
+    """Statements each on a raw connection of its own, for a caller that must not hold one while it waits on
+    something else (the vitals entry waiting for its write to go with others')."""
+
+    db: Database
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        async with self.db.raw() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        async with self.db.raw() as conn:
+            return await conn.fetch(query, *args)
 
 
 CONNECT_ARGS: dict[str, Any] = {"timeout": 3, "command_timeout": 30, "server_settings": {"application_name": "clinic"}}

@@ -15,6 +15,7 @@ from clinic.http import CurrentActor, DbSession, provide_actor
 from clinic.monitoring import fhir, rules, service
 from clinic.monitoring.board import board_json, load_board
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
+from clinic.monitoring.writer import EntryWriter
 from clinic.timeutil import both_zones
 
 TAGS = ["monitoring"]
@@ -244,14 +245,14 @@ def _measurements(body: Entry | Vitals | Assessment) -> service.Measurements:
 
 
 async def _record(request: Request, appointment_id: int, body: Entry | Vitals | Assessment) -> Response:
-    # the busiest write there is: on the driver connection, with no ORM session for the request (see record_entry),
+    # the busiest write there is: on driver connections, with no ORM session for the request (see record_entry),
     # and the actor made here rather than by Litestar's dependency resolution, which costs more than making it
     actor = provide_actor(request)
-    async with request.app.state.db.raw() as conn:
-        result = await service.record_entry(
-            conn, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body), taken_at=body.taken_at,
-            check_key=body.check_key, memo=chart_memo(request.app),
-        )
+    app = request.app
+    result = await service.record_entry(
+        app.state.db.statements, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body),
+        taken_at=body.taken_at, check_key=body.check_key, memo=chart_memo(app), writer=entry_writer(app),
+    )
     return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
 
 
@@ -261,6 +262,14 @@ def chart_memo(app: Any) -> service.ChartMemo:
     if memo is None:
         memo = app.state["chart_memo"] = service.ChartMemo()
     return memo
+
+
+def entry_writer(app: Any) -> EntryWriter:
+    """The process's entry writer (one per app, so one per database); the lifespan waits for it at shutdown."""
+    writer = app.state.get("entry_writer")
+    if writer is None:
+        writer = app.state["entry_writer"] = EntryWriter(app.state.db.raw)
+    return writer
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:

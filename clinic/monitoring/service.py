@@ -28,10 +28,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor, jsonable, record
 from clinic.auth.models import StaffUser
 from clinic.auth.permissions import allows
-from clinic.db import register_conflicts
+from clinic.db import Statements, register_conflicts
 from clinic.http import Conflict, Forbidden, InvalidInput, NotFound
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
+from clinic.monitoring.writer import EntryWrite, EntryWriter, write_entries
 from clinic.notices import hooks
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
@@ -455,11 +456,12 @@ def _require_state(*, status: str, monitored: bool, type_name: str, discharged_a
 #
 # Every tablet, every check: two statements on the driver connection, no ORM. The gate reads the session's
 # state, the BP reading before this one (two-in-a-row rule) and a replay of this client_id; the rules run in
-# Python; then ONE statement bumps appointments.chart_version (which locks the row), inserts the entry, the
-# alerts it raises and the audit event, and notifies the board. The bump only matches the version the gate
-# read, so if another write reached the chart in between (a second tablet, a discharge) nothing is written
-# and the rules run again on the fresh state: writers of one chart are serialised without holding a lock
-# across round trips, and a lone statement needs no BEGIN/COMMIT of its own.
+# Python; then ONE statement (writer.ENTRY_WRITE) bumps appointments.chart_version (which locks the row), inserts
+# the entry, the alerts it raises and the audit event, and notifies the board. The bump only matches the version
+# the gate read, so if another write reached the chart in between (a second tablet, a discharge) nothing is
+# written and the rules run again on the fresh state: writers of one chart are serialised without holding a lock
+# across round trips, and a lone statement needs no BEGIN/COMMIT of its own. On the API, entries of different
+# sessions arriving together share that statement and its commit (writer.EntryWriter).
 
 _ENTRY_GATE = """
     SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at, a.chart_version,
@@ -477,37 +479,6 @@ _ENTRY_GATE = """
         ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
     ) prev ON true
     WHERE a.id = $1 AND a.clinic_id = $2
-"""
-_ENTRY_VALUES = ("systolic", "diastolic", "heart_rate", "spo2", "resp_rate", "moaas", "dissociation_form", "dissociation_items", "dissociation_total", "note")
-_ENTRY_WRITE = """
-    WITH chart AS (
-        UPDATE appointments SET chart_version = chart_version + 1
-        WHERE id = $1 AND clinic_id = $2 AND chart_version = $3 AND status = $4
-        RETURNING id
-    ), inserted AS (
-        INSERT INTO clinical_entries (clinic_id, appointment_id, client_id, check_key, taken_at, recorded_by, recorded_at, entered_in_error,
-                                      systolic, diastolic, heart_rate, spo2, resp_rate, moaas, dissociation_form, dissociation_items, dissociation_total, note)
-        SELECT $2, chart.id, $5, $6, $7, $8, $9, false, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18, $19 FROM chart
-        ON CONFLICT (client_id) DO NOTHING
-        RETURNING id, appointment_id
-    ), raised AS (
-        INSERT INTO session_alerts (clinic_id, appointment_id, entry_id, level, code, message, raised_at)
-        SELECT $2, i.appointment_id, i.id, d.level, d.code, d.message, $9
-        FROM inserted i, unnest($20::text[], $21::text[], $22::text[]) WITH ORDINALITY AS d(level, code, message, n)
-        WHERE NOT EXISTS (  -- one still open with the same code: the board already shows it
-            SELECT 1 FROM session_alerts o WHERE o.appointment_id = i.appointment_id AND o.code = d.code AND o.acknowledged_at IS NULL)
-        ORDER BY d.n
-        RETURNING id, code
-    ), audited AS (
-        INSERT INTO audit_events (clinic_id, at, user_id, ip, action, entity, entity_id, patient_id, changes)
-        SELECT $2, $9, $8, $23, 'session.entry', 'clinical_entry', i.id::text, $24,
-               $25::jsonb || jsonb_build_object('alerts', coalesce((SELECT jsonb_agg(code ORDER BY id) FROM raised), '[]'::jsonb))
-        FROM inserted i
-    )
-    SELECT (SELECT count(*) FROM chart) AS gated, i.id,
-           (SELECT array_agg(id ORDER BY id) FROM raised) AS alert_ids, (SELECT array_agg(code ORDER BY id) FROM raised) AS alert_codes,
-           CASE WHEN i.id IS NOT NULL THEN pg_notify($26, $27) END AS notified
-    FROM (SELECT 1) one LEFT JOIN inserted i ON true
 """
 # a chart another write keeps changing (say a storm of retries on one session) is answered with a retry hint
 _ENTRY_ATTEMPTS = 5
@@ -563,7 +534,7 @@ def _after_write(gate: dict[str, Any], entry_id: int, at: datetime, cleaned: dic
 
 
 async def record_entry(
-    conn: asyncpg.Connection,
+    conn: Statements,
     *,
     actor: Actor,
     appointment_id: int,
@@ -573,11 +544,14 @@ async def record_entry(
     check_key: str | None = None,
     now: datetime | None = None,
     memo: ChartMemo | None = None,
+    writer: EntryWriter | None = None,
 ) -> EntryResult:
     """Vitals, MOAA/S, dissociation and/or a note taken at one moment; a repeated client_id returns the first result.
 
-    `conn` is a driver connection (Database.raw, or session_driver for a page's session): inside a transaction
-    (a page that already read, the demo seed, a test) it joins it, otherwise its one write commits on its own.
+    `conn` is a driver connection (session_driver for a page's session, Database.raw) or anything with its fetchrow
+    and fetch (Database.statements): inside a transaction (a page that already read, the demo seed, a test) the
+    write joins it, otherwise it commits on its own. With a `writer` the write goes with the entries of other
+    tablets that arrive meanwhile (see EntryWriter; then `conn` must not hold a connection of the writer's pool).
     With a `memo`, a session charted lately from this process skips the gate (see ChartMemo)."""
     now = now or utcnow()
     at = taken_at or now
@@ -609,15 +583,15 @@ async def record_entry(
         dosed = gate["dosing_started_at"]
         drafts = rules.evaluate_alerts(protocol, reading, previous_bp=previous, before_dosing=dosed is None or at < dosed)
         changes = {"appointment_id": gate["id"], "taken_at": at, "check_key": key, **{k: v for k, v in cleaned.items() if v is not None}}
-        row = await conn.fetchrow(
-            _ENTRY_WRITE,
-            gate["id"], gate["clinic_id"], gate["chart_version"], gate["status"],
-            client_id, key, at, actor.user_id, now,
-            *(json.dumps(cleaned[k]) if k == "dissociation_items" and cleaned[k] is not None else cleaned[k] for k in _ENTRY_VALUES),
-            [d.level for d in drafts], [d.code for d in drafts], [d.message for d in drafts],
-            actor.ip, gate["patient_id"], json.dumps(jsonable(changes)),
-            channel(gate["clinic_id"]), json.dumps({"appointment_id": gate["id"], "what": "entry"}),
+        items = cleaned["dissociation_items"]
+        write = EntryWrite(
+            gate["id"], gate["clinic_id"], gate["chart_version"], gate["status"], client_id, key, at, actor.user_id, now,
+            cleaned["systolic"], cleaned["diastolic"], cleaned["heart_rate"], cleaned["spo2"], cleaned["resp_rate"], cleaned["moaas"],
+            cleaned["dissociation_form"], json.dumps(items) if items is not None else None, cleaned["dissociation_total"], cleaned["note"],
+            actor.ip, gate["patient_id"], json.dumps(jsonable(changes)), channel(gate["clinic_id"]),
+            json.dumps({"appointment_id": gate["id"], "what": "entry"}), tuple((d.level, d.code, d.message) for d in drafts),
         )
+        row = await writer.write(write) if writer is not None else (await write_entries(conn, [write]))[0]  # type: ignore[arg-type]
         if not row["gated"] or row["id"] is None:
             if memo is not None:
                 memo.forget(actor.clinic_id, appointment_id)

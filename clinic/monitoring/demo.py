@@ -240,17 +240,18 @@ async def seed(session, ctx) -> None:
         Plan("esketamine", "discharged", -245, chart.esk_discharged, 56),
         Plan("esketamine", "ready", -150, chart.esk_ready, 56),
         Plan("esketamine", "monitoring", -70, chart.esk_monitoring, 56, shifts=(0, -4, 4, -8, 8)),
-        Plan("esketamine", "checked in", -12, chart.esk_checked_in, 56, shifts=(0, 3)),
-        Plan("esketamine", "booked", 50, _nothing, 84, shifts=(0, 30, 60, 90, 120, -20)),
+        Plan("esketamine", "checked in", -12, chart.esk_checked_in, 56, shifts=(0, 3, -5, -10, -15, -20, -25)),
         Plan("ketamine_iv", "discharged", -205, chart.iv_discharged),
         Plan("ketamine_iv", "ready", -106, chart.iv_ready),
         Plan("ketamine_iv", "monitoring", -64, chart.iv_monitoring, shifts=(0, -4, 4, -8, 8)),
-        Plan("ketamine_iv", "checked in", -10, chart.iv_checked_in, shifts=(0, 3)),
+        Plan("ketamine_iv", "checked in", -10, chart.iv_checked_in, shifts=(0, 3, -5, -10, -15, -20, -25)),
+        Plan("esketamine", "booked", 50, _nothing, 84, shifts=(0, 30, 60, 90, 120, -20)),
         Plan("ketamine_iv", "booked", 75, _nothing, shifts=(0, 30, 60, 90, 120, -20)),
     ]
     used: set[int] = set()
     seated = 0
-    for plan in plans:
+    # seated in order of start, each in the first free chair: as few chairs as the overlap of the sessions needs
+    for plan in sorted(plans, key=lambda p: p.starts):
         st = types[plan.kind]
         devices = (plan.dose_mg or 28) // 28 if plan.kind == "esketamine" else 1
         chair = patient = None

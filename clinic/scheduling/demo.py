@@ -80,12 +80,13 @@ async def seed(session, ctx) -> None:
     booked: list[Booked] = []
     appts: list[Appointment] = []
     timings = {k: Timing.of(st) for k, st in types.items()}
-    monitoring_chairs = {c.id for c in chairs[:4]}
-    morning = (rules.wall_to_utc(today, time(8), tz), rules.wall_to_utc(today, time(13), tz))
+    monitoring_chairs = {c.id for c in chairs[:5]}
+    # chairs 1-5 stay free from four and a half hours before the seed runs to four hours after, so the monitoring
+    # demo can seat its sessions in every phase (discharged hours ago ... booked for later) at any time of day
+    live = (now - timedelta(hours=4, minutes=30), now + timedelta(hours=4))
 
     def keeps_today_free(c: rules.Candidate) -> bool:
-        # today's chairs 1-4 stay free 08:00-13:00 so the monitoring demo can seat its live sessions there
-        return not (c.chair_id in monitoring_chairs and rules.overlaps(c.start, c.end, *morning))
+        return not (c.chair_id in monitoring_chairs and rules.overlaps(c.start, c.end, *live))
 
     def place(patient: Patient, kind: str, day: date, *, want: time | None = None, dose: int | None = None,
               course: Course | None = None, history_ok: bool = False) -> Appointment | None:
@@ -167,7 +168,7 @@ async def seed(session, ctx) -> None:
     ctx.shared["courses"] = courses
     ctx.shared["today"] = today
     # chair ids kept free today 08:00-13:00 for live monitoring demo sessions
-    ctx.shared["monitoring_chairs"] = [c for c in chairs[:4]]
+    ctx.shared["monitoring_chairs"] = [c for c in chairs[:5]]
 
 
 def _close_history(a: Appointment, rng, cal: ClinicCalendar, *, staff) -> None:

@@ -84,6 +84,6 @@ async def seed_demo(db: Database, *, patients: int = 30, days: int = 14, progres
         progress("staff", len(staff))
         ctx = SeedContext(clinic=clinic, staff=staff, rng=random.Random(seed), patients=patients, days=days, progress=progress)
         ctx.shared["actor"] = SYSTEM.__class__(user_id=staff["admin"].id, clinic_id=clinic.id, roles=("admin",), name="demo seed")
-        for module in (scheduling_demo, monitoring_demo, billing_demo):
-            await module.seed(session, ctx)
+        for step in (scheduling_demo.seed, billing_demo.seed_prices, monitoring_demo.seed, billing_demo.seed):
+            await step(session, ctx)
     return clinic

@@ -36,11 +36,15 @@ def fee_schedule(clinic_id: int, effective_from: date) -> list[FeeScheduleEntry]
             for c, d, p in DEFAULT_FEES]
 
 
-async def seed(session, ctx) -> None:
-    """Add billing demo rows inside the seeding transaction (see clinic.seed.SeedContext)."""
+async def _patients(session, ctx) -> list:
     from clinic.patients.models import Patient
-    from clinic.scheduling.models import Appointment
 
+    return ctx.shared.get("patients") or list((await session.exec(
+        select(Patient).where(Patient.clinic_id == ctx.clinic.id).order_by(Patient.id))).all())
+
+
+async def seed_prices(session, ctx) -> None:
+    """The fee schedule and the patients' coverage, before any session is charted (a discharge charges at once)."""
     clinic = ctx.clinic
     actor = ctx.shared["actor"]
     today = service.clinic_today(clinic)
@@ -53,8 +57,7 @@ async def seed(session, ctx) -> None:
     session.add_all([*last, *fee_schedule(clinic.id, year)])
     await session.flush()
 
-    patients = ctx.shared.get("patients") or list((await session.exec(
-        select(Patient).where(Patient.clinic_id == clinic.id).order_by(Patient.id))).all())
+    patients = await _patients(session, ctx)
     rng = ctx.rng
     payers = ("Blue Harbor Health", "Evergreen Mutual", "Summit Care PPO")
     for i, patient in enumerate(patients):
@@ -75,6 +78,18 @@ async def seed(session, ctx) -> None:
         session.add(cov)
     await session.flush()
     ctx.progress("coverage", len(patients))
+
+
+async def seed(session, ctx) -> None:
+    """Add billing demo rows inside the seeding transaction (see clinic.seed.SeedContext)."""
+    from clinic.patients.models import Patient
+    from clinic.scheduling.models import Appointment
+
+    clinic = ctx.clinic
+    actor = ctx.shared["actor"]
+    today = service.clinic_today(clinic)
+    patients = await _patients(session, ctx)
+    rng = ctx.rng
 
     # estimates: each patient with upcoming visits gets a draft; about half are issued already
     for i, patient in enumerate(patients):

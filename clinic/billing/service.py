@@ -647,6 +647,7 @@ async def record_session_charges(session: AsyncSession, *, appointment: Appointm
             share = rules.visit_share([rules.Line(c.code, c.units, c.fee_cents or 0) for c in charges], terms_of(coverage)).patient
         except rules.BillingProblem:
             share = 0  # billing staff complete the allowed amounts; the claim still starts as a draft
+        share = min(share, billed)  # a code with no price yet bills nothing, and nobody owes more than was billed
         claim = Claim(clinic_id=clinic.id, appointment_id=appointment.id, patient_id=patient.id, payer=coverage.payer,
                       member_id=coverage.member_id, billed_cents=billed, patient_cents=share)
         session.add(claim)

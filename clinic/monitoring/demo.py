@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -248,6 +248,8 @@ async def seed(session, ctx) -> None:
         Plan("esketamine", "booked", 50, _nothing, 84, shifts=(0, 30, 60, 90, 120, -20)),
         Plan("ketamine_iv", "booked", 75, _nothing, shifts=(0, 30, 60, 90, 120, -20)),
     ]
+    midnight = datetime.combine(today, time(0), tzinfo=ZoneInfo(clinic.timezone))
+    day = (midnight, midnight + timedelta(days=1))
     used: set[int] = set()
     seated = 0
     # seated in order of start, each in the first free chair: as few chairs as the overlap of the sessions needs
@@ -260,7 +262,10 @@ async def seed(session, ctx) -> None:
             end = start + timedelta(minutes=st.hold_minutes(devices))
             chair = await _first_free(session, chairs, column=Appointment.chair_id, start=start, end=end)
             pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
-            patient = await _first_free(session, pool, column=Appointment.patient_id, start=start, end=end)
+            # a patient with nothing else booked today if there is one: nobody has two ketamine sessions in a day
+            patient = await _first_free(session, pool, column=Appointment.patient_id, start=day[0], end=day[1]) or await _first_free(
+                session, pool, column=Appointment.patient_id, start=start, end=end
+            )
             if chair is not None and patient is not None:
                 chart.offset = shift
                 break

@@ -237,6 +237,15 @@ async def test_claim_moves_through_its_states_and_refuses_a_skip(client, db, fac
     assert (r.json()["status"], r.json()["plan_paid_cents"], r.json()["patient_cents"]) == ("partially_paid", 120_00, 380_00)
 
 
+
+async def test_a_claim_for_a_code_with_no_price_yet_asks_the_patient_for_nothing(client, db, factory):
+    """The allowed amount alone would make the patient owe $340 of a $0 bill; billing staff price the code first."""
+    clinic, _, token, patient = await world(factory, fees=False)
+    await client.put(f"/api/v1/coverage/{patient.id}", json=WORKED, headers=bearer(token))
+    await discharge(db, factory, clinic, patient, facts={"dose_mg": 56})
+    (claim,) = (await client.get(f"/api/v1/claims?patient_id={patient.id}", headers=bearer(token))).json()["items"]
+    assert (claim["status"], claim["billed_cents"], claim["patient_cents"]) == ("draft", 0, 0)
+
 # ---- the patient's link ---------------------------------------------------------------------------------
 
 

@@ -139,7 +139,7 @@ async def test_a_refused_note_is_a_422_through_the_api_and_nothing_is_written(cl
     s = await make_session(client, factory, starts_ago=40, kind="kap", rems=False)
     await check_in(s, 30)
     r = await s.nurse.post(f"{s.path}/assessments", {"client_id": cid(), "note": "a\x00b"})
-    assert r.status_code == 422, r.text
+    assert r.status_code == 422 and r.json()["field"] == "note", r.text
     assert await count(db, ClinicalEntry, appointment_id=s.appt.id) == 0
 
 

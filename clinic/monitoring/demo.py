@@ -42,6 +42,12 @@ class Plan:
     shifts: tuple[int, ...] = (0, -10, 10, -20)
 
 
+# discharged sessions may start later in the small hours, so that they still began today; booked ones may move by
+# hours, or earlier in a late evening
+LATER_TODAY = (0, -10, 10, -20, 30, 60, 90)
+BOOKED = (0, 30, 60, 90, 120, -20, -40, -60)
+
+
 class Charting:
     """Writes one demo session through the same services a tablet uses, at times relative to `now`."""
 
@@ -237,16 +243,16 @@ async def seed(session, ctx) -> None:
     today = now.astimezone(ZoneInfo(clinic.timezone)).date()
     patients = await _patients(session, ctx, today)
     plans = [
-        Plan("esketamine", "discharged", -245, chart.esk_discharged, 56),
+        Plan("esketamine", "discharged", -245, chart.esk_discharged, 56, shifts=LATER_TODAY),
         Plan("esketamine", "ready", -150, chart.esk_ready, 56),
         Plan("esketamine", "monitoring", -70, chart.esk_monitoring, 56, shifts=(0, -4, 4, -8, 8)),
         Plan("esketamine", "checked in", -12, chart.esk_checked_in, 56, shifts=(0, 3, -5, -10, -15, -20, -25)),
-        Plan("ketamine_iv", "discharged", -205, chart.iv_discharged),
+        Plan("ketamine_iv", "discharged", -205, chart.iv_discharged, shifts=LATER_TODAY),
         Plan("ketamine_iv", "ready", -106, chart.iv_ready),
         Plan("ketamine_iv", "monitoring", -64, chart.iv_monitoring, shifts=(0, -4, 4, -8, 8)),
         Plan("ketamine_iv", "checked in", -10, chart.iv_checked_in, shifts=(0, 3, -5, -10, -15, -20, -25)),
-        Plan("esketamine", "booked", 50, _nothing, 84, shifts=(0, 30, 60, 90, 120, -20)),
-        Plan("ketamine_iv", "booked", 75, _nothing, shifts=(0, 30, 60, 90, 120, -20)),
+        Plan("esketamine", "booked", 50, _nothing, 84, shifts=BOOKED),
+        Plan("ketamine_iv", "booked", 75, _nothing, shifts=BOOKED),
     ]
     midnight = datetime.combine(today, time(0), tzinfo=ZoneInfo(clinic.timezone))
     day = (midnight, midnight + timedelta(days=1))
@@ -260,6 +266,8 @@ async def seed(session, ctx) -> None:
         for shift in plan.shifts:
             start = now + timedelta(minutes=plan.starts + shift)
             end = start + timedelta(minutes=st.hold_minutes(devices))
+            if plan.label in ("discharged", "booked") and not day[0] <= start < day[1]:
+                continue  # the board shows those of today only (a session still in its chair shows whenever it began)
             chair = await _first_free(session, chairs, column=Appointment.chair_id, start=start, end=end)
             pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
             # a patient with nothing else booked today if there is one: nobody has two ketamine sessions in a day

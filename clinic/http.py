@@ -314,7 +314,8 @@ def _as_int(value: Any) -> int | None:
 def suspect_field(request: Request, state: str | None) -> str | None:
     """Best effort: which submitted field holds the value Postgres refused, so the answer can name it."""
     try:
-        pairs = [(k, v) for k, v in _submitted(request) if k and not k.startswith("_")]
+        query = parse_qsl(request.scope.get("query_string", b"").decode("utf-8", "replace"), keep_blank_values=True)
+        pairs = [(k, v) for k, v in [*query, *_submitted(request)] if k and not k.startswith("_")]
     except Exception:  # naming the field is a courtesy; the refusal stands without it
         return None
     texts = [(k, v) for k, v in pairs if isinstance(v, str)]
@@ -323,9 +324,14 @@ def suspect_field(request: Request, state: str | None) -> str | None:
     found = next((k for k, v in texts if "\x00" in v), None)
     found = found or next((k for k, v in texts if len(v) >= 4000 and v.strip().lstrip("-").isdigit()), None)
     found = found or next((k for k, v in pairs if (n := _as_int(v)) is not None and not INT4_MIN <= n <= INT4_MAX), None)
+    # a day at the very edge of the calendar: a clinic's zone or a day's end takes it past year 1 or 9999
+    found = found or next((k for k, v in texts if _EDGE_DAY.match(v)), None)
     if not found and state == "22001" and texts:
         found = max(texts, key=lambda kv: len(kv[1]))[0]
     return found
+
+
+_EDGE_DAY = re.compile(r"\s*(0001|9999)-\d\d-\d\d")
 
 
 def _giant_number(exc: Exception) -> bool:

@@ -135,6 +135,16 @@ async def test_bad_input_is_422_naming_field_and_rule_and_writes_nothing(client,
     assert await count_rows(factory, clinic) == 0
 
 
+
+async def test_a_day_at_the_edge_of_the_calendar_is_422_naming_the_query_field(client, factory):
+    """Year 1 or 9999 in the clinic's zone runs past what a timestamp holds: the caller's input, named."""
+    clinic = await factory.clinic()
+    token = await factory.token(await factory.user(clinic, "admin"))
+    kind = (await client.get("/api/v1/session-types", headers=bearer(token))).json()[0]["id"]
+    for query in ("shifts?from=0001-01-01", "shifts?from=9999-12-31", f"availability?from=0001-01-01&session_type={kind}"):
+        r = await client.get(f"/api/v1/{query}", headers=bearer(token))
+        assert r.status_code == 422 and r.json()["field"] == "from", (query, r.text)
+
 async def test_patient_without_any_contact_cannot_be_booked(client, factory):
     clinic, h, patient, day = await setup(factory, email=None, phone=None)
     r = await client.post("/api/v1/appointments", headers=h, json={

@@ -7,7 +7,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from arq import Retry
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 
 from clinic.db import is_unavailable
 from clinic.notices.models import Notice
@@ -20,6 +20,10 @@ log = logging.getLogger("clinic.worker")
 STALE_CLAIM = timedelta(minutes=5)
 DB_RETRY_SECONDS = 2
 DIGEST_HOUR = 7  # clinic-local hour of the staff digest (setting: digest_hour)
+# sign-in bookkeeping kept after it stops mattering: the throttle looks back 15 minutes; a browser session ends
+# after at most 12 hours idle. The audit trail keeps every sign-in, failure and logoff for good.
+LOGIN_ATTEMPTS_KEPT = timedelta(days=1)
+WEB_SESSIONS_KEPT = timedelta(days=7)
 
 
 async def send_notice(ctx, notice_id: int) -> str:
@@ -86,3 +90,22 @@ async def staff_digests(ctx) -> int:
         # the rows are committed: the sweep would find them too, this only saves it a wait
         await sweep_outbox(ctx)
     return sent
+
+
+async def prune_sign_ins(ctx) -> int:
+    """Drop login attempts older than a day and browser sessions ended or idle for a week (rows no sign-in can use)."""
+    from clinic.auth.models import LoginAttempt, WebSession
+
+    now = utcnow()
+    settings = ctx.get("settings")
+    idle = timedelta(minutes=2 * settings.idle_timeout_minutes) if settings is not None else timedelta(0)
+    sessions_before = now - max(WEB_SESSIONS_KEPT, idle)
+    async with ctx["db"].transaction() as session:
+        attempts = await session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - LOGIN_ATTEMPTS_KEPT))
+        ended = await session.execute(
+            delete(WebSession).where(or_(WebSession.ended_at < sessions_before, WebSession.last_seen_at < sessions_before))
+        )
+    pruned = attempts.rowcount + ended.rowcount
+    if pruned:
+        log.info("pruned %d login attempts and %d browser sessions", attempts.rowcount, ended.rowcount)
+    return pruned

@@ -110,3 +110,27 @@ async def test_email_case_and_spaces_count_as_one_account(client, factory):
     for variant in (nurse.email.upper(), f"  {nurse.email}", nurse.email.title(), nurse.email, nurse.email.upper()):
         await login(client, variant, "wrong-password-123")
     assert (await login(client, nurse.email, PASSWORD)).status_code == 429
+
+
+async def test_the_hourly_prune_drops_stale_sign_in_rows_and_keeps_what_a_sign_in_still_uses(client, factory, db, settings):
+    from workers import jobs
+
+    clinic = await factory.clinic()
+    nurse = await factory.user(clinic, "nurse")
+    await _fail(client, nurse.email, 2)  # recent failures: the throttle still counts them
+    assert (await login(client, nurse.email, PASSWORD)).status_code == 303  # a live browser session
+    now = utcnow()
+    async with db.transaction() as s:
+        await s.execute(text("INSERT INTO login_attempts (email, ip, at, success) VALUES ('old@example.org', '10.0.0.9', :at, false)"),
+                        {"at": now - timedelta(days=2)})
+        for ended, seen in ((now - timedelta(days=8), now - timedelta(days=8)), (None, now - timedelta(days=9)), (now - timedelta(days=2), now - timedelta(days=2))):
+            await s.execute(text("INSERT INTO web_sessions (token_hash, user_id, created_at, last_seen_at, ended_at) VALUES (md5(random()::text), :u, :seen, :seen, :ended)"),
+                            {"u": nurse.id, "seen": seen, "ended": ended})
+    assert await jobs.prune_sign_ins({"db": db, "settings": settings}) >= 3
+    async with db.sessionmaker() as s:
+        attempts = (await s.execute(text("SELECT email FROM login_attempts WHERE email IN (:a, 'old@example.org')"), {"a": nurse.email})).scalars().all()
+        sessions = (await s.execute(text("SELECT ended_at IS NULL AS live, last_seen_at > :day AS recent FROM web_sessions WHERE user_id = :u"),
+                                    {"u": nurse.id, "day": now - timedelta(days=1)})).all()
+    assert sorted(attempts) == [nurse.email] * 3  # two failures and the success of today; the two-day-old row is gone
+    assert sorted((r.live, r.recent) for r in sessions) == [(False, False), (True, True)]  # ended 2 days ago, and today's
+    assert (await client.get("/board")).status_code == 200  # still signed in

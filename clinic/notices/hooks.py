@@ -18,6 +18,15 @@ async def appointment_booked(session: AsyncSession, *, queue, appointment, patie
     await billing.on_booked(session, appointment=appointment, patient=patient, clinic=clinic)
 
 
+async def course_booked(session: AsyncSession, *, queue, appointments, patient, clinic) -> None:
+    """A course booked in one go: one confirmation listing every visit, then each visit's reminder and estimate."""
+    first = min(appointments, key=lambda a: a.starts_at)
+    for appt in appointments:
+        await notices.booking_notices(session, queue=queue, appointment=appt, patient=patient, clinic=clinic,
+                                      course_visits=sorted(appointments, key=lambda a: a.starts_at), confirm=appt is first)
+        await billing.on_booked(session, appointment=appt, patient=patient, clinic=clinic)
+
+
 async def appointment_moved(session: AsyncSession, *, queue, appointment, patient, clinic, old_starts_at) -> None:
     """Cancel the old reminder, schedule one for the new time, tell the patient."""
     await notices.cancel_pending(session, appointment_id=appointment.id, reason="visit moved")

@@ -33,6 +33,7 @@ STALE_CLAIM_SECONDS = 300
 SUBJECTS = {
     "booking_confirmation": "Your visit on {day} is booked",
     "booking_moved": "Your visit has moved to {day}",
+    "booking_course": "Your visits from {day} are booked",
     "reminder": "Reminder: your visit on {day}",
     "estimate_ready": "Your cost estimate is ready",
     "gfe": "Your Good Faith Estimate is ready",
@@ -95,7 +96,9 @@ def message_id(notice_id: int, clinic_id: int, base_url: str) -> str:
 
 
 def render(kind: str, context: dict[str, Any]) -> Rendered:
-    subject_key = "booking_moved" if kind == "booking_confirmation" and context.get("moved") else kind
+    subject_key = kind
+    if kind == "booking_confirmation":
+        subject_key = "booking_moved" if context.get("moved") else "booking_course" if len(context.get("visits") or ()) > 1 else kind
     return Rendered(
         subject=SUBJECTS[subject_key].format(day=context.get("day", "")),
         text=_env.get_template(f"{kind}.txt").render(context),
@@ -119,7 +122,9 @@ def context_for(row: Any, base_url: str, secret: str) -> dict[str, Any]:
     if payload.get("starts_at"):
         local = datetime.fromisoformat(payload["starts_at"]).astimezone(ZoneInfo(row.timezone))
         ctx["day"] = f"{local:%a} {local.day} {local:%b}"
-        ctx["when"] = f"{local:%A} {local.day} {local:%B %Y} at {local:%H:%M}"
+        ctx["when"] = _when(local)
+    # a course: one confirmation listing every visit booked with it
+    ctx["visits"] = [_when(datetime.fromisoformat(v).astimezone(ZoneInfo(row.timezone))) for v in payload.get("visits") or ()]
     instructions = row.instructions
     if isinstance(instructions, str):
         instructions = json.loads(instructions)
@@ -129,6 +134,10 @@ def context_for(row: Any, base_url: str, secret: str) -> dict[str, Any]:
         ctx["billing_link"] = f"{base_url.rstrip('/')}/billing"
         ctx["rems_link"] = f"{base_url.rstrip('/')}/rems"
     return ctx
+
+
+def _when(local: datetime) -> str:
+    return f"{local:%A} {local.day} {local:%B %Y} at {local:%H:%M}"
 
 
 def still_applies(row: Any, now: datetime) -> str | None:

@@ -46,8 +46,11 @@ def link_payload(link: CostLink) -> dict[str, Any]:
 
 
 async def booking_notices(session: AsyncSession, *, queue, appointment: Appointment, patient: Patient, clinic: Clinic,
-                          moved: bool = False, now: datetime | None = None) -> list[int]:
-    """A confirmation now, and a reminder `reminder_hours` before the visit (none if that moment has passed)."""
+                          moved: bool = False, now: datetime | None = None, course_visits: list[Appointment] | None = None,
+                          confirm: bool = True) -> list[int]:
+    """A confirmation now, and a reminder `reminder_hours` before the visit (none if that moment has passed).
+
+    A course is confirmed once: its first visit's confirmation lists `course_visits`, the others pass confirm=False."""
     if not can_email(patient):
         return []
     now = now or utcnow()
@@ -55,11 +58,12 @@ async def booking_notices(session: AsyncSession, *, queue, appointment: Appointm
     link = await add_link(session, clinic=clinic, patient=patient, kind="visit", appointment_id=appointment.id)
     payload = {"starts_at": at, "moved": moved} | link_payload(link)
     ids = []
-    # a move is its own event (A -> B -> A tells the patient twice); a booking is told once
-    key = f"moved:{appointment.id}:{at}:{appointment.updated_at.isoformat()}" if moved else f"booking:{appointment.id}:{at}"
-    nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="booking_confirmation", dedupe_key=key,
-                           to_address=patient.email, patient_id=patient.id, appointment_id=appointment.id, payload=payload)
-    ids.append(nid)
+    if confirm:
+        # a move is its own event (A -> B -> A tells the patient twice); a booking is told once
+        key = f"moved:{appointment.id}:{at}:{appointment.updated_at.isoformat()}" if moved else f"booking:{appointment.id}:{at}"
+        visits = {"visits": [v.starts_at.isoformat() for v in course_visits]} if course_visits and len(course_visits) > 1 else {}
+        ids.append(await add_notice(session, queue=queue, clinic_id=clinic.id, kind="booking_confirmation", dedupe_key=key,
+                                    to_address=patient.email, patient_id=patient.id, appointment_id=appointment.id, payload=payload | visits))
     remind_at = appointment.starts_at - timedelta(hours=float(setting(clinic, "reminder_hours", DEFAULT_REMINDER_HOURS)))
     if remind_at > now:
         key = f"reminder:{appointment.id}:{at}"

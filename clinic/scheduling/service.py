@@ -787,6 +787,7 @@ async def book_course(
     session.add(course)
     await session.flush()
     plan.course = course
+    booked: list[Appointment] = []
     for occ in occs:
         if not occ.ok:
             continue
@@ -808,9 +809,10 @@ async def book_course(
         record(session, actor=actor, action="appointment.book", entity="appointment", entity_id=appt.id, patient_id=patient.id,
                changes={"session_type": st.kind, "chair_id": appt.chair_id, "starts_at": appt.starts_at, "ends_at": appt.ends_at,
                         "planned_dose_mg": planned_dose_mg, "course_id": course.id, "escort": "named" if escort.name else "to_confirm"})
-        await hooks.appointment_booked(session, queue=queue, appointment=appt, patient=patient, clinic=clinic)
-    if not any(o.appointment_id for o in occs):
+        booked.append(appt)
+    if not booked:
         raise _course_conflict(plan)
+    await hooks.course_booked(session, queue=queue, appointments=booked, patient=patient, clinic=clinic)
     record(session, actor=actor, action="course.book", entity="course", entity_id=course.id, patient_id=patient.id,
            changes={"session_type": st.kind, "template": template, "booked": [o.appointment_id for o in occs if o.appointment_id],
                     "not_booked": [o.index for o in occs if not o.appointment_id]})

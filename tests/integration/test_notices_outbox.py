@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from arq.connections import create_pool
@@ -341,3 +342,25 @@ async def test_worker_killed_mid_batch_and_restarted_delivers_every_notice(engin
     assert set(received) == expected
     # a send cut off by the kill may repeat, but only with its own Message-ID, which mail clients fold
     assert len(received) - len(expected) <= 5
+
+
+async def test_a_course_is_confirmed_in_one_message_listing_every_visit(engine_db, settings, smtp_sink, redis):
+    f, clinic, patient, first = await setup(engine_db, days_ahead=6)
+    visits = [first] + [await appointment(f, clinic, patient, first.starts_at + timedelta(days=3 * n + 0.1 * n)) for n in (1, 2, 3)]
+    await commit_with(engine_db, lambda s: hooks.course_booked(s, queue=None, appointments=visits, patient=patient, clinic=clinic))
+    rows = await notices_of(engine_db, clinic.id)
+    assert sorted(n.kind for n in rows) == ["booking_confirmation"] + ["reminder"] * 4
+    (confirmation,) = [n for n in rows if n.kind == "booking_confirmation"]
+    assert confirmation.appointment_id == first.id and len(confirmation.payload["visits"]) == 4
+
+    settings = settings.with_(smtp_url=smtp_sink.url)
+    await sweep(settings, engine_db)
+    await drain(settings, engine_db)
+    await smtp_sink.wait_for(1)
+    (msg,) = mine(smtp_sink, patient)  # the reminders wait for their days
+    text_ = bodies(msg)
+    assert "Your visits from" in msg["Subject"] and "Your 4 visits are booked" in text_
+    zone = ZoneInfo(clinic.timezone)
+    for v in visits:
+        local = v.starts_at.astimezone(zone)
+        assert f"{local:%A} {local.day} {local:%B %Y} at {local:%H:%M}" in text_

@@ -19,6 +19,12 @@ def to_local(instant: datetime, tz: str) -> datetime:
     return instant.astimezone(ZoneInfo(tz))
 
 
+def hm(instant: datetime, tz: str) -> str:
+    """Clinic-local HH:MM, formatted by hand: strftime costs three times as much, and a board shows dozens."""
+    local = instant.astimezone(ZoneInfo(tz))
+    return f"{local.hour:02d}:{local.minute:02d}"
+
+
 def both_zones(instant: datetime | None, tz: str) -> dict[str, str] | None:
     """JSON shape for a time: the UTC instant and the clinic's wall time, both with offsets."""
     if instant is None:

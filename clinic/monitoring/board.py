@@ -8,6 +8,7 @@ the rules then run in memory per session.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from functools import cached_property
@@ -18,7 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.db import session_driver
 from clinic.monitoring import rules
-from clinic.monitoring.service import MONITORED_STATES, SessionData, SessionState, evaluate_current, open_alert_of
+from clinic.monitoring.models import ALERT_LEVELS
+from clinic.monitoring.service import MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
 from clinic.timeutil import both_zones, utcnow
 
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP"}
@@ -116,6 +118,12 @@ ORDER BY a.starts_at, a.id
 _APPOINTMENT_FIELDS = len(fields(BoardAppointment))
 
 
+def worst_level(levels: Iterable[str | None]) -> str | None:
+    """The most serious alert level among `levels` (None when there is none)."""
+    present = set(levels)
+    return next((lvl for lvl in reversed(ALERT_LEVELS) if lvl in present), None)
+
+
 def board_name(first: str, last: str) -> str:
     """First name and last initial: enough for staff, little for a passer-by."""
     initial = (last or "").strip()[:1]
@@ -134,8 +142,7 @@ class BoardCard:
 
     def __post_init__(self) -> None:
         self.open_alerts = self.state.data.open_alerts() if self.state else []
-        levels = {a.level for a in self.open_alerts}
-        self.worst_alert = next((lvl for lvl in ("urgent", "alert", "caution") if lvl in levels), None)
+        self.worst_alert = worst_level(a.level for a in self.open_alerts)
 
     @property
     def phase_label(self) -> str:
@@ -155,11 +162,10 @@ class ChairRow:
 
     @property
     def tone(self) -> str:
-        """The chair card's colour: its worst open alert, else overdue checks, else none."""
-        worst = {c.worst_alert for c in self.active}
-        for level, tone in (("urgent", "urgent"), ("alert", "alerting"), ("caution", "caution")):
-            if level in worst:
-                return tone
+        """The chair card's colour (a CSS class): its worst open alert, else overdue checks, else none."""
+        worst = worst_level(c.worst_alert for c in self.active)
+        if worst is not None:
+            return "alerting" if worst == "alert" else worst
         return "overdue" if any(c.state.overdue for c in self.active if c.state) else ""
 
 
@@ -193,10 +199,6 @@ def day_bounds(now: datetime, tz: str) -> tuple[datetime, datetime]:
     return start, datetime.combine(day + timedelta(days=1), time(0), zone)
 
 
-def _dose_order(d: rules.DoseEvent) -> tuple[datetime, int]:
-    return d.taken_at, d.device_number or 0  # as SessionData.dose_events orders them
-
-
 async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | None = None) -> Board:
     now = now or utcnow()
     conn = await session_driver(session)
@@ -225,7 +227,7 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
                 data,
                 now,
                 readings=[reading(*e) for e in r["entries"]],
-                doses=sorted((dose_event(*d) for d in r["doses"]), key=_dose_order),
+                doses=sorted((dose_event(*d) for d in r["doses"]), key=dose_order),
                 open_alerts=[open_alert_of(a) for a in alerts],  # type: ignore[arg-type]
             )
             row.active.append(BoardCard(appt, st, name, state.phase, state))

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from clinic.scheduling.protocols import DEFAULT_DISCHARGE, DEFAULT_THRESHOLDS
+from clinic.timeutil import hm
 
 MEASURES = ("bp", "hr", "spo2", "rr", "moaas", "dissociation")
 MEASURE_LABELS = {"bp": "BP", "hr": "HR", "spo2": "SpO2", "rr": "RR", "moaas": "MOAA/S", "dissociation": "dissociation"}
@@ -68,11 +68,6 @@ class RuleViolation(ValueError):
         super().__init__(message)
         self.message = message
         self.field = field
-
-
-def hm(instant: datetime, tz: str) -> str:
-    local = instant.astimezone(ZoneInfo(tz))
-    return f"{local.hour:02d}:{local.minute:02d}"  # strftime("%H:%M"), at a third of the cost
 
 
 def minutes(delta: timedelta) -> int:

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
@@ -80,6 +79,11 @@ def _local(instant: datetime, tz: str) -> datetime:
 # ---- loading one session ----------------------------------------------------------------------
 
 
+def dose_order(d: Any) -> tuple[datetime, int]:
+    """Doses (rows or the rules' DoseEvent) in the order the rules take them: by time, then device number."""
+    return d.taken_at, d.device_number or 0
+
+
 @dataclass
 class SessionData:
     """One appointment with everything charted on it (all rows, superseded ones included)."""
@@ -123,7 +127,7 @@ class SessionData:
         return [reading_of(e) for e in self.current_entries()]
 
     def dose_events(self) -> list[rules.DoseEvent]:
-        return [dose_event_of(d) for d in sorted(self.current_doses(), key=lambda d: (d.taken_at, d.device_number or 0))]
+        return [dose_event_of(d) for d in sorted(self.current_doses(), key=dose_order)]
 
     def open_alerts(self) -> list[Alert]:
         return [a for a in self.alerts if a.acknowledged_at is None]
@@ -635,7 +639,7 @@ _REPLAY_ENTRY = "SELECT e.*, c.timezone FROM clinical_entries e JOIN clinics c O
 _REPLAY_ALERTS = "SELECT * FROM session_alerts WHERE entry_id = $1 ORDER BY id"
 
 
-async def _replay(conn: asyncpg.Connection, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult:
+async def _replay(conn: Statements, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult:
     """The first result of a repeated submission (what _entry_by_client_id answers, on the driver connection)."""
     row = await conn.fetchrow(_REPLAY_ENTRY, client_id)
     assert row is not None  # only called once the client_id is known to be stored

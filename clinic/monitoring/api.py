@@ -256,20 +256,22 @@ async def _record(request: Request, appointment_id: int, body: Entry | Vitals | 
     return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
 
 
+def _per_app(app: Any, key: str, make: Any) -> Any:
+    """One per app, so one per process and database, made on first use."""
+    value = app.state.get(key)
+    if value is None:
+        value = app.state[key] = make()
+    return value
+
+
 def chart_memo(app: Any) -> service.ChartMemo:
-    """The process's memo of sessions it charted lately (one per app, so one per database)."""
-    memo = app.state.get("chart_memo")
-    if memo is None:
-        memo = app.state["chart_memo"] = service.ChartMemo()
-    return memo
+    """The process's memo of sessions it charted lately."""
+    return _per_app(app, "chart_memo", service.ChartMemo)
 
 
 def entry_writer(app: Any) -> EntryWriter:
-    """The process's entry writer (one per app, so one per database); the lifespan waits for it at shutdown."""
-    writer = app.state.get("entry_writer")
-    if writer is None:
-        writer = app.state["entry_writer"] = EntryWriter(app.state.db.raw)
-    return writer
+    """The process's entry writer; the lifespan waits for it at shutdown."""
+    return _per_app(app, "entry_writer", lambda: EntryWriter(app.state.db.raw))
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:

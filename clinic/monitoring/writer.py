@@ -132,6 +132,10 @@ async def write_entries(conn: asyncpg.Connection, entries: Sequence[EntryWrite])
     return await conn.fetch(ENTRY_WRITE, *columns, alert_n, levels, codes, messages)
 
 
+# an entry handed in, and the future its caller waits on
+_Waiting = tuple[EntryWrite, "asyncio.Future[asyncpg.Record]"]
+
+
 class EntryWriter:
     """Entries of one process, written together: while a write is in flight, new entries wait and go in the next
     statement with every other entry that arrived meanwhile (at most BATCH). A lone entry is written at once.
@@ -145,8 +149,10 @@ class EntryWriter:
 
     def __init__(self, connection: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]) -> None:
         self._connection = connection
-        self._waiting: deque[tuple[EntryWrite, asyncio.Future[asyncpg.Record]]] = deque()
-        self._in_flight: set[Any] = set()  # sessions and client_ids of the batches being written
+        self._waiting: deque[_Waiting] = deque()
+        # the sessions and client_ids of the batches being written (one of each per entry)
+        self._sessions: set[int] = set()
+        self._client_ids: set[UUID] = set()
         self._writers: set[asyncio.Task[None]] = set()
         self.statements = 0  # statements sent (batches and single retries): how much the entries shared
 
@@ -158,7 +164,7 @@ class EntryWriter:
     @property
     def in_flight(self) -> int:
         """Entries in the statements being written."""
-        return len(self._in_flight) // 2  # each entry holds its session and its client_id
+        return len(self._sessions)
 
     async def write(self, entry: EntryWrite) -> asyncpg.Record:
         """The entry's result row (see ENTRY_WRITE); raises what the database raised for this entry."""
@@ -180,12 +186,15 @@ class EntryWriter:
     async def _write_while_waiting(self) -> None:
         try:
             while batch := self._take():
-                keys = [k for entry, _ in batch for k in (("appointment", entry.appointment_id), ("client", entry.client_id))]
-                self._in_flight.update(keys)
+                sessions = {entry.appointment_id for entry, _ in batch}
+                client_ids = {entry.client_id for entry, _ in batch}
+                self._sessions |= sessions
+                self._client_ids |= client_ids
                 try:
                     await self._write(batch)
                 finally:
-                    self._in_flight.difference_update(keys)
+                    self._sessions -= sessions
+                    self._client_ids -= client_ids
         finally:
             self._writers.discard(asyncio.current_task())  # type: ignore[arg-type]
             # entries held back while their session was in another writer's batch are that writer's to take next;
@@ -193,18 +202,19 @@ class EntryWriter:
             if self._waiting and not self._writers:
                 self._start_writer()
 
-    def _take(self) -> list[tuple[EntryWrite, asyncio.Future[asyncpg.Record]]]:
+    def _take(self) -> list[_Waiting]:
         """The next batch, in arrival order: entries whose session or client_id is already in a batch wait."""
-        batch: list[tuple[EntryWrite, asyncio.Future[asyncpg.Record]]] = []
-        held: list[tuple[EntryWrite, asyncio.Future[asyncpg.Record]]] = []
-        taken: set[Any] = set()
+        batch: list[_Waiting] = []
+        held: list[_Waiting] = []
+        sessions, client_ids = set(self._sessions), set(self._client_ids)
         while self._waiting and len(batch) < self.BATCH:
             item = self._waiting.popleft()
-            keys = (("appointment", item[0].appointment_id), ("client", item[0].client_id))
-            if any(k in taken or k in self._in_flight for k in keys):
+            entry = item[0]
+            if entry.appointment_id in sessions or entry.client_id in client_ids:
                 held.append(item)
             else:
-                taken.update(keys)
+                sessions.add(entry.appointment_id)
+                client_ids.add(entry.client_id)
                 batch.append(item)
         self._waiting.extendleft(reversed(held))
         # in session order, so batches of two processes that share sessions tend to lock them in the same order;
@@ -212,7 +222,7 @@ class EntryWriter:
         batch.sort(key=lambda item: item[0].appointment_id)
         return batch
 
-    async def _write(self, batch: list[tuple[EntryWrite, asyncio.Future[asyncpg.Record]]]) -> None:
+    async def _write(self, batch: list[_Waiting]) -> None:
         try:
             async with self._connection() as conn:
                 self.statements += 1
@@ -227,12 +237,14 @@ class EntryWriter:
             for item in batch:
                 await self._write([item])
             return
-        except BaseException as exc:  # the connection, a timeout, shutdown: every caller hears it
+        except Exception as exc:  # the connection, a timeout: every caller hears it
             for _, future in batch:
-                _settle(future, exc=exc if isinstance(exc, Exception) else ConnectionError("The write was interrupted."))
-            if not isinstance(exc, Exception):
-                raise
+                _settle(future, exc=exc)
             return
+        except BaseException:  # shutdown cancelled the write
+            for _, future in batch:
+                _settle(future, exc=ConnectionError("The write was interrupted."))
+            raise
         for (_, future), row in zip(batch, rows):
             _settle(future, row=row)
 

@@ -40,6 +40,9 @@ class Plan:
     dose_mg: int | None = None
     # whole-session shifts (minutes) to try when a chair or the patient is taken; none may push a charted time past now
     shifts: tuple[int, ...] = (0, -10, 10, -20)
+    # must begin today: the board shows discharged and booked sessions of today only (one still in its chair shows
+    # whenever it began)
+    today_only: bool = False
 
 
 # discharged sessions may start later in the small hours, so that they still began today; booked ones may move by
@@ -243,16 +246,16 @@ async def seed(session, ctx) -> None:
     today = now.astimezone(ZoneInfo(clinic.timezone)).date()
     patients = await _patients(session, ctx, today)
     plans = [
-        Plan("esketamine", "discharged", -245, chart.esk_discharged, 56, shifts=LATER_TODAY),
+        Plan("esketamine", "discharged", -245, chart.esk_discharged, 56, shifts=LATER_TODAY, today_only=True),
         Plan("esketamine", "ready", -150, chart.esk_ready, 56),
         Plan("esketamine", "monitoring", -70, chart.esk_monitoring, 56, shifts=(0, -4, 4, -8, 8)),
         Plan("esketamine", "checked in", -12, chart.esk_checked_in, 56, shifts=(0, 3, -5, -10, -15, -20, -25)),
-        Plan("ketamine_iv", "discharged", -205, chart.iv_discharged, shifts=LATER_TODAY),
+        Plan("ketamine_iv", "discharged", -205, chart.iv_discharged, shifts=LATER_TODAY, today_only=True),
         Plan("ketamine_iv", "ready", -106, chart.iv_ready),
         Plan("ketamine_iv", "monitoring", -64, chart.iv_monitoring, shifts=(0, -4, 4, -8, 8)),
         Plan("ketamine_iv", "checked in", -10, chart.iv_checked_in, shifts=(0, 3, -5, -10, -15, -20, -25)),
-        Plan("esketamine", "booked", 50, _nothing, 84, shifts=BOOKED),
-        Plan("ketamine_iv", "booked", 75, _nothing, shifts=BOOKED),
+        Plan("esketamine", "booked", 50, _nothing, 84, shifts=BOOKED, today_only=True),
+        Plan("ketamine_iv", "booked", 75, _nothing, shifts=BOOKED, today_only=True),
     ]
     midnight = datetime.combine(today, time(0), tzinfo=ZoneInfo(clinic.timezone))
     day = (midnight, midnight + timedelta(days=1))
@@ -263,17 +266,16 @@ async def seed(session, ctx) -> None:
         st = types[plan.kind]
         devices = (plan.dose_mg or 28) // 28 if plan.kind == "esketamine" else 1
         chair = patient = None
+        pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
+        # a patient with nothing else booked today if there is one: nobody has two ketamine sessions in a day
+        free_all_day = await _first_free(session, pool, column=Appointment.patient_id, start=day[0], end=day[1])
         for shift in plan.shifts:
             start = now + timedelta(minutes=plan.starts + shift)
             end = start + timedelta(minutes=st.hold_minutes(devices))
-            if plan.label in ("discharged", "booked") and not day[0] <= start < day[1]:
-                continue  # the board shows those of today only (a session still in its chair shows whenever it began)
+            if plan.today_only and not day[0] <= start < day[1]:
+                continue
             chair = await _first_free(session, chairs, column=Appointment.chair_id, start=start, end=end)
-            pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
-            # a patient with nothing else booked today if there is one: nobody has two ketamine sessions in a day
-            patient = await _first_free(session, pool, column=Appointment.patient_id, start=day[0], end=day[1]) or await _first_free(
-                session, pool, column=Appointment.patient_id, start=start, end=end
-            )
+            patient = free_all_day or await _first_free(session, pool, column=Appointment.patient_id, start=start, end=end)
             if chair is not None and patient is not None:
                 chart.offset = shift
                 break

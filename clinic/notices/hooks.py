@@ -20,10 +20,10 @@ async def appointment_booked(session: AsyncSession, *, queue, appointment, patie
 
 async def course_booked(session: AsyncSession, *, queue, appointments, patient, clinic) -> None:
     """A course booked in one go: one confirmation listing every visit, then each visit's reminder and estimate."""
-    first = min(appointments, key=lambda a: a.starts_at)
-    for appt in appointments:
+    visits = sorted(appointments, key=lambda a: a.starts_at)
+    for n, appt in enumerate(visits):
         await notices.booking_notices(session, queue=queue, appointment=appt, patient=patient, clinic=clinic,
-                                      course_visits=sorted(appointments, key=lambda a: a.starts_at), confirm=appt is first)
+                                      course_visits=visits, confirm=n == 0)
         await billing.on_booked(session, appointment=appt, patient=patient, clinic=clinic)
 
 

@@ -97,8 +97,10 @@ def message_id(notice_id: int, clinic_id: int, base_url: str) -> str:
 
 def render(kind: str, context: dict[str, Any]) -> Rendered:
     subject_key = kind
-    if kind == "booking_confirmation":
-        subject_key = "booking_moved" if context.get("moved") else "booking_course" if len(context.get("visits") or ()) > 1 else kind
+    if kind == "booking_confirmation" and context.get("moved"):
+        subject_key = "booking_moved"
+    elif kind == "booking_confirmation" and len(context.get("visits") or ()) > 1:
+        subject_key = "booking_course"
     return Rendered(
         subject=SUBJECTS[subject_key].format(day=context.get("day", "")),
         text=_env.get_template(f"{kind}.txt").render(context),

@@ -80,7 +80,8 @@ async def seed(session, ctx) -> None:
     booked: list[Booked] = []
     appts: list[Appointment] = []
     timings = {k: Timing.of(st) for k, st in types.items()}
-    monitoring_chairs = {c.id for c in chairs[:5]}
+    live_chairs = chairs[:5]
+    monitoring_chairs = {c.id for c in live_chairs}
     # chairs 1-5 stay free from four and a half hours before the seed runs to four hours after, so the monitoring
     # demo can seat its sessions in every phase (discharged hours ago ... booked for later) at any time of day
     live = (now - timedelta(hours=4, minutes=30), now + timedelta(hours=4))
@@ -167,8 +168,8 @@ async def seed(session, ctx) -> None:
     ctx.shared["appointments"] = appts
     ctx.shared["courses"] = courses
     ctx.shared["today"] = today
-    # chair ids kept free today 08:00-13:00 for live monitoring demo sessions
-    ctx.shared["monitoring_chairs"] = [c for c in chairs[:5]]
+    # the chairs kept free around now for the monitoring demo's sessions
+    ctx.shared["monitoring_chairs"] = live_chairs
 
 
 def _close_history(a: Appointment, rng, cal: ClinicCalendar, *, staff) -> None:

@@ -358,8 +358,9 @@ async def run(ctx: dict | None = None) -> dict:
             # alternating rounds: a burst of other work on the machine falls on both sides, not on one
             bare_rounds, app_rounds = [], []
             for n in range(rounds):
-                bare_rounds.append(await load(bare_port, bare_request, clients=clients, seconds=seconds / rounds, warmup=warmup if n == 0 else 0.3, max_requests=max_requests))
-                app_rounds.append(await load(app_port, app_request, clients=clients, seconds=seconds / rounds, warmup=warmup if n == 0 else 0.3, max_requests=max_requests))
+                each = {"clients": clients, "seconds": seconds / rounds, "warmup": warmup if n == 0 else 0.3, "max_requests": max_requests}
+                bare_rounds.append(await load(bare_port, bare_request, **each))
+                app_rounds.append(await load(app_port, app_request, **each))
             bare, app = pooled(bare_rounds), pooled(app_rounds)
             floor = await load(app_port, floor_request, clients=clients, seconds=seconds / 2, warmup=warmup / 2, max_requests=max_requests)
         finally:

@@ -23,12 +23,13 @@ from clinic import health
 from clinic.auth import admin as auth_admin
 from clinic.auth import api as auth_api
 from clinic.auth import web as auth_web
+from clinic.auth import guard
 from clinic.auth.middleware import AuthenticationMiddleware, BearerAwareCSRFMiddleware, csrf_config
 from clinic.billing import api as billing_api
 from clinic.billing import web as billing_web
 from clinic.config import Settings
 from clinic.db import Database
-from clinic.http import EXCEPTION_HANDLERS, PermissionMiddleware, provide_actor, provide_db_session
+from clinic.http import EXCEPTION_HANDLERS, provide_actor, provide_db_session
 from clinic.monitoring import api as monitoring_api
 from clinic.monitoring import web as monitoring_web
 from clinic.notices import api as notices_api
@@ -112,9 +113,9 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             SecurityHeadersMiddleware,
             AuthenticationMiddleware,
             DefineMiddleware(BearerAwareCSRFMiddleware, config=csrf_config(settings.secret_key, settings.base_url.startswith("https"))),
-            PermissionMiddleware,
+            guard.PermissionMiddleware,
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **guard.EXCEPTION_HANDLERS},
         template_config=template_config(),
         plugins=[HTMXPlugin()],
         openapi_config=OpenAPIConfig(

@@ -273,7 +273,7 @@ def create_user(email: str, roles: tuple[str, ...], password: str, name: str) ->
             from clinic.audit.service import Actor
             from clinic.auth import service
             from clinic.db import Database
-            from clinic.http import ClinicError
+            from clinic.errors import ClinicError
             from clinic.scheduling.models import Clinic
 
             db = Database.connect(settings.database_url, pool_size=1)

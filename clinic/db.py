@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 metadata: MetaData = SQLModel.metadata
+
+log = logging.getLogger("clinic.db")
 
 
 @dataclass
@@ -122,16 +125,35 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit on success, roll back on any error."""
+        """One unit of work: commit on success, roll back on any error; after the commit, the jobs registered with
+        after_commit (enqueue a notice, forget a sign-in), so nothing is sent for a change that was not saved."""
         async with self.sessionmaker() as session:
-            async with session.begin():
+            try:
                 yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+            await run_after_commit(session)
 
     async def dispose(self) -> None:
         if self._raw_pool is not None:
             pool, self._raw_pool = self._raw_pool, None
             await pool.close()
         await self.engine.dispose()
+
+
+def after_commit(session: AsyncSession, job: Callable[[], Awaitable[Any]]) -> None:
+    """Run `job` once the session's unit of work has committed (never if it rolls back)."""
+    session.info.setdefault("after_commit", []).append(job)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    for job in session.info.pop("after_commit", []):
+        try:
+            await job()
+        except Exception as exc:  # a queue outage must not fail a saved change; the outbox sweep catches up
+            log.warning("after-commit job failed: %s", type(exc).__name__)
 
 
 class Statements(Protocol):

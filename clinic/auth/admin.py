@@ -17,7 +17,8 @@ from clinic.audit.service import Actor, AuditFilter, list_events
 from clinic.auth import service
 from clinic.auth.models import ROLES
 from clinic.auth.rules import MIN_PASSWORD_LENGTH
-from clinic.http import ClinicError, CurrentActor, DbSession, InvalidInput
+from clinic.errors import ClinicError, RuleBroken
+from clinic.http import CurrentActor, DbSession
 from clinic.scheduling.models import Clinic
 
 ROLE_LABELS = {
@@ -192,7 +193,7 @@ async def staff_reset_password(request: Request, db_session: DbSession, actor: C
 
     async def write() -> None:
         if _text(form, "password") != _text(form, "confirm_password"):
-            raise InvalidInput("The password and its confirmation differ.", field="confirm_password")
+            raise RuleBroken("The password and its confirmation differ.", field="confirm_password")
         await service.reset_password(db_session, actor=actor, user_id=user_id, password=_text(form, "password"))
 
     return await _staff_write(db_session, actor, user_id, "password", write)
@@ -223,7 +224,7 @@ async def tokens_create(request: Request, db_session: DbSession, actor: CurrentA
     raw_user = _text(form, "user_id")
     try:
         if not raw_user.isdigit():
-            raise InvalidInput("Choose whose token this is.", field="user_id")
+            raise RuleBroken("Choose whose token this is.", field="user_id")
         token, raw = await service.create_token(db_session, actor=actor, user_id=int(raw_user), name=_text(form, "name"))
     except ClinicError as exc:
         await db_session.rollback()

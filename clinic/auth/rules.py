@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from clinic.errors import RuleBroken
+
 MIN_PASSWORD_LENGTH = 12
 MAX_FAILED_LOGINS = 5
 THROTTLE_WINDOW = timedelta(minutes=15)
@@ -18,20 +20,19 @@ _hasher = PasswordHash((Argon2Hasher(),))
 _DUMMY_HASH = _hasher.hash("not-a-real-password-just-timing")
 
 
-def password_problem(password: str) -> str | None:
+def check_password(password: str, *, field: str = "password") -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        return f"Password must be at least {MIN_PASSWORD_LENGTH} characters."
+        raise RuleBroken(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.", field=field, code="password_short")
     if len(password) > 256:
-        return "Password must be at most 256 characters."
-    return None
+        raise RuleBroken("Password must be at most 256 characters.", field=field, code="password_long")
 
 
-def npi_problem(npi: str) -> str | None:
+def check_npi(npi: str) -> None:
     """An NPI is 10 digits whose last is a Luhn check digit over the prefix 80840 (CMS rule)."""
     if not npi:
-        return None
-    if len(npi) != 10 or not npi.isdigit():
-        return "An NPI is exactly 10 digits."
+        return
+    if len(npi) != 10 or not npi.isascii() or not npi.isdigit():
+        raise RuleBroken("An NPI is exactly 10 digits.", field="npi", code="npi_format")
     digits = [int(d) for d in "80840" + npi]
     total = 0
     for i, d in enumerate(reversed(digits)):
@@ -40,15 +41,13 @@ def npi_problem(npi: str) -> str | None:
             d = d - 9 if d > 9 else d
         total += d
     if total % 10:
-        return "That NPI's check digit is wrong; check for a typo."
-    return None
+        raise RuleBroken("That NPI's check digit is wrong; check for a typo.", field="npi", code="npi_check_digit")
 
 
-def email_problem(email: str) -> str | None:
+def check_email(email: str) -> None:
     local, at, domain = email.partition("@")
     if not at or not local or "." not in domain or domain.startswith(".") or domain.endswith(".") or len(email) > 254 or any(c.isspace() for c in email):
-        return "Enter a valid email address."
-    return None
+        raise RuleBroken("Enter a valid email address.", field="email", code="email_format")
 
 
 def hash_password(password: str) -> str:

@@ -12,17 +12,18 @@ from clinic.audit.service import Actor, record
 from clinic.auth.models import ROLES, ApiToken, LoginAttempt, StaffUser, WebSession
 from clinic.auth.rules import (
     THROTTLE_WINDOW,
-    email_problem,
+    check_email,
     hash_password,
     is_throttled,
     new_token,
-    npi_problem,
-    password_problem,
+    check_npi,
+    check_password,
     token_hash,
     verify_password,
 )
 from clinic.auth.cache import forget_sign_ins_after_commit
-from clinic.http import ClinicError, Conflict, InvalidInput, NotFound, after_commit
+from clinic.errors import ClinicError, Conflict, NotFound, RuleBroken
+from clinic.db import after_commit
 from clinic.timeutil import utcnow
 
 
@@ -100,26 +101,24 @@ async def logout(session: AsyncSession, *, raw_token: str | None, actor: Actor |
 def _check_roles(roles: list[str]) -> list[str]:
     cleaned = sorted(set(roles))
     if not cleaned:
-        raise InvalidInput("Choose at least one role.", field="roles")
+        raise RuleBroken("Choose at least one role.", field="roles")
     unknown = [r for r in cleaned if r not in ROLES]
     if unknown:
-        raise InvalidInput(f"Unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}.", field="roles")
+        raise RuleBroken(f"Unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}.", field="roles")
     return cleaned
 
 
 def _check_details(full_name: str, credentials: str, npi: str | None) -> tuple[str, str, str | None]:
     full_name = " ".join((full_name or "").split())
     if not full_name:
-        raise InvalidInput("Enter the person's full name.", field="full_name")
+        raise RuleBroken("Enter the person's full name.", field="full_name")
     if len(full_name) > 200:
-        raise InvalidInput("The name is too long (200 characters at most).", field="full_name")
+        raise RuleBroken("The name is too long (200 characters at most).", field="full_name")
     credentials = (credentials or "").strip()
     if len(credentials) > 40:
-        raise InvalidInput("Credentials are too long (40 characters at most), e.g. RN, MD, PhD.", field="credentials")
+        raise RuleBroken("Credentials are too long (40 characters at most), e.g. RN, MD, PhD.", field="credentials")
     npi = (npi or "").replace(" ", "").strip() or None
-    problem = npi_problem(npi or "")
-    if problem:
-        raise InvalidInput(problem, field="npi")
+    check_npi(npi or "")
     return full_name, credentials, npi
 
 
@@ -137,13 +136,9 @@ async def create_user(
     is_therapist: bool = False,
 ) -> StaffUser:
     email = (email or "").strip().lower()
-    problem = email_problem(email)
-    if problem:
-        raise InvalidInput(problem, field="email")
+    check_email(email)
     full_name, credentials, npi = _check_details(full_name, credentials, npi)
-    problem = password_problem(password or "")
-    if problem:
-        raise InvalidInput(problem, field="password")
+    check_password(password or "")
     roles = _check_roles(roles)
     if (await session.exec(select(StaffUser.id).where(StaffUser.email == email))).first():
         raise Conflict("A staff account with that email already exists.", field="email")
@@ -221,7 +216,7 @@ async def update_details(
 async def set_active(session: AsyncSession, *, actor: Actor, user_id: int, active: bool) -> StaffUser:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
     if user.id == actor.user_id and not active:
-        raise InvalidInput("You cannot deactivate your own account.", field="user_id")
+        raise RuleBroken("You cannot deactivate your own account.", field="user_id")
     if user.active == active:
         return user
     user.active = active
@@ -241,7 +236,7 @@ async def update_roles(session: AsyncSession, *, actor: Actor, user_id: int, rol
     cleaned = _check_roles(roles)
     if user.id == actor.user_id and "admin" in user.roles and "admin" not in cleaned:
         # another admin must do it, so a clinic never locks itself out of staff management
-        raise InvalidInput("You cannot remove your own admin role.", field="roles")
+        raise RuleBroken("You cannot remove your own admin role.", field="roles")
     before = sorted(user.roles)
     if before != cleaned:
         user.roles = cleaned
@@ -254,10 +249,8 @@ async def update_roles(session: AsyncSession, *, actor: Actor, user_id: int, rol
 async def reset_password(session: AsyncSession, *, actor: Actor, user_id: int, password: str) -> StaffUser:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
     if user.id == actor.user_id:
-        raise InvalidInput("Change your own password on the Your account page.", field="user_id")
-    problem = password_problem(password or "")
-    if problem:
-        raise InvalidInput(problem, field="password")
+        raise RuleBroken("Change your own password on the Your account page.", field="user_id")
+    check_password(password or "")
     user.password_hash = hash_password(password)
     session.add(user)
     # whoever knew the old password is signed out everywhere
@@ -272,12 +265,10 @@ async def change_own_password(
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=actor.user_id or 0)
     if not verify_password(current_password or "", user.password_hash):
         record(session, actor=actor, action="auth.password_change_failed", entity="staff_user", entity_id=user.id)
-        raise InvalidInput("Your current password is not right.", field="current_password")
-    problem = password_problem(new_password or "")
-    if problem:
-        raise InvalidInput(problem, field="new_password")
+        raise RuleBroken("Your current password is not right.", field="current_password")
+    check_password(new_password or "", field="new_password")
     if new_password == current_password:
-        raise InvalidInput("Choose a password different from the current one.", field="new_password")
+        raise RuleBroken("Choose a password different from the current one.", field="new_password")
     user.password_hash = hash_password(new_password)
     session.add(user)
     # other browsers signed in as this user are signed out; this one stays
@@ -292,10 +283,10 @@ async def change_own_password(
 async def create_token(session: AsyncSession, *, actor: Actor, user_id: int, name: str = "") -> tuple[ApiToken, str]:
     user = await get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
     if not user.active:
-        raise InvalidInput("That account is deactivated.", field="user_id")
+        raise RuleBroken("That account is deactivated.", field="user_id")
     name = " ".join((name or "").split())
     if len(name) > 100:
-        raise InvalidInput("The token name is too long (100 characters at most).", field="name")
+        raise RuleBroken("The token name is too long (100 characters at most).", field="name")
     raw, hashed = new_token("ct_")
     token = ApiToken(token_hash=hashed, user_id=user.id, name=name)
     session.add(token)

@@ -13,7 +13,8 @@ from msgspec import Struct
 
 from clinic.auth import service
 from clinic.auth.middleware import SESSION_COOKIE, idle_minutes
-from clinic.http import ClinicError, CurrentActor, DbSession, InvalidInput
+from clinic.errors import ClinicError, RuleBroken
+from clinic.http import CurrentActor, DbSession
 
 HOME_BY_ROLE = (
     ("nurse", "/board"),
@@ -144,7 +145,7 @@ async def change_password(
     user = request.scope["user"]
     try:
         if data.new_password != data.confirm_password:
-            raise InvalidInput("The new password and its confirmation differ.", field="confirm_password")
+            raise RuleBroken("The new password and its confirmation differ.", field="confirm_password")
         await service.change_own_password(
             db_session,
             actor=actor,

@@ -10,7 +10,8 @@ from sqlmodel import col, select
 
 from clinic.billing import service
 from clinic.billing.models import Charge, Claim, Coverage, Estimate, FeeScheduleEntry
-from clinic.http import CurrentActor, DbSession, InvalidInput
+from clinic.errors import RuleBroken
+from clinic.http import CurrentActor, DbSession
 from clinic.scheduling.models import Clinic
 from clinic.timeutil import both_zones
 
@@ -59,7 +60,7 @@ def fee_json(f: FeeScheduleEntry) -> dict[str, Any]:
 
 def _body(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise InvalidInput("Send a JSON object.")
+        raise RuleBroken("Send a JSON object.")
     return data
 
 
@@ -87,7 +88,7 @@ async def coverage_put(request: Request, db_session: DbSession, actor: CurrentAc
 @get("/estimates", opt={"permission": "billing.read"}, tags=TAGS, summary="Estimates and GFEs (status=draft|issued)")
 async def estimate_list(db_session: DbSession, actor: CurrentActor, patient_id: int | None = None, status: str | None = None) -> dict[str, Any]:
     if status not in (None, "draft", "issued"):
-        raise InvalidInput("status is draft or issued.", field="status")
+        raise RuleBroken("status is draft or issued.", field="status")
     rows = await service.list_estimates(db_session, clinic_id=actor.clinic_id, patient_id=patient_id, status=status)
     replaced = await service.superseded_ids(db_session, [e.id for e in rows])
     tz = await _tz(db_session, actor.clinic_id)
@@ -106,7 +107,7 @@ async def estimate_request(db_session: DbSession, actor: CurrentActor,
                            data: dict[str, Any] = Body(description="patient_id; optional session_type_id and visits")) -> dict[str, Any]:
     data = _body(data)
     if not isinstance(data.get("patient_id"), int) or isinstance(data.get("patient_id"), bool):
-        raise InvalidInput("patient_id is required.", field="patient_id")
+        raise RuleBroken("patient_id is required.", field="patient_id")
     e = await service.request_gfe(db_session, actor=actor, patient_id=data["patient_id"],
                                   session_type_id=data.get("session_type_id"), visits=data.get("visits"))
     return estimate_json(e, await _tz(db_session, actor.clinic_id))

@@ -5,6 +5,8 @@ No I/O here: every function takes plain values and returns plain values (money i
 
 from __future__ import annotations
 
+from clinic.errors import RuleBroken
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -33,15 +35,6 @@ GFE_DISCLAIMERS = (
 )
 
 
-class BillingProblem(ValueError):
-    """Input a rule cannot work with; names the field so a form can show it."""
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
 MAX_CENTS = 1_000_000_000  # $10M: far above any visit, far below the database's integer limit
 _CODE = re.compile(r"^[A-Z0-9]{1,10}$")
 _DOLLARS = re.compile(r"^(?P<sign>-)?\$?(?P<whole>\d{1,3}(?:,\d{3})+|\d*)(?:\.(?P<frac>\d{1,2}))?$")
@@ -54,27 +47,27 @@ def cents(value: object, *, field: str, allow_none: bool = False) -> int | None:
     if value is None or value == "":
         if allow_none:
             return None
-        raise BillingProblem("Enter an amount.", field=field)
+        raise RuleBroken("Enter an amount.", field=field)
     if isinstance(value, bool):
-        raise BillingProblem("Enter an amount in cents.", field=field)
+        raise RuleBroken("Enter an amount in cents.", field=field)
     if isinstance(value, int):
         out = value
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         if len(text) > 20:  # past any real amount, and past what int() will parse
-            raise BillingProblem("That amount is too large.", field=field)
+            raise RuleBroken("That amount is too large.", field=field)
         m = _DOLLARS.match(text)
         if not m:
-            raise BillingProblem("Enter dollars and cents, e.g. 1250.00.", field=field)
+            raise RuleBroken("Enter dollars and cents, e.g. 1250.00.", field=field)
         out = int(m["whole"].replace(",", "") or 0) * 100 + int((m["frac"] or "").ljust(2, "0"))
         if m["sign"]:
             out = -out
     else:
-        raise BillingProblem("Money is whole cents (an integer), e.g. 12500 for $125.00.", field=field)
+        raise RuleBroken("Money is whole cents (an integer), e.g. 12500 for $125.00.", field=field)
     if out < 0:
-        raise BillingProblem("An amount cannot be negative.", field=field)
+        raise RuleBroken("An amount cannot be negative.", field=field)
     if out > MAX_CENTS:
-        raise BillingProblem("That amount is too large for one item (over $10,000,000).", field=field)
+        raise RuleBroken("That amount is too large for one item (over $10,000,000).", field=field)
     return out
 
 
@@ -82,7 +75,7 @@ def code(value: object, *, field: str) -> str:
     """A CPT/HCPCS code: up to 10 letters and digits."""
     text = str(value).strip().upper() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
     if not _CODE.match(text):
-        raise BillingProblem("A service code is up to 10 letters and digits, e.g. 96365 or G2083.", field=field)
+        raise RuleBroken("A service code is up to 10 letters and digits, e.g. 96365 or G2083.", field=field)
     return text
 
 
@@ -91,13 +84,13 @@ def whole(value: object, *, field: str, low: int, high: int, allow_none: bool = 
     if value is None or value == "":
         if allow_none:
             return None
-        raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
+        raise RuleBroken(f"Enter a whole number from {low} to {high}.", field=field)
     digits = isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 12
     if isinstance(value, bool) or not (isinstance(value, int) or digits):
-        raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
+        raise RuleBroken(f"Enter a whole number from {low} to {high}.", field=field)
     out = int(value)
     if not low <= out <= high:
-        raise BillingProblem(f"Enter a whole number from {low} to {high}.", field=field)
+        raise RuleBroken(f"Enter a whole number from {low} to {high}.", field=field)
     return out
 
 
@@ -105,16 +98,16 @@ def percent(value: object, *, field: str, allow_none: bool = False) -> int | Non
     if value is None or value == "":
         if allow_none:
             return None
-        raise BillingProblem("Enter a percentage from 0 to 100.", field=field)
+        raise RuleBroken("Enter a percentage from 0 to 100.", field=field)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise BillingProblem("A percentage is a whole number from 0 to 100.", field=field)
+        raise RuleBroken("A percentage is a whole number from 0 to 100.", field=field)
     text = str(value).strip().removesuffix("%")
     # ASCII only and short: "²".isdigit() is true but int("²") raises, as does a 5000-digit string
     if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 6):
-        raise BillingProblem("A percentage is a whole number from 0 to 100.", field=field)
+        raise RuleBroken("A percentage is a whole number from 0 to 100.", field=field)
     out = int(text)
     if not 0 <= out <= 100:
-        raise BillingProblem("A percentage must be between 0 and 100.", field=field)
+        raise RuleBroken("A percentage must be between 0 and 100.", field=field)
     return out
 
 
@@ -184,11 +177,8 @@ def allowed_for(line: Line, terms: Terms) -> int | None:
         return int(terms.allowed[line.code]) * line.units
     if terms.allowed_pct is not None:
         return (line.charge * terms.allowed_pct + 50) // 100
-    raise BillingProblem(
-        f"The coverage has no allowed amount for {line.code}: enter one, an allowed % of charge, "
-        f"or mark {line.code} as not covered.",
-        field="allowed_amounts",
-    )
+    raise RuleBroken(f"The coverage has no allowed amount for {line.code}: enter one, an allowed % of charge, "
+        f"or mark {line.code} as not covered.", field="allowed_amounts")
 
 
 def visit_share(lines: Sequence[Line], terms: Terms) -> Share:
@@ -402,10 +392,7 @@ CLAIM_NEXT: dict[str, tuple[str, ...]] = {
 def check_claim_move(current: str, new: str) -> None:
     if new not in CLAIM_NEXT.get(current, ()):
         allowed = ", ".join(s.replace("_", " ") for s in CLAIM_NEXT.get(current, ())) or "nothing (it is closed)"
-        raise BillingProblem(
-            f"A claim that is {current.replace('_', ' ')} can move to {allowed}, not {new.replace('_', ' ')}.",
-            field="status",
-        )
+        raise RuleBroken(f"A claim that is {current.replace('_', ' ')} can move to {allowed}, not {new.replace('_', ' ')}.", field="status")
 
 
 # ---- what a message may say ------------------------------------------------------------------------

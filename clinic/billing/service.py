@@ -21,7 +21,7 @@ from clinic.audit.service import Actor, record
 from clinic.billing import rules
 from clinic.billing.models import Charge, Claim, Coverage, Estimate, FeeScheduleEntry, Payment
 from clinic.db import register_conflicts
-from clinic.http import Conflict, InvalidInput, NotFound
+from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, ClosedDate, SessionType
 from clinic.timeutil import utcnow
@@ -38,10 +38,6 @@ register_conflicts(
 # Good practice: a GFE covers up to 12 months of recurring care (45 CFR 149.610(b)(2)(v)).
 ESTIMATE_HORIZON_DAYS = 365
 LIVE_FOR_ESTIMATES = ("booked", "arrived", "in_progress")
-
-
-def problem(p: rules.BillingProblem) -> InvalidInput:
-    return InvalidInput(p.message, field=p.field)
 
 
 def clinic_today(clinic: Clinic, now: datetime | None = None) -> date:
@@ -77,16 +73,13 @@ def fee_on(rows: list[FeeScheduleEntry], code: str, day: date) -> FeeScheduleEnt
 async def add_fee(session: AsyncSession, *, actor: Actor, data: dict[str, Any]) -> FeeScheduleEntry:
     description = str(data.get("description") or "").strip()
     if not description or len(description) > 200:
-        raise InvalidInput("Describe the service in up to 200 characters.", field="description")
-    try:
-        code = rules.code(data.get("code"), field="code")
-        price = rules.cents(data.get("self_pay_cents", data.get("self_pay")), field="self_pay_cents")
-    except rules.BillingProblem as p:
-        raise problem(p) from None
+        raise RuleBroken("Describe the service in up to 200 characters.", field="description")
+    code = rules.code(data.get("code"), field="code")
+    price = rules.cents(data.get("self_pay_cents", data.get("self_pay")), field="self_pay_cents")
     start = _date(data.get("effective_from"), "effective_from")
     end = _date(data.get("effective_to"), "effective_to", allow_none=True)
     if end is not None and end <= start:
-        raise InvalidInput("The end date must be after the start date.", field="effective_to")
+        raise RuleBroken("The end date must be after the start date.", field="effective_to")
     rows = [r for r in await fee_rows(session, actor.clinic_id) if r.code == code]
     for r in rows:
         r_end = r.effective_to or date.max
@@ -114,7 +107,7 @@ async def end_fee(session: AsyncSession, *, actor: Actor, fee_id: int, effective
         raise NotFound("No such fee schedule row.")
     end = _date(effective_to, "effective_to")
     if end <= entry.effective_from:
-        raise InvalidInput("The end date must be after the start date.", field="effective_to")
+        raise RuleBroken("The end date must be after the start date.", field="effective_to")
     entry.effective_to = end
     session.add(entry)
     record(session, actor=actor, action="fee.end", entity="fee_schedule", entity_id=entry.id, changes={"effective_to": end})
@@ -129,7 +122,7 @@ def _date(value: Any, field: str, *, allow_none: bool = False) -> date | None:
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise InvalidInput("Enter a date as YYYY-MM-DD.", field=field) from None
+        raise RuleBroken("Enter a date as YYYY-MM-DD.", field=field) from None
 
 
 # ---- coverage --------------------------------------------------------------------------------------
@@ -160,10 +153,10 @@ def terms_of(coverage: Coverage) -> rules.Terms:
 
 
 def clean_coverage(data: dict[str, Any]) -> dict[str, Any]:
-    """Validated coverage fields; raises BillingProblem naming the field."""
+    """Validated coverage fields; raises RuleBroken naming the field."""
     kind = str(data.get("kind") or "self_pay")
     if kind not in ("self_pay", "insured"):
-        raise rules.BillingProblem("Coverage is self-pay or insured.", field="kind")
+        raise RuleBroken("Coverage is self-pay or insured.", field="kind")
     out: dict[str, Any] = {"kind": kind}
     if kind == "self_pay":
         return out | {"payer": "", "member_id": "", "copay_cents": 0, "coinsurance_pct": 0, "deductible_remaining_cents": 0,
@@ -172,9 +165,9 @@ def clean_coverage(data: dict[str, Any]) -> dict[str, Any]:
     payer = str(data.get("payer") or "").strip()
     member = str(data.get("member_id") or "").strip()
     if not payer:
-        raise rules.BillingProblem("Enter the insurance company (payer).", field="payer")
+        raise RuleBroken("Enter the insurance company (payer).", field="payer")
     if not member:
-        raise rules.BillingProblem("Enter the member id from the insurance card.", field="member_id")
+        raise RuleBroken("Enter the member id from the insurance card.", field="member_id")
     out |= {"payer": payer[:120], "member_id": member[:60]}
     for name in ("copay_cents", "deductible_remaining_cents", "oop_remaining_cents"):
         out[name] = rules.cents(data.get(name, 0), field=name)
@@ -184,13 +177,13 @@ def clean_coverage(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(allowed, str):
         allowed = _parse_pairs(allowed)
     if not isinstance(allowed, dict):
-        raise rules.BillingProblem("Allowed amounts are code: amount pairs.", field="allowed_amounts")
+        raise RuleBroken("Allowed amounts are code: amount pairs.", field="allowed_amounts")
     out["allowed_amounts"] = {rules.code(k, field="allowed_amounts"): rules.cents(v, field="allowed_amounts") for k, v in allowed.items()}
     not_covered = data.get("not_covered") or []
     if isinstance(not_covered, str):
         not_covered = [c for c in not_covered.replace(",", " ").split() if c]
     if not isinstance(not_covered, list):
-        raise rules.BillingProblem("Codes not covered are a list of codes.", field="not_covered")
+        raise RuleBroken("Codes not covered are a list of codes.", field="not_covered")
     out["not_covered"] = sorted({rules.code(c, field="not_covered") for c in not_covered})
     out["files_claim"] = _bool(data.get("files_claim", True))
     out["in_network"] = _bool(data.get("in_network", True))
@@ -211,7 +204,7 @@ def _parse_pairs(text: str) -> dict[str, str]:
             continue
         code, sep, amount = part.partition(":") if ":" in part else part.partition("=")
         if not sep:
-            raise rules.BillingProblem("Write allowed amounts as CODE: amount, e.g. 96365: 420.00.", field="allowed_amounts")
+            raise RuleBroken("Write allowed amounts as CODE: amount, e.g. 96365: 420.00.", field="allowed_amounts")
         out[code.strip()] = amount.strip()
     return out
 
@@ -220,10 +213,7 @@ async def set_coverage(session: AsyncSession, *, actor: Actor, patient_id: int, 
     from clinic.notices import hooks
 
     patient = await get_patient(session, actor.clinic_id, patient_id)
-    try:
-        values = clean_coverage(data)
-    except rules.BillingProblem as p:
-        raise problem(p) from None
+    values = clean_coverage(data)
     coverage = await coverage_of(session, actor.clinic_id, patient_id)
     before = estimate_kind(coverage)
     if coverage is None:
@@ -374,24 +364,21 @@ async def on_coverage_changed(session: AsyncSession, *, patient: Patient, clinic
 async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, session_type_id: Any = None,
                       visits: Any = None) -> Estimate:
     """A GFE the patient asked for: due within 3 business days, even before anything is booked."""
-    try:
-        session_type_id = rules.whole(session_type_id, field="session_type_id", low=1, high=2**31 - 1, allow_none=True)
-        visits = rules.whole(visits, field="visits", low=1, high=52, allow_none=True)
-    except rules.BillingProblem as p:
-        raise problem(p) from None
+    session_type_id = rules.whole(session_type_id, field="session_type_id", low=1, high=2**31 - 1, allow_none=True)
+    visits = rules.whole(visits, field="visits", low=1, high=52, allow_none=True)
     patient = await get_patient(session, actor.clinic_id, patient_id)
     if estimate_kind(await coverage_of(session, actor.clinic_id, patient_id)) != "gfe":
-        raise InvalidInput("This patient's claims go to their plan: they get an insurance estimate, not a Good Faith Estimate.",
+        raise RuleBroken("This patient's claims go to their plan: they get an insurance estimate, not a Good Faith Estimate.",
                            field="patient_id")
     clinic = await session.get(Clinic, actor.clinic_id)
     upcoming = await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
     if not upcoming and session_type_id is None:
-        raise InvalidInput("Nothing is booked: choose the service the patient asked about.", field="session_type_id")
+        raise RuleBroken("Nothing is booked: choose the service the patient asked about.", field="session_type_id")
     planned: dict[str, Any] = {}
     if session_type_id is not None:
         st = (await session.exec(select(SessionType).where(SessionType.id == session_type_id, SessionType.clinic_id == clinic.id))).first()
         if st is None:
-            raise InvalidInput("No such service in this clinic.", field="session_type_id")
+            raise RuleBroken("No such service in this clinic.", field="session_type_id")
         n = visits or 1
         planned = {"session_type_id": st.id, "visits": n}
     first = upcoming[0][0] if upcoming else None
@@ -448,7 +435,7 @@ async def build_content(
         start = estimate.service_date or rules.add_business_days(clinic_today(clinic), 3)
         visits = [(None, start + timedelta(days=7 * i), st) for i in range(int(plan_meta["visits"]))]
     if not visits:
-        raise InvalidInput("Nothing is booked for this patient in the next 12 months: there is nothing to estimate.")
+        raise RuleBroken("Nothing is booked for this patient in the next 12 months: there is nothing to estimate.")
     ids = [v[0] for v in visits if v[0] is not None]
     if ids:
         doses = await session.exec(select(Appointment.id, Appointment.planned_dose_mg).where(col(Appointment.id).in_(ids)))
@@ -462,7 +449,7 @@ async def build_content(
         for code, units in rules.expected_lines(billing, st.protocol or {}, planned_dose.get(appt_id) if appt_id else None):
             fee = fee_on(fees, code, day)
             if fee is None:
-                raise InvalidInput(f"The fee schedule has no price for {code} on {day}: add it under Admin > Fees first.", field="fee_schedule")
+                raise RuleBroken(f"The fee schedule has no price for {code} on {day}: add it under Admin > Fees first.", field="fee_schedule")
             lines.append({"code": code, "description": fee.description, "units": units, "fee_cents": fee.self_pay_cents,
                           "amount_cents": fee.self_pay_cents * units, "diagnosis_codes": dx, "provider": provider["key"]})
         out_visits.append({"appointment_id": appt_id, "date": day.isoformat(), "service": st.name, "lines": lines,
@@ -491,10 +478,7 @@ async def build_content(
         content["patient_cents"] = total
     else:
         assert coverage is not None
-        try:
-            shares = rules.course_shares(line_sets, terms_of(coverage))
-        except rules.BillingProblem as p:
-            raise problem(p) from None
+        shares = rules.course_shares(line_sets, terms_of(coverage))
         for v, s in zip(out_visits, shares):
             v |= {"allowed_cents": s.allowed, "patient_cents": s.patient, "plan_cents": s.plan}
         content["coverage"] = {"payer": coverage.payer, "member_id": coverage.member_id, "in_network": coverage.in_network,
@@ -525,7 +509,7 @@ async def try_issue(session: AsyncSession, *, estimate: Estimate, clinic: Clinic
     try:
         async with session.begin_nested():
             return await _issue(session, actor=actor, estimate=estimate, queue=queue)
-    except (InvalidInput, Conflict):
+    except (RuleBroken, Conflict):
         return None
 
 
@@ -645,7 +629,7 @@ async def record_session_charges(session: AsyncSession, *, appointment: Appointm
     if claim is None:
         try:
             share = rules.visit_share([rules.Line(c.code, c.units, c.fee_cents or 0) for c in charges], terms_of(coverage)).patient
-        except rules.BillingProblem:
+        except RuleBroken:
             share = 0  # billing staff complete the allowed amounts; the claim still starts as a draft
         share = min(share, billed)  # a code with no price yet bills nothing, and nobody owes more than was billed
         claim = Claim(clinic_id=clinic.id, appointment_id=appointment.id, patient_id=patient.id, payer=coverage.payer,
@@ -662,15 +646,12 @@ async def move_claim(session: AsyncSession, *, actor: Actor, claim_id: int, data
     if claim is None:
         raise NotFound("No such claim.")
     new = str(data.get("status") or "")
-    try:
-        rules.check_claim_move(claim.status, new)
-        # integers are cents (API); text is dollars as typed in a form
-        plan_paid = rules.cents(data.get("plan_paid_cents", data.get("plan_paid")), field="plan_paid_cents", allow_none=True)
-        patient_part = rules.cents(data.get("patient_cents", data.get("patient_owes")), field="patient_cents", allow_none=True)
-    except rules.BillingProblem as p:
-        raise problem(p) from None
+    rules.check_claim_move(claim.status, new)
+    # integers are cents (API); text is dollars as typed in a form
+    plan_paid = rules.cents(data.get("plan_paid_cents", data.get("plan_paid")), field="plan_paid_cents", allow_none=True)
+    patient_part = rules.cents(data.get("patient_cents", data.get("patient_owes")), field="patient_cents", allow_none=True)
     if new in ("paid", "partially_paid") and plan_paid is None:
-        raise InvalidInput("Enter what the plan paid.", field="plan_paid_cents")
+        raise RuleBroken("Enter what the plan paid.", field="plan_paid_cents")
     old = claim.status
     claim.status = new
     if plan_paid is not None:
@@ -694,19 +675,13 @@ async def move_claim(session: AsyncSession, *, actor: Actor, claim_id: int, data
 
 async def add_payment(session: AsyncSession, *, actor: Actor, patient_id: int, data: dict[str, Any]) -> Payment:
     await get_patient(session, actor.clinic_id, patient_id)
-    try:
-        amount = rules.cents(data.get("amount_cents", data.get("amount")), field="amount_cents")
-    except rules.BillingProblem as p:
-        raise problem(p) from None
+    amount = rules.cents(data.get("amount_cents", data.get("amount")), field="amount_cents")
     if amount == 0:
-        raise InvalidInput("A payment is more than $0.00.", field="amount_cents")
-    try:
-        appt_id = rules.whole(data.get("appointment_id"), field="appointment_id", low=1, high=2**31 - 1, allow_none=True)
-    except rules.BillingProblem as p:
-        raise problem(p) from None
+        raise RuleBroken("A payment is more than $0.00.", field="amount_cents")
+    appt_id = rules.whole(data.get("appointment_id"), field="appointment_id", low=1, high=2**31 - 1, allow_none=True)
     if appt_id is not None and (await session.exec(select(Appointment.id).where(
             Appointment.id == appt_id, Appointment.patient_id == patient_id, Appointment.clinic_id == actor.clinic_id))).first() is None:
-        raise InvalidInput("That session is not this patient's.", field="appointment_id")
+        raise RuleBroken("That session is not this patient's.", field="appointment_id")
     pay = Payment(clinic_id=actor.clinic_id, patient_id=patient_id, appointment_id=appt_id,
                   amount_cents=amount, method=str(data.get("method") or "card")[:20], recorded_by=actor.user_id)
     session.add(pay)

@@ -16,7 +16,8 @@ from clinic.auth.permissions import allows
 from clinic.auth.models import StaffUser
 from clinic.billing import rules, service
 from clinic.billing.models import CLAIM_STATES, Charge, Claim, Estimate, Payment
-from clinic.http import CurrentActor, DbSession, NotFound
+from clinic.errors import NotFound
+from clinic.http import CurrentActor, DbSession
 from clinic.notices import service as notices
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, SessionType

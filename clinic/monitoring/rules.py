@@ -5,6 +5,8 @@ No I/O here: services pass in what was recorded and the current time, and get de
 
 from __future__ import annotations
 
+from clinic.errors import RuleBroken
+
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,15 +63,6 @@ PHASE_LABELS = {
 }
 
 
-class RuleViolation(ValueError):
-    """An entry a rule refuses; `field` names what to fix."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
 def minutes(delta: timedelta) -> int:
     """Whole minutes, rounded down (a check is not done 'at 40' until 40 full minutes have passed)."""
     return int(delta.total_seconds() // 60)
@@ -81,13 +74,13 @@ def minutes(delta: timedelta) -> int:
 def check_taken_at(taken_at: datetime, now: datetime, *, field: str = "taken_at", not_before: datetime | None = None, not_before_what: str = "") -> None:
     """Never in the future; back-charting up to 12 hours; never before the event it follows."""
     if taken_at.tzinfo is None:
-        raise RuleViolation("The time needs a UTC offset (e.g. 2026-03-02T10:15:00-05:00).", field)
+        raise RuleBroken("The time needs a UTC offset (e.g. 2026-03-02T10:15:00-05:00).", field=field)
     if taken_at > now + CLOCK_SKEW:
-        raise RuleViolation("The time is in the future; enter when it was actually taken.", field)
+        raise RuleBroken("The time is in the future; enter when it was actually taken.", field=field)
     if taken_at < now - BACKCHART_LIMIT:
-        raise RuleViolation("The time is more than 12 hours ago; back-charting is limited to 12 hours.", field)
+        raise RuleBroken("The time is more than 12 hours ago; back-charting is limited to 12 hours.", field=field)
     if not_before is not None and taken_at < not_before:
-        raise RuleViolation(f"The time is before {not_before_what}.", field)
+        raise RuleBroken(f"The time is before {not_before_what}.", field=field)
 
 
 def check_vitals(
@@ -101,58 +94,56 @@ def check_vitals(
     values = {"systolic": systolic, "diastolic": diastolic, "heart_rate": heart_rate, "spo2": spo2, "resp_rate": resp_rate}
     if (systolic is None) != (diastolic is None):
         missing = "diastolic" if diastolic is None else "systolic"
-        raise RuleViolation("Blood pressure needs both systolic and diastolic values.", missing)
+        raise RuleBroken("Blood pressure needs both systolic and diastolic values.", field=missing)
     for name, value in values.items():
         if value is None:
             continue
         low, high = LIMITS[name]
         if not low <= value <= high:
-            raise RuleViolation(f"{FIELD_LABELS[name]} {value} is outside the plausible range {low}-{high}.", name)
+            raise RuleBroken(f"{FIELD_LABELS[name]} {value} is outside the plausible range {low}-{high}.", field=name)
     if systolic is not None and diastolic is not None and diastolic >= systolic:
-        raise RuleViolation(f"Diastolic BP {diastolic} must be below systolic {systolic}.", "diastolic")
+        raise RuleBroken(f"Diastolic BP {diastolic} must be below systolic {systolic}.", field="diastolic")
 
 
 def check_moaas(value: int | None) -> None:
     if value is not None and value not in MOAAS_SCALE:
-        raise RuleViolation(f"MOAA/S {value} is not on the scale 0-5.", "moaas")
+        raise RuleBroken(f"MOAA/S {value} is not on the scale 0-5.", field="moaas")
 
 
 def dissociation_score(form: str, items: Mapping[Any, Any]) -> tuple[dict[str, int], int]:
     """Validate a CADSS answer set; returns the items keyed by item number (as text) and the total."""
     if form not in CADSS_ITEMS:
-        raise RuleViolation("The dissociation form must be 'cadss6' (items 1, 2, 6, 7, 15, 22) or 'cadss23'.", "dissociation_form")
+        raise RuleBroken("The dissociation form must be 'cadss6' (items 1, 2, 6, 7, 15, 22) or 'cadss23'.", field="dissociation_form")
     expected = CADSS_ITEMS[form]
     cleaned: dict[str, int] = {}
     for key, value in items.items():
         try:
             number = int(str(key).removeprefix("item_"))
         except ValueError:
-            raise RuleViolation(f"Dissociation item {key!r} is not an item number.", "dissociation_items") from None
+            raise RuleBroken(f"Dissociation item {key!r} is not an item number.", field="dissociation_items") from None
         if number not in expected:
-            raise RuleViolation(f"Item {number} is not part of {CADSS_LABELS[form]}.", "dissociation_items")
+            raise RuleBroken(f"Item {number} is not part of {CADSS_LABELS[form]}.", field="dissociation_items")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 4:
-            raise RuleViolation(f"Dissociation item {number} must be scored 0-4.", f"item_{number}")
+            raise RuleBroken(f"Dissociation item {number} must be scored 0-4.", field=f"item_{number}")
         cleaned[str(number)] = value
     missing = [n for n in expected if str(n) not in cleaned]
     if missing:
-        raise RuleViolation(
-            f"{CADSS_LABELS[form]} needs every item scored; missing item {', '.join(map(str, missing))}.", f"item_{missing[0]}"
-        )
+        raise RuleBroken(f"{CADSS_LABELS[form]} needs every item scored; missing item {', '.join(map(str, missing))}.", field=f"item_{missing[0]}")
     return cleaned, sum(cleaned.values())
 
 
 def check_weight(weight_kg: Decimal | float | int | None) -> Decimal:
     if weight_kg is None:
-        raise RuleViolation("Weight is needed to calculate an IV dose.", "weight_kg")
+        raise RuleBroken("Weight is needed to calculate an IV dose.", field="weight_kg")
     try:
         w = Decimal(str(weight_kg)).quantize(Decimal("0.1"), ROUND_HALF_UP)
     except InvalidOperation:
-        raise RuleViolation("Weight must be a number of kilograms.", "weight_kg") from None
+        raise RuleBroken("Weight must be a number of kilograms.", field="weight_kg") from None
     if not w.is_finite():  # a NaN would make the range comparison below raise instead of refuse
-        raise RuleViolation("Weight must be a number of kilograms.", "weight_kg")
+        raise RuleBroken("Weight must be a number of kilograms.", field="weight_kg")
     low, high = WEIGHT_LIMITS
     if not low <= w <= high:
-        raise RuleViolation(f"Weight {w} kg is outside the plausible range {low}-{high} kg.", "weight_kg")
+        raise RuleBroken(f"Weight {w} kg is outside the plausible range {low}-{high} kg.", field="weight_kg")
     return w
 
 
@@ -162,12 +153,12 @@ def iv_dose_mg(protocol: Mapping[str, Any], *, mg_per_kg: Decimal | float | None
     try:
         per_kg = Decimal(str(spec["default"] if mg_per_kg is None else mg_per_kg)).quantize(Decimal("0.01"), ROUND_HALF_UP)
     except InvalidOperation:
-        raise RuleViolation("The dose per kg must be a number.", "mg_per_kg") from None
+        raise RuleBroken("The dose per kg must be a number.", field="mg_per_kg") from None
     if not per_kg.is_finite():
-        raise RuleViolation("The dose per kg must be a number.", "mg_per_kg")
+        raise RuleBroken("The dose per kg must be a number.", field="mg_per_kg")
     low, high = Decimal(str(spec["min"])), Decimal(str(spec["max"]))
     if not low <= per_kg <= high:
-        raise RuleViolation(f"{per_kg} mg/kg is outside the protocol's range {low}-{high} mg/kg.", "mg_per_kg")
+        raise RuleBroken(f"{per_kg} mg/kg is outside the protocol's range {low}-{high} mg/kg.", field="mg_per_kg")
     weight = check_weight(weight_kg)
     return per_kg, (per_kg * weight).quantize(Decimal("0.1"), ROUND_HALF_UP)
 
@@ -182,22 +173,19 @@ def planned_devices(protocol: Mapping[str, Any], dose_mg: int | None) -> int:
 def check_esketamine_dose(protocol: Mapping[str, Any], dose_mg: int | None) -> int:
     allowed = [int(d) for d in protocol.get("doses_mg", [28, 56, 84])]
     if dose_mg is None:
-        raise RuleViolation(f"Choose the dose for this session ({', '.join(f'{d} mg' for d in allowed)}).", "dose_mg")
+        raise RuleBroken(f"Choose the dose for this session ({', '.join(f'{d} mg' for d in allowed)}).", field="dose_mg")
     if dose_mg not in allowed:
-        raise RuleViolation(f"{dose_mg} mg is not an allowed dose; allowed: {', '.join(f'{d} mg' for d in allowed)}.", "dose_mg")
+        raise RuleBroken(f"{dose_mg} mg is not an allowed dose; allowed: {', '.join(f'{d} mg' for d in allowed)}.", field="dose_mg")
     return dose_mg
 
 
-def device_spacing_problem(times: Sequence[datetime], spacing_minutes: int, tz: str) -> RuleViolation | None:
+def device_spacing_problem(times: Sequence[datetime], spacing_minutes: int, tz: str) -> RuleBroken | None:
     """Devices in the order given (device 1, 2, ...) must each follow the previous one by the rest interval."""
     for n in range(1, len(times)):
         earliest = times[n - 1] + timedelta(minutes=spacing_minutes)
         if times[n] < earliest:
-            return RuleViolation(
-                f"Device {n + 1} must be given at least {spacing_minutes} minutes after device {n} "
-                f"({hm(times[n - 1], tz)}): not before {hm(earliest, tz)}.",
-                "taken_at",
-            )
+            return RuleBroken(f"Device {n + 1} must be given at least {spacing_minutes} minutes after device {n} "
+                f"({hm(times[n - 1], tz)}): not before {hm(earliest, tz)}.", field="taken_at")
     return None
 
 

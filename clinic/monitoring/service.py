@@ -28,7 +28,7 @@ from clinic.audit.service import Actor, jsonable, record
 from clinic.auth.models import StaffUser
 from clinic.auth.permissions import allows
 from clinic.db import Statements, register_conflicts
-from clinic.http import Conflict, Forbidden, InvalidInput, NotFound
+from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
 from clinic.monitoring.writer import EntryWrite, EntryWriter, write_entries
@@ -66,10 +66,6 @@ async def notify_board(session: AsyncSession, *, clinic_id: int, appointment_id:
     """Delivered by Postgres when (and only if) the transaction commits."""
     payload = json.dumps({"appointment_id": appointment_id, "what": what})
     await session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel(clinic_id), "payload": payload})
-
-
-def _rule_error(exc: rules.RuleViolation) -> InvalidInput:
-    return InvalidInput(exc.message, field=exc.field)
 
 
 def _local(instant: datetime, tz: str) -> datetime:
@@ -244,10 +240,7 @@ async def check_in(
             raise Conflict(f"Already checked in at {rules.hm(appt.checked_in_at, data.tz)}.", code="already_checked_in")
         raise Conflict(f"This appointment is {appt.status.replace('_', ' ')}; only a booked appointment can be checked in.", code="not_booked")
     at = taken_at or now
-    try:
-        rules.check_taken_at(at, now)
-    except rules.RuleViolation as exc:
-        raise _rule_error(exc) from None
+    rules.check_taken_at(at, now)
     if abs(at - appt.starts_at) > rules.BACKCHART_LIMIT:
         day = _local(appt.starts_at, data.tz).strftime("%a %d %b %Y %H:%M")
         raise Conflict(f"This appointment is booked for {day}; check the patient in on the day.", code="not_today")
@@ -262,21 +255,15 @@ async def check_in(
         if patient.rems_enrolled_on > session_day:
             raise Conflict("The REMS enrollment date is after today's session.", field="rems_enrollment", code="rems_not_enrolled")
     if not fasting_confirmed:
-        raise InvalidInput("Confirm the patient followed the fasting instructions before check-in.", field="fasting_confirmed")
+        raise RuleBroken("Confirm the patient followed the fasting instructions before check-in.", field="fasting_confirmed")
     weight = None
     if "dose_mg_per_kg" in data.protocol:
-        try:
-            weight = rules.check_weight(weight_kg)
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        weight = rules.check_weight(weight_kg)
     elif weight_kg is not None:
-        try:
-            weight = rules.check_weight(weight_kg)
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        weight = rules.check_weight(weight_kg)
     name = (escort_name if escort_name is not None else appt.escort_name) or ""
     if escort_confirmed and not name.strip():
-        raise InvalidInput("Enter the escort's name to confirm them.", field="escort_name")
+        raise RuleBroken("Enter the escort's name to confirm them.", field="escort_name")
     appt.status = "arrived"
     appt.checked_in_at = at
     appt.fasting_confirmed = True
@@ -308,7 +295,7 @@ async def confirm_escort(session: AsyncSession, *, actor: Actor, appointment_id:
     _require_monitoring(data, what="an escort confirmation")
     name = (escort_name if escort_name is not None else appt.escort_name) or ""
     if not name.strip():
-        raise InvalidInput("Enter the escort's name to confirm them.", field="escort_name")
+        raise RuleBroken("Enter the escort's name to confirm them.", field="escort_name")
     appt.escort_name = name.strip()[:200]
     if escort_phone is not None:
         appt.escort_phone = escort_phone.strip()[:40] or None
@@ -336,20 +323,17 @@ class Measurements:
     note: str | None = None
 
     def cleaned(self) -> dict[str, Any]:
-        """Validated column values; raises InvalidInput naming the field."""
-        try:
-            rules.check_vitals(systolic=self.systolic, diastolic=self.diastolic, heart_rate=self.heart_rate, spo2=self.spo2, resp_rate=self.resp_rate)
-            rules.check_moaas(self.moaas)
-            items, total = None, None
-            if self.dissociation_form is not None or self.dissociation_items:
-                if self.dissociation_form is None:
-                    raise rules.RuleViolation("Say which dissociation form was used (cadss6 or cadss23).", "dissociation_form")
-                items, total = rules.dissociation_score(self.dissociation_form, self.dissociation_items or {})
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        """Validated column values; raises RuleBroken naming the field."""
+        rules.check_vitals(systolic=self.systolic, diastolic=self.diastolic, heart_rate=self.heart_rate, spo2=self.spo2, resp_rate=self.resp_rate)
+        rules.check_moaas(self.moaas)
+        items, total = None, None
+        if self.dissociation_form is not None or self.dissociation_items:
+            if self.dissociation_form is None:
+                raise RuleBroken("Say which dissociation form was used (cadss6 or cadss23).", field="dissociation_form")
+            items, total = rules.dissociation_score(self.dissociation_form, self.dissociation_items or {})
         note = (self.note or "").strip() or None
         if note and len(note) > 4000:
-            raise InvalidInput("The note is longer than 4000 characters.", field="note")
+            raise RuleBroken("The note is longer than 4000 characters.", field="note")
         values = {
             "systolic": self.systolic,
             "diastolic": self.diastolic,
@@ -363,7 +347,7 @@ class Measurements:
             "note": note,
         }
         if all(v is None for v in values.values()):
-            raise InvalidInput("Nothing to record: enter at least one value or a note.", field="values")
+            raise RuleBroken("Nothing to record: enter at least one value or a note.", field="values")
         return values
 
 
@@ -392,7 +376,7 @@ def _valid_check_key(protocol: dict[str, Any], key: str | None, keys: frozenset[
     key = key.strip()
     if key in (keys if keys is not None else {p.key for p in rules.planned_checks(protocol)}) or key.startswith("repeat_bp@"):
         return key[:40]
-    raise InvalidInput(f"{key!r} is not a check of this protocol.", field="check_key")
+    raise RuleBroken(f"{key!r} is not a check of this protocol.", field="check_key")
 
 
 async def _insert_entry(session: AsyncSession, values: dict[str, Any]) -> ClinicalEntry | None:
@@ -573,12 +557,9 @@ async def record_entry(
             gate = dict(row)
         tz = gate["timezone"]
         _require_state(status=gate["status"], monitored=gate["monitored"], type_name=gate["type_name"], discharged_at=gate["discharged_at"], tz=tz, what="entries")
-        try:
-            checked_in = gate["checked_in_at"]
-            what = f"check-in ({rules.hm(checked_in, tz)})" if checked_in and at.tzinfo and at < checked_in else "check-in"  # formatted only when said
-            rules.check_taken_at(at, now, not_before=checked_in, not_before_what=what)
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        checked_in = gate["checked_in_at"]
+        what = f"check-in ({rules.hm(checked_in, tz)})" if checked_in and at.tzinfo and at < checked_in else "check-in"  # formatted only when said
+        rules.check_taken_at(at, now, not_before=checked_in, not_before_what=what)
         cleaned = values.cleaned()
         protocol, check_keys = _protocol_facts(gate["protocol"])
         key = _valid_check_key(protocol, check_key, check_keys)
@@ -668,9 +649,9 @@ async def correct_entry(
         return replay
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidInput("Say why the entry is being corrected.", field="reason")
+        raise RuleBroken("Say why the entry is being corrected.", field="reason")
     if len(reason) > 300:
-        raise InvalidInput("The reason is longer than 300 characters.", field="reason")
+        raise RuleBroken("The reason is longer than 300 characters.", field="reason")
     data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, doses=False)
     old = next((e for e in data.entries if e.id == entry_id), None)
     if old is None:
@@ -684,10 +665,7 @@ async def correct_entry(
     appt = data.appointment
     at = changes.pop("taken_at", None) or old.taken_at
     if at != old.taken_at:
-        try:
-            rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what="check-in")
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what="check-in")
     if entered_in_error:
         cleaned = {k: None for k in ("systolic", "diastolic", "heart_rate", "spo2", "resp_rate", "moaas", "dissociation_form", "dissociation_items", "dissociation_total", "note")}
     else:
@@ -706,7 +684,7 @@ async def correct_entry(
             if v is UNSET:
                 continue
             if not hasattr(merged, k):
-                raise InvalidInput(f"{k} cannot be corrected here.", field=k)
+                raise RuleBroken(f"{k} cannot be corrected here.", field=k)
             setattr(merged, k, v)
         if merged.dissociation_form is None:
             merged.dissociation_items = None
@@ -773,9 +751,9 @@ async def _insert_dose(session: AsyncSession, values: dict[str, Any]) -> DosingE
 def _lot(lot_number: str | None) -> str:
     lot = (lot_number or "").strip()
     if not lot:
-        raise InvalidInput("Enter the device's lot number (printed on the device).", field="lot_number")
+        raise RuleBroken("Enter the device's lot number (printed on the device).", field="lot_number")
     if len(lot) > 40:
-        raise InvalidInput("The lot number is longer than 40 characters.", field="lot_number")
+        raise RuleBroken("The lot number is longer than 40 characters.", field="lot_number")
     return lot
 
 
@@ -802,10 +780,7 @@ async def start_dosing(
         raise Conflict(f"Dosing already started at {rules.hm(appt.dosing_started_at, data.tz)}.", code="already_dosing")  # type: ignore[arg-type]
     _require_monitoring(data, what="dosing")
     at = taken_at or now
-    try:
-        rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what=f"check-in ({rules.hm(appt.checked_in_at, data.tz)})")  # type: ignore[arg-type]
-    except rules.RuleViolation as exc:
-        raise _rule_error(exc) from None
+    rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what=f"check-in ({rules.hm(appt.checked_in_at, data.tz)})")  # type: ignore[arg-type]
     blockers = rules.pre_dose_blockers(data.protocol, dose_time=at, readings=data.readings(), open_alerts=[open_alert_of(a) for a in data.open_alerts()])
     if blockers:
         raise Conflict(
@@ -816,22 +791,16 @@ async def start_dosing(
     values: dict[str, Any] = dict(clinic_id=appt.clinic_id, appointment_id=appt.id, client_id=client_id, taken_at=at, recorded_by=actor.user_id, recorded_at=now, entered_in_error=False)
     facts = dict(appt.facts or {})
     if data.kind == "esketamine":
-        try:
-            planned = rules.check_esketamine_dose(data.protocol, int(dose_mg) if dose_mg is not None else appt.planned_dose_mg)
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        planned = rules.check_esketamine_dose(data.protocol, int(dose_mg) if dose_mg is not None else appt.planned_dose_mg)
         per_device = int(data.protocol.get("mg_per_device", 28))
         values |= dict(kind="device", device_number=1, dose_mg=Decimal(per_device), lot_number=_lot(lot_number))
         facts["dose_mg_planned"] = planned
     elif "dose_mg_per_kg" in data.protocol:
-        try:
-            per_kg, mg = rules.iv_dose_mg(data.protocol, mg_per_kg=mg_per_kg, weight_kg=appt.weight_kg)  # type: ignore[arg-type]
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        per_kg, mg = rules.iv_dose_mg(data.protocol, mg_per_kg=mg_per_kg, weight_kg=appt.weight_kg)  # type: ignore[arg-type]
         values |= dict(kind="infusion_start", dose_mg=mg, mg_per_kg=per_kg, weight_kg=Decimal(str(appt.weight_kg)).quantize(Decimal("0.1")), lot_number=(lot_number or "").strip()[:40] or None)
     else:
         if dose_mg is None or Decimal(str(dose_mg)) <= 0:
-            raise InvalidInput("Enter the dose given, in mg.", field="dose_mg")
+            raise RuleBroken("Enter the dose given, in mg.", field="dose_mg")
         values |= dict(kind="dose", dose_mg=Decimal(str(dose_mg)).quantize(Decimal("0.1")), lot_number=(lot_number or "").strip()[:40] or None)
     dose = await _insert_dose(session, values)
     if dose is None:
@@ -886,34 +855,31 @@ async def record_dose(
         raise Conflict("Start dosing first (it checks the pre-dose BP and any caution).", code="not_dosing")
     _require_monitoring(data, what="dosing entries")
     at = taken_at or now
-    try:
-        rules.check_taken_at(at, now, not_before=appt.dosing_started_at, not_before_what=f"the start of dosing ({rules.hm(appt.dosing_started_at, data.tz)})")  # type: ignore[arg-type]
-    except rules.RuleViolation as exc:
-        raise _rule_error(exc) from None
+    rules.check_taken_at(at, now, not_before=appt.dosing_started_at, not_before_what=f"the start of dosing ({rules.hm(appt.dosing_started_at, data.tz)})")  # type: ignore[arg-type]
     current = data.current_doses()
     values: dict[str, Any] = dict(clinic_id=appt.clinic_id, appointment_id=appt.id, client_id=client_id, taken_at=at, recorded_by=actor.user_id, recorded_at=now, entered_in_error=False)
     if kind == "device":
         if data.kind != "esketamine":
-            raise InvalidInput("Devices are recorded for esketamine sessions only.", field="kind")
+            raise RuleBroken("Devices are recorded for esketamine sessions only.", field="kind")
         devices = sorted((d for d in current if d.kind == "device"), key=lambda d: d.device_number or 0)
         planned = data.planned_device_count() or 3
         if len(devices) >= planned:
             raise Conflict(f"All {planned} device(s) of the {data.planned_dose_mg()} mg dose are recorded.", field="device_number", code="dose_complete")
         problem = rules.device_spacing_problem([d.taken_at for d in devices] + [at], int(data.protocol.get("minutes_between_devices", 5)), data.tz)
         if problem:
-            raise _rule_error(problem)
+            raise problem
         values |= dict(kind="device", device_number=len(devices) + 1, dose_mg=Decimal(int(data.protocol.get("mg_per_device", 28))), lot_number=_lot(lot_number))
     elif kind == "infusion_end":
         start = next((d for d in current if d.kind == "infusion_start"), None)
         if start is None:
-            raise InvalidInput("This session has no infusion to end.", field="kind")
+            raise RuleBroken("This session has no infusion to end.", field="kind")
         if any(d.kind == "infusion_end" for d in current):
             raise Conflict("The end of the infusion is already recorded; correct it if the time is wrong.", code="infusion_ended")
         if at <= start.taken_at:
-            raise InvalidInput(f"The infusion ends before it started ({rules.hm(start.taken_at, data.tz)}).", field="taken_at")
+            raise RuleBroken(f"The infusion ends before it started ({rules.hm(start.taken_at, data.tz)}).", field="taken_at")
         values |= dict(kind="infusion_end")
     else:
-        raise InvalidInput("kind must be 'device' or 'infusion_end'.", field="kind")
+        raise RuleBroken("kind must be 'device' or 'infusion_end'.", field="kind")
     dose = await _insert_dose(session, values)
     if dose is None:
         replay = await _dose_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
@@ -952,7 +918,7 @@ async def correct_dose(
         return replay
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidInput("Say why the dosing entry is being corrected.", field="reason")
+        raise RuleBroken("Say why the dosing entry is being corrected.", field="reason")
     data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, entries=False, alerts=False)
     appt = data.appointment
     old = next((d for d in data.doses if d.id == dose_id), None)
@@ -965,25 +931,22 @@ async def correct_dose(
         raise Conflict("The first dose cannot be withdrawn; correct its time or lot number instead.", code="first_dose")
     at = taken_at or old.taken_at
     if at != old.taken_at:
-        try:
-            rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what="check-in")
-        except rules.RuleViolation as exc:
-            raise _rule_error(exc) from None
+        rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what="check-in")
     current = [d for d in data.current_doses() if d.id != old.id]
     if not entered_in_error and old.kind == "device":
         devices = sorted([*(d for d in current if d.kind == "device"), old], key=lambda d: d.device_number or 0)
         times = [at if d.id == old.id else d.taken_at for d in devices]
         problem = rules.device_spacing_problem(times, int(data.protocol.get("minutes_between_devices", 5)), data.tz)
         if problem:
-            raise _rule_error(problem)
+            raise problem
     if not entered_in_error and old.kind == "infusion_end":
         start = next(d for d in current if d.kind == "infusion_start")
         if at <= start.taken_at:
-            raise InvalidInput(f"The infusion ends before it started ({rules.hm(start.taken_at, data.tz)}).", field="taken_at")
+            raise RuleBroken(f"The infusion ends before it started ({rules.hm(start.taken_at, data.tz)}).", field="taken_at")
     if not entered_in_error and old.kind == "infusion_start":
         end = next((d for d in current if d.kind == "infusion_end"), None)
         if end is not None and at >= end.taken_at:
-            raise InvalidInput(f"The infusion starts after it ended ({rules.hm(end.taken_at, data.tz)}).", field="taken_at")
+            raise RuleBroken(f"The infusion starts after it ended ({rules.hm(end.taken_at, data.tz)}).", field="taken_at")
     lot = old.lot_number
     if lot_number is not None:
         lot = _lot(lot_number) if old.kind == "device" else (lot_number.strip()[:40] or None)
@@ -1035,9 +998,9 @@ async def acknowledge_alert(session: AsyncSession, *, actor: Actor, appointment_
     now = now or utcnow()
     note = (note or "").strip()
     if not note:
-        raise InvalidInput("Add a note saying what was done or decided.", field="note")
+        raise RuleBroken("Add a note saying what was done or decided.", field="note")
     if len(note) > 500:
-        raise InvalidInput("The note is longer than 500 characters.", field="note")
+        raise RuleBroken("The note is longer than 500 characters.", field="note")
     data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, entries=False, doses=False)
     alert = next((a for a in data.alerts if a.id == alert_id), None)
     if alert is None:
@@ -1172,7 +1135,7 @@ async def discharge(
     estimate = rules.ready_to_leave_estimate(data.protocol, dosing_started_at=appt.dosing_started_at, readings=readings)
     ready = ready_to_leave_at or estimate
     if ready is not None and (ready < appt.dosing_started_at or ready > now + rules.CLOCK_SKEW):  # type: ignore[operator]
-        raise InvalidInput("The ready-to-leave time must fall between the start of dosing and now.", field="ready_to_leave_at")
+        raise RuleBroken("The ready-to-leave time must fall between the start of dosing and now.", field="ready_to_leave_at")
     note = (note or "").strip()[:1000] or None
     doses = data.current_doses()
     devices = [d for d in doses if d.kind == "device"]
@@ -1381,9 +1344,9 @@ async def record_rems_submission(session: AsyncSession, *, actor: Actor, appoint
     now = now or utcnow()
     confirmation = (confirmation or "").strip()
     if not confirmation:
-        raise InvalidInput("Enter the confirmation the REMS gave for the submission.", field="confirmation")
+        raise RuleBroken("Enter the confirmation the REMS gave for the submission.", field="confirmation")
     if len(confirmation) > 80:
-        raise InvalidInput("The confirmation is longer than 80 characters.", field="confirmation")
+        raise RuleBroken("The confirmation is longer than 80 characters.", field="confirmation")
     form = (
         await session.exec(select(RemsForm).where(RemsForm.appointment_id == appointment_id, RemsForm.clinic_id == actor.clinic_id).with_for_update())
     ).first()
@@ -1395,9 +1358,9 @@ async def record_rems_submission(session: AsyncSession, *, actor: Actor, appoint
     clinic = await session.get(Clinic, actor.clinic_id)
     today = _local(now, clinic.timezone if clinic else "UTC").date()
     if submitted_on > today:
-        raise InvalidInput("The submission date is in the future.", field="submitted_on")
+        raise RuleBroken("The submission date is in the future.", field="submitted_on")
     if submitted_on < form.session_date:
-        raise InvalidInput("The submission date is before the session.", field="submitted_on")
+        raise RuleBroken("The submission date is before the session.", field="submitted_on")
     if form.submitted_on is not None:
         if form.submitted_on == submitted_on and form.confirmation == confirmation:
             return form

@@ -15,7 +15,8 @@ from litestar.response import Redirect, ServerSentEvent, Template
 from clinic.audit.service import record
 from clinic.auth.permissions import allows
 from clinic.db import session_driver
-from clinic.http import CurrentActor, DbSession, InvalidInput
+from clinic.errors import RuleBroken
+from clinic.http import CurrentActor, DbSession
 from clinic.monitoring import live, rules, service
 from clinic.monitoring.board import load_board
 from clinic.monitoring.chart import session_chart
@@ -46,7 +47,7 @@ def _int(form: dict[str, str], name: str) -> int | None:
         return int(value)
     except ValueError:
         label = rules.FIELD_LABELS.get(name, name.replace("_", " "))
-        raise InvalidInput(f"{label} must be a whole number.", field=name) from None
+        raise RuleBroken(f"{label} must be a whole number.", field=name) from None
 
 
 def _decimal(form: dict[str, str], name: str) -> Decimal | None:
@@ -58,7 +59,7 @@ def _decimal(form: dict[str, str], name: str) -> Decimal | None:
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite() or abs(number) > 100_000:
-        raise InvalidInput(f"{rules.FIELD_LABELS.get(name, name.replace('_', ' '))} must be a number.", field=name)
+        raise RuleBroken(f"{rules.FIELD_LABELS.get(name, name.replace('_', ' '))} must be a number.", field=name)
     return number
 
 
@@ -70,7 +71,7 @@ def _client_id(form: dict[str, str]) -> uuid.UUID:
     try:
         return uuid.UUID(form.get("client_id") or "")
     except ValueError:
-        raise InvalidInput("This form has no submission id; reload the page and try again.", field="client_id") from None
+        raise RuleBroken("This form has no submission id; reload the page and try again.", field="client_id") from None
 
 
 def local_time(value: str | None, tz: str, now: datetime, *, field: str = "taken_at") -> datetime | None:
@@ -81,7 +82,7 @@ def local_time(value: str | None, tz: str, now: datetime, *, field: str = "taken
         hh, mm = (int(p) for p in value.strip().split(":")[:2])
         wall = time(hh, mm)
     except ValueError:
-        raise InvalidInput("Enter the time as HH:MM.", field=field) from None
+        raise RuleBroken("Enter the time as HH:MM.", field=field) from None
     zone = ZoneInfo(tz)
     today = now.astimezone(zone).date()
     instant = datetime.combine(today, wall, zone)
@@ -215,7 +216,7 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
         try:
             per_kg, mg = rules.iv_dose_mg(data.protocol, mg_per_kg=None, weight_kg=appt.weight_kg)
             iv_default = {"per_kg": per_kg, "mg": mg}
-        except rules.RuleViolation:
+        except RuleBroken:
             iv_default = None
     estimate = rules.ready_to_leave_estimate(data.protocol, dosing_started_at=appt.dosing_started_at, readings=readings)
     return {
@@ -506,7 +507,7 @@ async def rems_submission(request: Request, db_session: DbSession, actor: Curren
     try:
         submitted = date.fromisoformat((form.get("submitted_on") or "").strip())
     except ValueError:
-        raise InvalidInput("Enter the submission date.", field="submitted_on") from None
+        raise RuleBroken("Enter the submission date.", field="submitted_on") from None
     await service.record_rems_submission(db_session, actor=actor, appointment_id=appointment_id, submitted_on=submitted, confirmation=form.get("confirmation") or "")
     if not request.headers.get("hx-request"):
         return Redirect(path=f"/rems/{appointment_id}")  # the printable form page posts a plain form

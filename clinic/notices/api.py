@@ -6,7 +6,8 @@ from typing import Any
 
 from litestar import Request, get, post
 
-from clinic.http import CurrentActor, DbSession, InvalidInput
+from clinic.errors import RuleBroken
+from clinic.http import CurrentActor, DbSession
 from clinic.notices import service
 from clinic.notices.models import NOTICE_STATES, Notice
 from clinic.scheduling.models import Clinic
@@ -25,7 +26,7 @@ def notice_json(n: Notice, tz: str) -> dict[str, Any]:
 @get("/notices", opt={"permission": "billing.read"}, tags=TAGS, summary="Outbox notices, newest first (status filter)")
 async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | None = None, limit: int = 200) -> dict[str, Any]:
     if status is not None and status not in NOTICE_STATES:
-        raise InvalidInput(f"status is one of {', '.join(NOTICE_STATES)}.", field="status")
+        raise RuleBroken(f"status is one of {', '.join(NOTICE_STATES)}.", field="status")
     tz = (await db_session.get(Clinic, actor.clinic_id)).timezone
     rows = await service.list_notices(db_session, clinic_id=actor.clinic_id, status=status, limit=limit)
     return {"items": [notice_json(n, tz) for n in rows], "counts": await service.counts(db_session, clinic_id=actor.clinic_id)}

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.http import after_commit
+from clinic.db import after_commit
 from clinic.notices.models import Notice
 from clinic.timeutil import utcnow
 

@@ -11,7 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
 from clinic.billing.models import CostLink, Estimate
-from clinic.http import Conflict, NotFound, after_commit
+from clinic.errors import Conflict, NotFound
+from clinic.db import after_commit
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, add_notice, job_id
 from clinic.patients.models import Patient

@@ -13,7 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import SYSTEM, record
 from clinic.billing import service as billing
 from clinic.billing.models import CostLink, Estimate
-from clinic.http import CurrentActor, DbSession, NotFound
+from clinic.errors import NotFound
+from clinic.http import CurrentActor, DbSession
 from clinic.notices import devmail, links
 from clinic.notices import service as notices
 from clinic.notices.models import NOTICE_STATES

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from clinic.errors import RuleBroken
+
 import re
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -22,13 +23,6 @@ EDITABLE = (
 )
 
 
-@dataclass
-class PatientProblem(Exception):
-    field: str
-    code: str
-    message: str
-
-
 def digits(value: str) -> str:
     return re.sub(r"\D", "", value or "")
 
@@ -38,10 +32,10 @@ def _text(data: dict, key: str, *, required: bool, max_len: int, label: str) -> 
     value = (str(raw).strip() if raw is not None else "") or None
     if value is None:
         if required:
-            raise PatientProblem(key, "required", f"{label} is required.")
+            raise RuleBroken(f"{label} is required.", field=key, code="required")
         return None
     if len(value) > max_len:
-        raise PatientProblem(key, "too_long", f"{label} is longer than {max_len} characters.")
+        raise RuleBroken(f"{label} is longer than {max_len} characters.", field=key, code="too_long")
     return value
 
 
@@ -56,7 +50,7 @@ def _date(data: dict, key: str, label: str) -> date | None:
     try:
         return date.fromisoformat(str(raw).strip())
     except ValueError:
-        raise PatientProblem(key, "date_format", f"{label} must be a date like 1980-05-17.") from None
+        raise RuleBroken(f"{label} must be a date like 1980-05-17.", field=key, code="date_format") from None
 
 
 def _bool(value: Any) -> bool:
@@ -70,7 +64,7 @@ def clean_phone(data: dict, key: str, label: str) -> str | None:
     if value is None:
         return None
     if not re.fullmatch(r"[0-9+()\-.\s]+", value) or not 7 <= len(digits(value)) <= 15:
-        raise PatientProblem(key, "phone_format", f"{label} must be a phone number of 7 to 15 digits.")
+        raise RuleBroken(f"{label} must be a phone number of 7 to 15 digits.", field=key, code="phone_format")
     return value
 
 
@@ -83,7 +77,7 @@ def _list(value: Any) -> list[str]:
 
 
 def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -> dict[str, Any]:
-    """Validated column values from form or JSON input; raises PatientProblem naming the first bad field.
+    """Validated column values from form or JSON input; raises RuleBroken naming the first bad field.
 
     With partial=True only the keys present are checked and returned (an edit).
     """
@@ -98,30 +92,30 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
     if wanted("date_of_birth"):
         dob = _date(data, "date_of_birth", "Date of birth")
         if dob is None:
-            raise PatientProblem("date_of_birth", "required", "Date of birth is required.")
+            raise RuleBroken("Date of birth is required.", field="date_of_birth", code="required")
         if dob > today:
-            raise PatientProblem("date_of_birth", "in_future", "Date of birth cannot be in the future.")
+            raise RuleBroken("Date of birth cannot be in the future.", field="date_of_birth", code="in_future")
         if dob.year < 1900:
-            raise PatientProblem("date_of_birth", "too_old", "Date of birth must be after 1900.")
+            raise RuleBroken("Date of birth must be after 1900.", field="date_of_birth", code="too_old")
         out["date_of_birth"] = dob
     if wanted("sex"):
         sex = (str(data.get("sex") or "").strip().lower()) or None
         if sex not in SEXES:
-            raise PatientProblem("sex", "not_allowed", "Sex must be one of: female, male, other, unknown.")
+            raise RuleBroken("Sex must be one of: female, male, other, unknown.", field="sex", code="not_allowed")
         out["sex"] = sex
     if wanted("email"):
         email = _text(data, "email", required=False, max_len=254, label="Email")
         if email is not None:
             email = email.lower()
             if not EMAIL_RE.match(email):
-                raise PatientProblem("email", "email_format", "Email must look like name@example.org.")
+                raise RuleBroken("Email must look like name@example.org.", field="email", code="email_format")
         out["email"] = email
     if wanted("phone"):
         out["phone"] = clean_phone(data, "phone", "Phone")
     if wanted("notice_channel"):
         channel = (str(data.get("notice_channel") or "email").strip().lower())
         if channel not in NOTICE_CHANNELS:
-            raise PatientProblem("notice_channel", "not_allowed", "Notice channel must be email or none.")
+            raise RuleBroken("Notice channel must be email or none.", field="notice_channel", code="not_allowed")
         out["notice_channel"] = channel
     if wanted("notice_consent"):
         out["notice_consent"] = _bool(data.get("notice_consent"))
@@ -134,26 +128,26 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
     if wanted("rems_enrolled_on"):
         enrolled = _date(data, "rems_enrolled_on", "REMS enrollment date")
         if enrolled is not None and enrolled > today:
-            raise PatientProblem("rems_enrolled_on", "in_future", "The REMS enrollment date cannot be in the future.")
+            raise RuleBroken("The REMS enrollment date cannot be in the future.", field="rems_enrolled_on", code="in_future")
         out["rems_enrolled_on"] = enrolled
     if wanted("rems_patient_id"):
         rems_id = _text(data, "rems_patient_id", required=False, max_len=40, label="REMS patient id")
         if rems_id is not None and not REMS_ID_RE.match(rems_id):
-            raise PatientProblem("rems_patient_id", "rems_id_format", "The REMS patient id may hold letters, digits and dashes (4 to 40).")
+            raise RuleBroken("The REMS patient id may hold letters, digits and dashes (4 to 40).", field="rems_patient_id", code="rems_id_format")
         out["rems_patient_id"] = rems_id
     if wanted("medication_flags"):
         flags = _list(data.get("medication_flags"))
         unknown = [f for f in flags if f not in MEDICATION_FLAGS]
         if unknown:
-            raise PatientProblem("medication_flags", "unknown_flag", f"Unknown medication flag; allowed: {', '.join(MEDICATION_FLAGS)}.")
+            raise RuleBroken(f"Unknown medication flag; allowed: {', '.join(MEDICATION_FLAGS)}.", field="medication_flags", code="unknown_flag")
         out["medication_flags"] = sorted(set(flags), key=MEDICATION_FLAGS.index)
     if wanted("diagnosis_codes"):
         codes = [c.upper() for c in _list(data.get("diagnosis_codes"))]
         bad = [c for c in codes if not ICD10_RE.match(c)]
         if bad:
-            raise PatientProblem("diagnosis_codes", "icd10_format", "Diagnosis codes must be ICD-10 codes like F32.2 or F33.1.")
+            raise RuleBroken("Diagnosis codes must be ICD-10 codes like F32.2 or F33.1.", field="diagnosis_codes", code="icd10_format")
         if len(codes) > 12:
-            raise PatientProblem("diagnosis_codes", "too_many", "At most 12 diagnosis codes.")
+            raise RuleBroken("At most 12 diagnosis codes.", field="diagnosis_codes", code="too_many")
         out["diagnosis_codes"] = list(dict.fromkeys(codes))
     return out
 
@@ -161,9 +155,9 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
 def check_rems_pair(enrolled_on: date | None, rems_id: str | None) -> None:
     """An enrollment is recorded with both its date and its id, or not at all."""
     if enrolled_on and not rems_id:
-        raise PatientProblem("rems_patient_id", "required", "Enter the REMS patient id with the enrollment date.")
+        raise RuleBroken("Enter the REMS patient id with the enrollment date.", field="rems_patient_id", code="required")
     if rems_id and not enrolled_on:
-        raise PatientProblem("rems_enrolled_on", "required", "Enter the REMS enrollment date with the patient id.")
+        raise RuleBroken("Enter the REMS enrollment date with the patient id.", field="rems_enrolled_on", code="required")
 
 
 def parse_search(q: str) -> dict[str, Any]:

@@ -10,14 +10,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
-from clinic.http import InvalidInput, NotFound
+from clinic.errors import NotFound
 from clinic.patients import rules
 from clinic.patients.models import Patient
 from clinic.timeutil import utcnow
-
-
-def _invalid(p: rules.PatientProblem) -> InvalidInput:
-    return InvalidInput(p.message, field=p.field, code=p.code)
 
 
 def _apply(patient: Patient, values: dict, *, now: datetime) -> list[str]:
@@ -39,11 +35,8 @@ def _apply(patient: Patient, values: dict, *, now: datetime) -> list[str]:
 
 async def create_patient(session: AsyncSession, *, actor: Actor, data: dict, now: datetime | None = None) -> Patient:
     now = now or utcnow()
-    try:
-        values = rules.clean_patient(data, today=now.date())
-        rules.check_rems_pair(values.get("rems_enrolled_on"), values.get("rems_patient_id"))
-    except rules.PatientProblem as p:
-        raise _invalid(p) from None
+    values = rules.clean_patient(data, today=now.date())
+    rules.check_rems_pair(values.get("rems_enrolled_on"), values.get("rems_patient_id"))
     patient = Patient(clinic_id=actor.clinic_id, first_name=values["first_name"], last_name=values["last_name"],
                       date_of_birth=values["date_of_birth"], sex=values["sex"])
     _apply(patient, values, now=now)
@@ -68,11 +61,8 @@ async def get_patient(session: AsyncSession, *, actor: Actor, patient_id: int, f
 async def update_patient(session: AsyncSession, *, actor: Actor, patient_id: int, data: dict, now: datetime | None = None) -> Patient:
     now = now or utcnow()
     patient = await get_patient(session, actor=actor, patient_id=patient_id, for_update=True)
-    try:
-        values = rules.clean_patient(data, today=now.date(), partial=True)
-        rules.check_rems_pair(values.get("rems_enrolled_on", patient.rems_enrolled_on), values.get("rems_patient_id", patient.rems_patient_id))
-    except rules.PatientProblem as p:
-        raise _invalid(p) from None
+    values = rules.clean_patient(data, today=now.date(), partial=True)
+    rules.check_rems_pair(values.get("rems_enrolled_on", patient.rems_enrolled_on), values.get("rems_patient_id", patient.rems_patient_id))
     changed = _apply(patient, values, now=now)
     if changed:
         session.add(patient)

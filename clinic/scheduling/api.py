@@ -10,7 +10,8 @@ from litestar import Request, delete, get, patch, post
 from litestar.params import Parameter
 from msgspec import UNSET, Struct, UnsetType
 
-from clinic.http import CurrentActor, DbSession, InvalidInput
+from clinic.errors import RuleBroken
+from clinic.http import CurrentActor, DbSession
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import APPOINTMENT_STATUSES, Chair, Clinic, ClosedDate, SessionType, Shift
 from clinic.scheduling.service import AppointmentRow
@@ -139,7 +140,7 @@ async def list_session_types(db_session: DbSession, actor: CurrentActor, include
 async def get_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int) -> dict[str, Any]:
     st = await db_session.get(SessionType, session_type_id)
     if st is None or st.clinic_id != actor.clinic_id:
-        from clinic.http import NotFound
+        from clinic.errors import NotFound
 
         raise NotFound("No such protocol.")
     return session_type_out(st)
@@ -236,10 +237,10 @@ async def list_appointments(
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     for s in statuses or []:
         if s not in APPOINTMENT_STATUSES:
-            raise InvalidInput(f"Unknown status; use one of {', '.join(APPOINTMENT_STATUSES)}.", field="status", code="unknown_status")
+            raise RuleBroken(f"Unknown status; use one of {', '.join(APPOINTMENT_STATUSES)}.", field="status", code="unknown_status")
     for name, v in (("from", day_from), ("to", day_to)):
         if v is not None and v.tzinfo is None:
-            raise InvalidInput("Give the time with a UTC offset.", field=name, code="timezone_required")
+            raise RuleBroken("Give the time with a UTC offset.", field=name, code="timezone_required")
     tz = (await service.clinic_of(db_session, actor)).timezone
     rows = await service.list_appointments(
         db_session, actor=actor, day=day, start=day_from, end=day_to, status=statuses, patient_id=patient_id,
@@ -383,7 +384,7 @@ async def list_shifts(
     tz = (await service.clinic_of(db_session, actor)).timezone
     day_to = day_to or day_from
     if (day_to - day_from).days > 92 or day_to < day_from:
-        raise InvalidInput("Ask for at most 93 days, 'to' on or after 'from'.", field="to", code="range")
+        raise RuleBroken("Ask for at most 93 days, 'to' on or after 'from'.", field="to", code="range")
     lo, _ = rules.local_day_bounds(day_from, tz)
     _, hi = rules.local_day_bounds(day_to, tz)
     return [shift_out(s, u.full_name, tz) for s, u in await setup.list_shifts(db_session, actor=actor, start=lo, end=hi)]

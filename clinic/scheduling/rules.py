@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from clinic.errors import RuleBroken
+
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -15,14 +17,6 @@ DEFAULT_GRID_MINUTES = 15
 DEFAULT_NURSE_RATIO = 3
 DEFAULT_LATE_CANCEL_HOURS = 24
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-class Problem(NamedTuple):
-    """Why a slot or an input is refused: the field it concerns, a stable rule code and a sentence."""
-
-    field: str
-    code: str
-    message: str
 
 
 # ---- the clinic's calendar ------------------------------------------------------------------
@@ -49,7 +43,7 @@ def parse_opening_hours(raw: dict[str, Any] | None) -> dict[int, tuple[tuple[tim
     return out
 
 
-def validate_opening_hours(raw: dict[str, Any]) -> Problem | None:
+def validate_opening_hours(raw: dict[str, Any]) -> RuleBroken | None:
     """Opening hours must be HH:MM pairs, each closing after it opens, not overlapping within a day."""
     for d in range(7):
         spans = []
@@ -57,14 +51,14 @@ def validate_opening_hours(raw: dict[str, Any]) -> Problem | None:
             try:
                 start, end = parse_hhmm(pair[0]), parse_hhmm(pair[1])
             except (ValueError, IndexError, TypeError):
-                return Problem("opening_hours", "hours_format", f"{WEEKDAYS[d]}: times must look like 08:00.")
+                return RuleBroken(f"{WEEKDAYS[d]}: times must look like 08:00.", field="opening_hours", code="hours_format")
             if end <= start:
-                return Problem("opening_hours", "hours_order", f"{WEEKDAYS[d]}: closing time must be after opening time.")
+                return RuleBroken(f"{WEEKDAYS[d]}: closing time must be after opening time.", field="opening_hours", code="hours_order")
             spans.append((start, end))
         spans.sort()
         for (_, e1), (s2, _) in zip(spans, spans[1:]):
             if s2 < e1:
-                return Problem("opening_hours", "hours_overlap", f"{WEEKDAYS[d]}: opening periods overlap.")
+                return RuleBroken(f"{WEEKDAYS[d]}: opening periods overlap.", field="opening_hours", code="hours_overlap")
     return None
 
 
@@ -202,35 +196,35 @@ class Windows(NamedTuple):
     clinical_start: datetime
 
 
-def check_dose(timing: Timing, dose_mg: int | None) -> Problem | None:
+def check_dose(timing: Timing, dose_mg: int | None) -> RuleBroken | None:
     if timing.doses_mg:
         allowed = ", ".join(str(d) for d in timing.doses_mg)
         if dose_mg is None:
-            return Problem("planned_dose_mg", "dose_required", f"Enter the planned dose ({allowed} mg).")
+            return RuleBroken(f"Enter the planned dose ({allowed} mg).", field="planned_dose_mg", code="dose_required")
         if dose_mg not in timing.doses_mg:
-            return Problem("planned_dose_mg", "dose_not_allowed", f"The planned dose must be one of {allowed} mg.")
+            return RuleBroken(f"The planned dose must be one of {allowed} mg.", field="planned_dose_mg", code="dose_not_allowed")
     elif dose_mg is not None:
-        return Problem("planned_dose_mg", "dose_not_applicable", "A planned dose in mg applies to esketamine sessions only.")
+        return RuleBroken("A planned dose in mg applies to esketamine sessions only.", field="planned_dose_mg", code="dose_not_applicable")
     return None
 
 
-def check_slot(start: datetime, timing: Timing, cal: ClinicCalendar, *, now: datetime, dose_mg: int | None = None) -> Problem | None:
+def check_slot(start: datetime, timing: Timing, cal: ClinicCalendar, *, now: datetime, dose_mg: int | None = None) -> RuleBroken | None:
     """The calendar rules for one start: aware, in the future, on the grid, on an open day, inside opening hours."""
     if start.tzinfo is None:
-        return Problem("starts_at", "timezone_required", "The start time needs a UTC offset.")
+        return RuleBroken("The start time needs a UTC offset.", field="starts_at", code="timezone_required")
     if start <= now:
-        return Problem("starts_at", "in_past", "The start time is in the past.")
+        return RuleBroken("The start time is in the past.", field="starts_at", code="in_past")
     if not on_grid(start, cal):
-        return Problem("starts_at", "off_grid", f"Sessions start on the {cal.grid_minutes}-minute grid (e.g. 10:00, 10:{cal.grid_minutes:02d}).")
+        return RuleBroken(f"Sessions start on the {cal.grid_minutes}-minute grid (e.g. 10:00, 10:{cal.grid_minutes:02d}).", field="starts_at", code="off_grid")
     day = cal.local_day(start)
     if day in cal.closed:
-        return Problem("starts_at", "closed_date", f"The clinic is closed on {day.isoformat()}.")
+        return RuleBroken(f"The clinic is closed on {day.isoformat()}.", field="starts_at", code="closed_date")
     spans = cal.open_spans(day)
     if not spans:
-        return Problem("starts_at", "closed_day", f"The clinic is not open on {WEEKDAYS[day.weekday()]}s.")
+        return RuleBroken(f"The clinic is not open on {WEEKDAYS[day.weekday()]}s.", field="starts_at", code="closed_day")
     w = timing.windows(start, dose_mg)
     if not any(s <= w.start and w.care_end <= e for s, e in spans):
-        return Problem("starts_at", "outside_opening_hours", "The session must start and end within the clinic's opening hours.")
+        return RuleBroken("The session must start and end within the clinic's opening hours.", field="starts_at", code="outside_opening_hours")
     return None
 
 
@@ -358,17 +352,13 @@ class Staffing:
         if t.needs_prescriber:
             self._prescribers = merged(s for s in self.shifts if s.role == "prescriber")
 
-    def problem(self, w: Windows) -> Problem | None:
+    def problem(self, w: Windows) -> RuleBroken | None:
         if self._nurse is not None and self._nurse.minimum(w.start, w.care_end) < 1:
-            return Problem(
-                "starts_at",
-                "nurse_capacity",
-                f"No nurse has room for another monitored patient then (at most {self.nurse_ratio} per nurse on shift).",
-            )
+            return RuleBroken(f"No nurse has room for another monitored patient then (at most {self.nurse_ratio} per nurse on shift).", field="starts_at", code="nurse_capacity")
         if self.timing.needs_prescriber and not covered_by(w.clinical_start, w.care_end, self._prescribers):
-            return Problem("starts_at", "no_prescriber", "No prescriber is on shift for the whole dosing and monitoring time.")
+            return RuleBroken("No prescriber is on shift for the whole dosing and monitoring time.", field="starts_at", code="no_prescriber")
         if self._therapist is not None and self._therapist.minimum(w.start, w.care_end) < 1:
-            return Problem("starts_at", "no_therapist", "No therapist is free on shift for the whole session.")
+            return RuleBroken("No therapist is free on shift for the whole session.", field="starts_at", code="no_therapist")
         return None
 
 
@@ -517,14 +507,14 @@ def booking_problem(
     shifts: Sequence[OnShift],
     dose_mg: int | None = None,
     ignore_id: int | None = None,
-) -> Problem | None:
+) -> RuleBroken | None:
     """Chair, patient and staffing rules for one slot (the calendar rules are check_slot)."""
     w = timing.windows(start, dose_mg)
     others = [b for b in booked if b.id is None or b.id != ignore_id]
     if any(b.chair_id == chair_id and overlaps(b.start, b.end, w.start, w.end) for b in others):
-        return Problem("chair_id", "chair_taken", "That chair is already booked then.")
+        return RuleBroken("That chair is already booked then.", field="chair_id", code="chair_taken")
     if any(b.patient_id == patient_id and overlaps(b.start, b.end, w.start, w.end) for b in others):
-        return Problem("patient_id", "patient_busy", "The patient already has a session booked then.")
+        return RuleBroken("The patient already has a session booked then.", field="patient_id", code="patient_busy")
     return Staffing(timing=timing, nurse_ratio=cal.nurse_ratio, booked=others, shifts=shifts).problem(w)
 
 

@@ -19,13 +19,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
 from clinic.db import conflict_message, register_conflicts
-from clinic.http import Conflict, InvalidInput, NotFound
+from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.notices import hooks
 from clinic.patients.models import Patient
-from clinic.patients.rules import PatientProblem, clean_phone
+from clinic.patients.rules import clean_phone
 from clinic.scheduling import rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, Course, SessionType, Shift
-from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place, Problem, Timing
+from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place, Timing
 from clinic.timeutil import both_zones, utcnow
 
 CHAIR_OVERLAP = "ex_appointments_chair_overlap"
@@ -65,7 +65,7 @@ async def calendar_of(session: AsyncSession, clinic: Clinic) -> ClinicCalendar:
 async def session_type_of(session: AsyncSession, actor: Actor, ref: int | str | None, *, field: str = "session_type") -> SessionType:
     """A protocol of this clinic by id or kind; 422 naming the field when unknown or retired."""
     if ref is None or ref == "":
-        raise InvalidInput("Choose a protocol.", field=field, code="required")
+        raise RuleBroken("Choose a protocol.", field=field, code="required")
     q = select(SessionType).where(SessionType.clinic_id == actor.clinic_id)
     if isinstance(ref, int) or str(ref).isdigit():
         q = q.where(SessionType.id == int(ref))
@@ -73,7 +73,7 @@ async def session_type_of(session: AsyncSession, actor: Actor, ref: int | str | 
         q = q.where(SessionType.kind == str(ref))
     st = (await session.exec(q)).first()
     if st is None or not st.active:
-        raise InvalidInput("Unknown protocol for this clinic.", field=field, code="unknown_protocol")
+        raise RuleBroken("Unknown protocol for this clinic.", field=field, code="unknown_protocol")
     return st
 
 
@@ -97,43 +97,36 @@ def places_of(rows: Iterable[Chair]) -> list[Place]:
 
 async def chair_of(session: AsyncSession, actor: Actor, chair_id: int | None, timing: Timing, *, field: str = "chair_id") -> Chair:
     if chair_id is None:
-        raise InvalidInput("Choose a chair or room.", field=field, code="required")
+        raise RuleBroken("Choose a chair or room.", field=field, code="required")
     chair = await session.get(Chair, chair_id) if chair_id is not None else None
     if chair is None or chair.clinic_id != actor.clinic_id or not chair.active:
-        raise InvalidInput("Unknown chair or room for this clinic.", field=field, code="unknown_chair")
+        raise RuleBroken("Unknown chair or room for this clinic.", field=field, code="unknown_chair")
     wanted = "chair" if timing.needs_chair else "room"
     if chair.kind != wanted:
-        raise InvalidInput(f"This protocol needs a {wanted}, not a {chair.kind}.", field=field, code="wrong_place_kind")
+        raise RuleBroken(f"This protocol needs a {wanted}, not a {chair.kind}.", field=field, code="wrong_place_kind")
     return chair
 
 
 async def patient_of(session: AsyncSession, actor: Actor, patient_id: int | None) -> Patient:
     if patient_id is None:
-        raise InvalidInput("Choose a patient.", field="patient_id", code="required")
+        raise RuleBroken("Choose a patient.", field="patient_id", code="required")
     patient = await session.get(Patient, patient_id) if patient_id is not None else None
     if patient is None or patient.clinic_id != actor.clinic_id:
-        raise InvalidInput("Unknown patient for this clinic.", field="patient_id", code="unknown_patient")
+        raise RuleBroken("Unknown patient for this clinic.", field="patient_id", code="unknown_patient")
     return patient
 
 
-def patient_problem(patient: Patient, timing: Timing, session_day: date) -> Problem | None:
+def patient_problem(patient: Patient, timing: Timing, session_day: date) -> RuleBroken | None:
     """Data a patient must have on file before this protocol can be booked."""
     if not (patient.phone or patient.email):
-        return Problem("patient_id", "patient_contact_missing", "The patient has no phone or email on file: add one before booking.")
+        return RuleBroken("The patient has no phone or email on file: add one before booking.", field="patient_id", code="patient_contact_missing")
     if timing.requires_rems:
         if not (patient.rems_enrolled_on and patient.rems_patient_id):
-            return Problem(
-                "patient_id",
-                "rems_not_enrolled",
-                "This patient is not enrolled in the Spravato REMS: record the enrollment date and REMS patient id before booking esketamine.",
-            )
+            return RuleBroken("This patient is not enrolled in the Spravato REMS: record the enrollment date and REMS patient id before booking esketamine.", field="patient_id", code="rems_not_enrolled")
         if patient.rems_enrolled_on > session_day:
-            return Problem("patient_id", "rems_not_enrolled", "The patient's Spravato REMS enrollment starts after this session date.")
+            return RuleBroken("The patient's Spravato REMS enrollment starts after this session date.", field="patient_id", code="rems_not_enrolled")
     return None
 
-
-def invalid(p: Problem) -> InvalidInput:
-    return InvalidInput(p.message, field=p.field, code=p.code)
 
 
 # ---- what is booked and who is on shift ----------------------------------------------------------
@@ -210,16 +203,16 @@ async def find_availability(
     """Free (start, end, chair) candidates for a protocol over clinic-local days [day_from, day_to]."""
     now = now or utcnow()
     if day_to < day_from:
-        raise InvalidInput("'to' must be on or after 'from'.", field="to", code="range_order")
+        raise RuleBroken("'to' must be on or after 'from'.", field="to", code="range_order")
     if (day_to - day_from).days + 1 > MAX_RANGE_DAYS:
-        raise InvalidInput(f"Search at most {MAX_RANGE_DAYS} days at a time.", field="to", code="range_too_long")
+        raise RuleBroken(f"Search at most {MAX_RANGE_DAYS} days at a time.", field="to", code="range_too_long")
     clinic = await clinic_of(session, actor)
     st = await session_type_of(session, actor, session_type)
     timing = Timing.of(st)
     if timing.doses_mg and dose_mg is None:
         dose_mg = max(timing.doses_mg[:2] or timing.doses_mg)  # plan for the usual dose when none is given
     if (p := rules.check_dose(timing, dose_mg)) is not None:
-        raise invalid(p)
+        raise p
     cal = await calendar_of(session, clinic)
     rows = await chairs(session, actor)
     if chair_id is not None:
@@ -280,12 +273,9 @@ class Escort:
 def escort_for(patient: Patient, timing: Timing, name: str | None, phone: str | None) -> Escort:
     """The escort named at booking, else the patient's usual one, else "to confirm" (blank) for check-in."""
     name = (name or "").strip() or None
-    try:
-        phone = clean_phone({"escort_phone": phone}, "escort_phone", "Escort phone")
-    except PatientProblem as p:
-        raise InvalidInput(p.message, field=p.field, code=p.code) from None
+    phone = clean_phone({"escort_phone": phone}, "escort_phone", "Escort phone")
     if name and len(name) > 200:
-        raise InvalidInput("Escort name is longer than 200 characters.", field="escort_name", code="too_long")
+        raise RuleBroken("Escort name is longer than 200 characters.", field="escort_name", code="too_long")
     if not timing.monitored:
         return Escort(name, phone)
     if name:
@@ -359,7 +349,7 @@ async def _place(
 
 
 class _StaffingRefused(Exception):
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: RuleBroken) -> None:
         super().__init__(problem.code)
         self.problem = problem
 
@@ -367,15 +357,15 @@ class _StaffingRefused(Exception):
 def parse_start(value: datetime | str | None, cal: ClinicCalendar, *, field: str = "starts_at") -> datetime:
     """An aware instant; a time without offset is read as the clinic's wall time."""
     if value is None or value == "":
-        raise InvalidInput("Choose a start time.", field=field, code="required")
+        raise RuleBroken("Choose a start time.", field=field, code="required")
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidInput("The start time must be ISO 8601, e.g. 2026-03-09T10:00:00-04:00.", field=field, code="datetime_format") from None
+            raise RuleBroken("The start time must be ISO 8601, e.g. 2026-03-09T10:00:00-04:00.", field=field, code="datetime_format") from None
     if value.tzinfo is None:
         if not rules.wall_time_exists(value.date(), value.time(), cal.tz):
-            raise InvalidInput("That wall time does not exist in the clinic's zone (daylight saving change).", field=field, code="nonexistent_time")
+            raise RuleBroken("That wall time does not exist in the clinic's zone (daylight saving change).", field=field, code="nonexistent_time")
         value = value.replace(tzinfo=cal.zone)
     return value.astimezone(rules.UTC)
 
@@ -406,14 +396,14 @@ async def book(
     chair = await chair_of(session, actor, chair_id, timing)
     start = parse_start(starts_at, cal)
     if (p := rules.check_dose(timing, planned_dose_mg)) is not None:
-        raise invalid(p)
+        raise p
     if (p := rules.check_slot(start, timing, cal, now=now, dose_mg=planned_dose_mg)) is not None:
-        raise invalid(p)
+        raise p
     if (p := patient_problem(patient, timing, cal.local_day(start))) is not None:
-        raise invalid(p)
+        raise p
     escort = escort_for(patient, timing, escort_name, escort_phone)
     if notes is not None and len(notes) > 2000:
-        raise InvalidInput("Notes are longer than 2000 characters.", field="notes", code="too_long")
+        raise RuleBroken("Notes are longer than 2000 characters.", field="notes", code="too_long")
     await lock_days(session, clinic.id, [cal.local_day(start)])
     w = timing.windows(start, planned_dose_mg)
     appt = Appointment(
@@ -463,9 +453,9 @@ async def move(
     chair = await chair_of(session, actor, chair_id if chair_id is not None else appt.chair_id, timing)
     start = parse_start(starts_at, cal)
     if (p := rules.check_slot(start, timing, cal, now=now, dose_mg=appt.planned_dose_mg)) is not None:
-        raise invalid(p)
+        raise p
     if (p := patient_problem(patient, timing, cal.local_day(start))) is not None:
-        raise invalid(p)
+        raise p
     if start == appt.starts_at and chair.id == appt.chair_id:
         return appt
     await lock_days(session, clinic.id, {cal.local_day(start), cal.local_day(appt.starts_at)})
@@ -482,9 +472,9 @@ async def move(
 def _reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidInput("Give a reason for the cancellation.", field="reason", code="required")
+        raise RuleBroken("Give a reason for the cancellation.", field="reason", code="required")
     if len(reason) > 300:
-        raise InvalidInput("The reason is longer than 300 characters.", field="reason", code="too_long")
+        raise RuleBroken("The reason is longer than 300 characters.", field="reason", code="too_long")
     return reason
 
 
@@ -610,7 +600,7 @@ class Occurrence:
     wanted: datetime
     start: datetime | None = None
     chair_id: int | None = None
-    problem: Problem | None = None
+    problem: RuleBroken | None = None
     alternatives: list[Candidate] = field(default_factory=list)
     appointment_id: int | None = None
 
@@ -661,7 +651,7 @@ def _template(st: SessionType, name: str | None) -> dict[str, Any]:
     templates = (st.protocol or {}).get("course_templates") or {}
     if not name or name not in templates:
         names = ", ".join(templates) or "none"
-        raise InvalidInput(f"Unknown course template for this protocol (available: {names}).", field="template", code="unknown_template")
+        raise RuleBroken(f"Unknown course template for this protocol (available: {names}).", field="template", code="unknown_template")
     return templates[name]
 
 
@@ -701,8 +691,7 @@ async def _plan(
                 fitting = rules.places_for(timing, places)
                 chair_id = want_chair or (fitting[0].id if fitting else 0)
                 problem = rules.booking_problem(start=start, chair_id=chair_id, patient_id=patient.id, timing=timing, cal=cal,
-                                                booked=booked, shifts=shifts, dose_mg=dose_mg) or Problem(
-                    "starts_at", "no_free_chair", "No chair is free at that time.")
+                                                booked=booked, shifts=shifts, dose_mg=dose_mg) or RuleBroken("No chair is free at that time.", field="starts_at", code="no_free_chair")
             occ.problem = problem
             prev_day = days[i - 1] if i > 0 else None
             next_day = days[i + 1] if i + 1 < len(days) else None
@@ -750,10 +739,10 @@ async def book_course(
     if chair_id is not None:
         await chair_of(session, actor, chair_id, timing)
     if (p := rules.check_dose(timing, planned_dose_mg)) is not None:
-        raise invalid(p)
+        raise p
     if occurrences:
         if len(occurrences) > 52:
-            raise InvalidInput("A course has at most 52 sessions.", field="occurrences", code="too_many")
+            raise RuleBroken("A course has at most 52 sessions.", field="occurrences", code="too_many")
         wanted: list[tuple[datetime, int | None]] = []
         for i, (s, c) in enumerate(occurrences):
             if c is not None:
@@ -764,12 +753,12 @@ async def book_course(
     else:
         first = parse_start(starts_at, cal)
         if (p := rules.check_slot(first, timing, cal, now=now, dose_mg=planned_dose_mg)) is not None:
-            raise invalid(p)
+            raise p
         local = first.astimezone(cal.zone)
         days = rules.course_days(tpl, local.date(), cal.is_open_day)
         wanted = [(rules.wall_to_utc(d, local.time().replace(tzinfo=None), cal.tz), None) for d in days]
     if (p := patient_problem(patient, timing, cal.local_day(first))) is not None:
-        raise invalid(p)
+        raise p
     escort = escort_for(patient, timing, escort_name, escort_phone)
     min_gap = max(int(tpl.get("min_days_apart") or 1), 1)
     if not dry_run:
@@ -800,7 +789,7 @@ async def book_course(
         try:
             await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=planned_dose_mg, now=now)
         except Conflict as exc:
-            occ.problem = Problem("starts_at", exc.code or "conflict", exc.detail)
+            occ.problem = RuleBroken(exc.detail, field="starts_at", code=exc.code or "conflict")
             occ.alternatives = []
             if all_or_nothing:
                 raise _course_conflict(plan) from None
@@ -839,7 +828,7 @@ async def _remaining(session: AsyncSession, actor: Actor, course_id: int, from_a
     if from_appointment_id is not None:
         first = await session.get(Appointment, from_appointment_id)
         if first is None or first.course_id != course.id:
-            raise InvalidInput("That appointment is not part of this course.", field="from_appointment_id", code="not_in_course")
+            raise RuleBroken("That appointment is not part of this course.", field="from_appointment_id", code="not_in_course")
         since = max(now, first.starts_at - timedelta(seconds=1))
     q = (
         select(Appointment)
@@ -886,12 +875,12 @@ async def move_course(
         try:
             at_time = rules.parse_hhmm(at_time)
         except ValueError:
-            raise InvalidInput("The new time must look like 10:30.", field="at_time", code="time_format") from None
+            raise RuleBroken("The new time must look like 10:30.", field="at_time", code="time_format") from None
     at_time = at_time or None
     if not shift_days and at_time is None:
-        raise InvalidInput("Give a number of days to move by, a new time of day, or both.", field="shift_days", code="required")
+        raise RuleBroken("Give a number of days to move by, a new time of day, or both.", field="shift_days", code="required")
     if abs(shift_days) > 60:
-        raise InvalidInput("Move a course by at most 60 days.", field="shift_days", code="too_far")
+        raise RuleBroken("Move a course by at most 60 days.", field="shift_days", code="too_far")
     rows = await _remaining(session, actor, course_id, from_appointment_id, now)
     if not rows:
         raise Conflict("This course has no remaining booked sessions.", code="nothing_remaining")

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor, record
 from clinic.auth.models import StaffUser
 from clinic.db import conflict_message
-from clinic.http import Conflict, InvalidInput, NotFound
+from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.scheduling import rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, SessionType, Shift
 from clinic.scheduling.service import clinic_of, count_live_between
@@ -29,18 +29,18 @@ def _int(value: Any, field: str, lo: int, hi: int, label: str) -> int:
     try:
         n = int(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidInput(f"{label} must be a whole number.", field=field, code="not_a_number") from None
+        raise RuleBroken(f"{label} must be a whole number.", field=field, code="not_a_number") from None
     if not lo <= n <= hi:
-        raise InvalidInput(f"{label} must be between {lo} and {hi}.", field=field, code="out_of_range")
+        raise RuleBroken(f"{label} must be between {lo} and {hi}.", field=field, code="out_of_range")
     return n
 
 
 def _name(value: Any, field: str, label: str, max_len: int = 100) -> str:
     v = str(value or "").strip()
     if not v:
-        raise InvalidInput(f"{label} is required.", field=field, code="required")
+        raise RuleBroken(f"{label} is required.", field=field, code="required")
     if len(v) > max_len:
-        raise InvalidInput(f"{label} is longer than {max_len} characters.", field=field, code="too_long")
+        raise RuleBroken(f"{label} is longer than {max_len} characters.", field=field, code="too_long")
     return v
 
 
@@ -60,15 +60,15 @@ async def update_clinic(session: AsyncSession, *, actor: Actor, data: dict[str, 
     if "timezone" in data:
         tz = str(data["timezone"] or "").strip()
         if tz not in available_timezones():
-            raise InvalidInput("Time zone must be an IANA name like America/New_York.", field="timezone", code="unknown_timezone")
+            raise RuleBroken("Time zone must be an IANA name like America/New_York.", field="timezone", code="unknown_timezone")
         changes["timezone"] = tz
     if "opening_hours" in data:
         hours = data["opening_hours"] or {}
         if not isinstance(hours, dict):
-            raise InvalidInput("Opening hours must map weekday 0-6 to [[open, close], ...].", field="opening_hours", code="hours_format")
+            raise RuleBroken("Opening hours must map weekday 0-6 to [[open, close], ...].", field="opening_hours", code="hours_format")
         hours = {str(d): [[str(a), str(b)] for a, b in (hours.get(str(d)) or [])] for d in range(7)}
         if (p := rules.validate_opening_hours(hours)) is not None:
-            raise InvalidInput(p.message, field=p.field, code=p.code)
+            raise p
         changes["opening_hours"] = hours
     if "settings" in data:
         incoming = data["settings"] or {}
@@ -77,7 +77,7 @@ async def update_clinic(session: AsyncSession, *, actor: Actor, data: dict[str, 
             if key in incoming and incoming[key] not in (None, ""):
                 new_settings[key] = _int(incoming[key], f"settings.{key}", lo, hi, key.replace("_", " ").capitalize())
         if new_settings.get("grid_minutes", 15) not in GRID_CHOICES:
-            raise InvalidInput(f"The grid must be one of {', '.join(map(str, GRID_CHOICES))} minutes.", field="settings.grid_minutes", code="grid_not_allowed")
+            raise RuleBroken(f"The grid must be one of {', '.join(map(str, GRID_CHOICES))} minutes.", field="settings.grid_minutes", code="grid_not_allowed")
         changes["settings"] = new_settings
     changed = {k: v for k, v in changes.items() if getattr(clinic, k) != v}
     for k, v in changed.items():
@@ -102,9 +102,9 @@ async def add_closed_date(session: AsyncSession, *, actor: Actor, day: date | st
         try:
             day = date.fromisoformat(day.strip())
         except ValueError:
-            raise InvalidInput("The date must look like 2026-12-24.", field="day", code="date_format") from None
+            raise RuleBroken("The date must look like 2026-12-24.", field="day", code="date_format") from None
     if day is None:
-        raise InvalidInput("Choose a date.", field="day", code="required")
+        raise RuleBroken("Choose a date.", field="day", code="required")
     clinic = await clinic_of(session, actor)
     row = ClosedDate(clinic_id=clinic.id, day=day, reason=str(reason or "").strip()[:200])
     try:
@@ -131,7 +131,7 @@ async def remove_closed_date(session: AsyncSession, *, actor: Actor, closed_date
 
 async def add_chair(session: AsyncSession, *, actor: Actor, name: str, kind: str = "chair", sort_order: int | None = None) -> Chair:
     if kind not in ("chair", "room"):
-        raise InvalidInput("Kind must be chair or room.", field="kind", code="not_allowed")
+        raise RuleBroken("Kind must be chair or room.", field="kind", code="not_allowed")
     name = _name(name, "name", "Name")
     if sort_order is None:
         existing = (await session.exec(select(Chair.sort_order).where(Chair.clinic_id == actor.clinic_id))).all()
@@ -176,25 +176,25 @@ async def update_chair(session: AsyncSession, *, actor: Actor, chair_id: int, da
 
 def _clean_templates(raw: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict):
-        raise InvalidInput("Course templates must map a name to {label, sessions, per_week, min_days_apart, weeks}.", field="course_templates", code="template_format")
+        raise RuleBroken("Course templates must map a name to {label, sessions, per_week, min_days_apart, weeks}.", field="course_templates", code="template_format")
     out: dict[str, dict[str, Any]] = {}
     for name, t in raw.items():
         key = str(name).strip()
         if not key or not key.replace("_", "").isalnum() or len(key) > 40:
-            raise InvalidInput("A course template name uses letters, digits and _ (at most 40).", field="course_templates", code="template_name")
+            raise RuleBroken("A course template name uses letters, digits and _ (at most 40).", field="course_templates", code="template_name")
         if not isinstance(t, dict):
-            raise InvalidInput(f"Template {key}: give label, sessions, per_week, min_days_apart.", field="course_templates", code="template_format")
+            raise RuleBroken(f"Template {key}: give label, sessions, per_week, min_days_apart.", field="course_templates", code="template_format")
         f = f"course_templates.{key}"
         sessions = _int(t.get("sessions"), f + ".sessions", 1, 52, "Sessions")
         try:
             per_week = float(t.get("per_week"))
         except (TypeError, ValueError):
-            raise InvalidInput("Sessions per week must be a number.", field=f + ".per_week", code="not_a_number") from None
+            raise RuleBroken("Sessions per week must be a number.", field=f + ".per_week", code="not_a_number") from None
         if not 0.25 <= per_week <= 5:
-            raise InvalidInput("Sessions per week must be between 0.25 and 5.", field=f + ".per_week", code="out_of_range")
+            raise RuleBroken("Sessions per week must be between 0.25 and 5.", field=f + ".per_week", code="out_of_range")
         gap = _int(t.get("min_days_apart", 1), f + ".min_days_apart", 1, 28, "Days apart")
         if gap > 7 / per_week + 1e-9 and per_week >= 1:
-            raise InvalidInput("Days apart is more than the spacing per week allows.", field=f + ".min_days_apart", code="spacing")
+            raise RuleBroken("Days apart is more than the spacing per week allows.", field=f + ".min_days_apart", code="spacing")
         out[key] = {
             "label": str(t.get("label") or key).strip()[:100],
             "sessions": sessions,
@@ -220,14 +220,14 @@ async def update_session_type(session: AsyncSession, *, actor: Actor, session_ty
         changes["active"] = bool(data["active"])
     if st.kind == "esketamine" and changes.get("monitoring_minutes", st.monitoring_minutes) < 120:
         # fixed by the Spravato label and REMS: at least 2 hours of monitoring
-        raise InvalidInput("Esketamine monitoring cannot be shorter than 120 minutes (Spravato REMS).", field="monitoring_minutes", code="rems_minimum")
+        raise RuleBroken("Esketamine monitoring cannot be shorter than 120 minutes (Spravato REMS).", field="monitoring_minutes", code="rems_minimum")
     if "course_templates" in data:
         protocol = dict(st.protocol or {})
         protocol["course_templates"] = _clean_templates(data["course_templates"])
         changes["protocol"] = protocol
     total = sum(changes.get(k, getattr(st, k)) for k in MINUTE_FIELDS)
     if total <= 0:
-        raise InvalidInput("A session must last at least one minute.", field="monitoring_minutes", code="out_of_range")
+        raise RuleBroken("A session must last at least one minute.", field="monitoring_minutes", code="out_of_range")
     changed = {k: v for k, v in changes.items() if getattr(st, k) != v}
     for k, v in changed.items():
         setattr(st, k, v)
@@ -268,19 +268,19 @@ async def add_shift(session: AsyncSession, *, actor: Actor, user_id: int | None,
     """One shift for a nurse, prescriber or therapist; a person is never on two overlapping shifts."""
     user = await session.get(StaffUser, user_id) if user_id is not None else None
     if user is None or user.clinic_id != actor.clinic_id or not user.active:
-        raise InvalidInput("Unknown staff member for this clinic.", field="user_id", code="unknown_staff")
+        raise RuleBroken("Unknown staff member for this clinic.", field="user_id", code="unknown_staff")
     if role not in ("nurse", "prescriber", "therapist"):
-        raise InvalidInput("Role must be nurse, prescriber or therapist.", field="role", code="not_allowed")
+        raise RuleBroken("Role must be nurse, prescriber or therapist.", field="role", code="not_allowed")
     if role not in shift_roles(user):
-        raise InvalidInput(f"This staff member cannot work a {role} shift.", field="role", code="role_mismatch")
+        raise RuleBroken(f"This staff member cannot work a {role} shift.", field="role", code="role_mismatch")
     if starts_at is None or ends_at is None:
-        raise InvalidInput("Give the shift's start and end.", field="starts_at" if starts_at is None else "ends_at", code="required")
+        raise RuleBroken("Give the shift's start and end.", field="starts_at" if starts_at is None else "ends_at", code="required")
     if starts_at.tzinfo is None or ends_at.tzinfo is None:
-        raise InvalidInput("Shift times need a UTC offset.", field="starts_at", code="timezone_required")
+        raise RuleBroken("Shift times need a UTC offset.", field="starts_at", code="timezone_required")
     if ends_at <= starts_at:
-        raise InvalidInput("A shift must end after it starts.", field="ends_at", code="order")
+        raise RuleBroken("A shift must end after it starts.", field="ends_at", code="order")
     if ends_at - starts_at > MAX_SHIFT:
-        raise InvalidInput("A shift lasts at most 16 hours.", field="ends_at", code="too_long")
+        raise RuleBroken("A shift lasts at most 16 hours.", field="ends_at", code="too_long")
     shift = Shift(clinic_id=actor.clinic_id, user_id=user.id, role=role, starts_at=starts_at, ends_at=ends_at)
     try:
         async with session.begin_nested():
@@ -300,9 +300,9 @@ async def add_shifts_for_days(
     """The same local hours on each chosen weekday of a date range (skipping closed dates)."""
     clinic = await clinic_of(session, actor)
     if last_day < first_day:
-        raise InvalidInput("The last day must be on or after the first.", field="last_day", code="range_order")
+        raise RuleBroken("The last day must be on or after the first.", field="last_day", code="range_order")
     if (last_day - first_day).days > 92:
-        raise InvalidInput("Add at most 93 days of shifts at a time.", field="last_day", code="range_too_long")
+        raise RuleBroken("Add at most 93 days of shifts at a time.", field="last_day", code="range_too_long")
     closed = {c.day for c in await closed_dates(session, actor=actor, since=first_day)}
     out = []
     for day in rules.local_days(first_day, last_day):
@@ -311,7 +311,7 @@ async def add_shifts_for_days(
         out.append(await add_shift(session, actor=actor, user_id=user_id, role=role,
                                    starts_at=rules.wall_to_utc(day, start, clinic.timezone), ends_at=rules.wall_to_utc(day, end, clinic.timezone)))
     if not out:
-        raise InvalidInput("No open day in that range matches the chosen weekdays.", field="weekdays", code="empty")
+        raise RuleBroken("No open day in that range matches the chosen weekdays.", field="weekdays", code="empty")
     return out
 
 

@@ -12,7 +12,8 @@ from litestar import Request, Response, get, post
 from litestar.response import Redirect, Template
 
 from clinic.audit.service import Actor
-from clinic.http import Conflict, CurrentActor, DbSession, InvalidInput
+from clinic.errors import Conflict, RuleBroken
+from clinic.http import CurrentActor, DbSession
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
@@ -51,7 +52,7 @@ def form_int(value: Any, field: str) -> int | None:
     try:
         return int(str(value).strip())
     except ValueError:
-        raise InvalidInput("Choose a value from the list.", field=field, code="not_a_number") from None
+        raise RuleBroken("Choose a value from the list.", field=field, code="not_a_number") from None
 
 
 def parse_day(value: str | None, tz: str) -> date:
@@ -59,7 +60,7 @@ def parse_day(value: str | None, tz: str) -> date:
         try:
             return date.fromisoformat(value)
         except ValueError:
-            raise InvalidInput("The date must look like 2026-12-14.", field="date", code="date_format") from None
+            raise RuleBroken("The date must look like 2026-12-14.", field="date", code="date_format") from None
     return utcnow().astimezone(ZoneInfo(tz)).date()
 
 
@@ -88,7 +89,7 @@ def parse_slot(value: str | None, field: str = "slot") -> tuple[datetime, int]:
         s, c = str(value or "").split("|")
         return datetime.fromisoformat(s), int(c)
     except ValueError:
-        raise InvalidInput("Choose a time from the list.", field=field, code="required") from None
+        raise RuleBroken("Choose a time from the list.", field=field, code="required") from None
 
 
 # ---- day and week views ------------------------------------------------------------------------------
@@ -127,7 +128,6 @@ def day_grid(day: date, cal: ClinicCalendar, chairs: list[Chair], rows: list, no
         start = rules.wall_to_utc(day, at, tz)
         opened = day not in cal.closed and any(s <= at < e for s, e in spans)
         times.append({"label": at.strftime("%H:%M"), "start": start, "open": opened, "hour": m % 60 == 0})
-    index = {t["start"]: i for i, t in enumerate(times)}
     columns = []
     for chair in chairs:
         cells: list[Cell] = []
@@ -315,7 +315,7 @@ async def book_submit(request: Request, db_session: DbSession, actor: CurrentAct
     form = await form_of(request)
     slot = form.get("alt_slot") or form.get("slot")
     if not slot:
-        raise InvalidInput("Choose a free time from the list.", field="slot", code="required")
+        raise RuleBroken("Choose a free time from the list.", field="slot", code="required")
     start, chair_id = parse_slot(slot)
     st = await service.session_type_of(db_session, actor, form.get("session_type") or None, field="session_type")
     try:
@@ -452,7 +452,7 @@ async def _course_args(db_session, actor: Actor, form) -> dict[str, Any]:
         try:
             starts_at = datetime.combine(date.fromisoformat(first_day), rules.parse_hhmm(at))
         except ValueError:
-            raise InvalidInput("Choose the first date and a time.", field="starts_at", code="datetime_format") from None
+            raise RuleBroken("Choose the first date and a time.", field="starts_at", code="datetime_format") from None
     return {
         "patient_id": form_int(form.get("patient_id"), "patient_id"), "session_type": st.id, "template": form.get("template") or "",
         "starts_at": starts_at, "chair_id": form_int(form.get("chair_id"), "chair_id"),
@@ -480,7 +480,7 @@ async def course_submit(request: Request, db_session: DbSession, actor: CurrentA
         if value and value != "skip":
             chosen.append(parse_slot(value, field=key))
     if form.get("planned") == "1" and not chosen:
-        raise InvalidInput("Every session was left out: choose at least one time.", field="occurrences", code="empty")
+        raise RuleBroken("Every session was left out: choose at least one time.", field="occurrences", code="empty")
     try:
         plan = await service.book_course(db_session, actor=actor, queue=request.app.state.queue, occurrences=chosen or None, **args)
     except Conflict as exc:
@@ -577,7 +577,7 @@ async def admin_clinic_save(request: Request, db_session: DbSession, actor: Curr
                 if a or b:
                     spans.append([a, b])
             if not spans:
-                raise InvalidInput(f"{WEEKDAY_NAMES[d]}: give opening and closing times, or untick Open.", field="opening_hours", code="hours_format")
+                raise RuleBroken(f"{WEEKDAY_NAMES[d]}: give opening and closing times, or untick Open.", field="opening_hours", code="hours_format")
         hours[str(d)] = spans
     data = {k: form.get(k) for k in ("name", "display_name", "timezone", "phone", "address")}
     data["opening_hours"] = hours
@@ -634,7 +634,7 @@ async def admin_protocol(request: Request, db_session: DbSession, actor: Current
     clinic = await service.clinic_of(db_session, actor)
     st = await db_session.get(SessionType, session_type_id)
     if st is None or st.clinic_id != actor.clinic_id:
-        from clinic.http import NotFound
+        from clinic.errors import NotFound
 
         raise NotFound("No such protocol.")
     return Template("scheduling/admin_protocol.html", context=base_context(
@@ -679,20 +679,20 @@ async def admin_shift_add(request: Request, db_session: DbSession, actor: Curren
     try:
         first = date.fromisoformat(form.get("first_day") or "")
     except ValueError:
-        raise InvalidInput("Choose the first day.", field="first_day", code="date_format") from None
+        raise RuleBroken("Choose the first day.", field="first_day", code="date_format") from None
     try:
         last = date.fromisoformat(form.get("last_day") or "") if form.get("last_day") else first
     except ValueError:
-        raise InvalidInput("The last day must be a date.", field="last_day", code="date_format") from None
+        raise RuleBroken("The last day must be a date.", field="last_day", code="date_format") from None
     try:
         start, end = rules.parse_hhmm(form.get("start") or ""), rules.parse_hhmm(form.get("end") or "")
     except ValueError:
-        raise InvalidInput("Times must look like 08:00.", field="start", code="time_format") from None
+        raise RuleBroken("Times must look like 08:00.", field="start", code="time_format") from None
     try:
         # Litestar's getall raises KeyError for a field that was not sent (no weekday ticked)
         weekdays = {int(w) for w in form.getall("weekdays")} if "weekdays" in form else None
     except ValueError:
-        raise InvalidInput("Choose weekdays from the list.", field="weekdays", code="weekday") from None
+        raise RuleBroken("Choose weekdays from the list.", field="weekdays", code="weekday") from None
     await setup.add_shifts_for_days(db_session, actor=actor, user_id=form_int(form.get("user_id"), "user_id"), role=form.get("role") or "",
                                     first_day=first, last_day=last, start=start, end=end, weekdays=weekdays)
     return go(request, f"/admin/shifts?date={first.isoformat()}&done=added")

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.factories import PASSWORD, bearer, login
+from tests.factories import bearer, login
 
 
 async def test_healthz_reports_db_and_redis(client):

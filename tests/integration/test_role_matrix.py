@@ -25,7 +25,7 @@ from clinic.app import create_app
 from clinic.auth.models import ApiToken, WebSession
 from clinic.auth.permissions import ALL_ROLES, PERMISSIONS, allows
 from clinic.auth.rules import new_token
-from clinic.http import ROLE_DENIED
+from clinic.auth.guard import ROLE_DENIED
 
 ROLES = sorted(ALL_ROLES)
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}

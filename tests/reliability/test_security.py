@@ -12,13 +12,12 @@ import asyncio
 import logging
 import re
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import pytest
 from arq.worker import Worker
 from sqlalchemy import text
 

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clinic.billing import rules
-from clinic.billing.rules import BillingProblem, Line, Terms
+from clinic.billing.rules import Line, Terms
+from clinic.errors import RuleBroken
 
 # ---- DOMAIN.md's worked example -------------------------------------------------------------------
 
@@ -46,7 +47,7 @@ def test_allowed_percent_of_charge():
 
 
 def test_missing_allowed_amount_is_a_clear_refusal():
-    with pytest.raises(BillingProblem, match="no allowed amount for 90837") as e:
+    with pytest.raises(RuleBroken, match="no allowed amount for 90837") as e:
         rules.visit_share([Line("90837", 1, 200_00)], Terms(allowed={"96365": 1}))
     assert e.value.field == "allowed_amounts"
 
@@ -101,13 +102,13 @@ def test_cents_accepts_dollars_or_integer_cents(raw, expected):
 
 @pytest.mark.parametrize("raw", ["-3", -1, "1.234", "abc", 12.5, True])
 def test_cents_refuses_negative_or_fractional_money(raw):
-    with pytest.raises(BillingProblem):
+    with pytest.raises(RuleBroken):
         rules.cents(raw, field="copay")
 
 
 @pytest.mark.parametrize("raw", [-1, 101, "12.5", "x"])
 def test_percent_outside_0_100_is_refused(raw):
-    with pytest.raises(BillingProblem, match="0 and 100|0 to 100"):
+    with pytest.raises(RuleBroken, match="0 and 100|0 to 100"):
         rules.percent(raw, field="coinsurance_pct")
 
 
@@ -204,9 +205,9 @@ def test_overage_flag_at_400_dollars():
 def test_claim_moves_follow_the_states():
     rules.check_claim_move("draft", "submitted")
     rules.check_claim_move("submitted", "partially_paid")
-    with pytest.raises(BillingProblem, match="closed"):
+    with pytest.raises(RuleBroken, match="closed"):
         rules.check_claim_move("closed", "submitted")
-    with pytest.raises(BillingProblem, match="draft can move to submitted, closed"):
+    with pytest.raises(RuleBroken, match="draft can move to submitted, closed"):
         rules.check_claim_move("draft", "paid")
 
 

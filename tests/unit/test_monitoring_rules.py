@@ -10,7 +10,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from clinic.monitoring import rules
-from clinic.monitoring.rules import Blocker, DoseEvent, OpenAlert, Reading, RuleViolation
+from clinic.monitoring.rules import Blocker, DoseEvent, OpenAlert, Reading
+from clinic.errors import RuleBroken
 from clinic.scheduling.protocols import ESKETAMINE, KETAMINE_IV
 
 ESK = ESKETAMINE["protocol"]
@@ -70,7 +71,7 @@ def blockers(now_min: float, **kw) -> list[Blocker]:
     ],
 )
 def test_implausible_vitals_name_the_field(values, field):
-    with pytest.raises(RuleViolation) as err:
+    with pytest.raises(RuleBroken) as err:
         rules.check_vitals(**values)
     assert err.value.field == field
 
@@ -86,20 +87,20 @@ def test_a_bp_is_accepted_exactly_when_within_limits_and_diastolic_below_systoli
     try:
         rules.check_vitals(systolic=sbp, diastolic=dbp)
         accepted = True
-    except RuleViolation:
+    except RuleBroken:
         accepted = False
     assert accepted == ok
 
 
 def test_weight_limits_and_iv_dose_arithmetic():
-    with pytest.raises(RuleViolation, match="Weight 24.9 kg"):
+    with pytest.raises(RuleBroken, match="Weight 24.9 kg"):
         rules.check_weight(24.9)
-    with pytest.raises(RuleViolation) as err:
+    with pytest.raises(RuleBroken) as err:
         rules.check_weight(None)
     assert err.value.field == "weight_kg"
     assert rules.iv_dose_mg(IV, mg_per_kg=None, weight_kg=82.35) == (Decimal("0.50"), Decimal("41.2"))
     assert rules.iv_dose_mg(IV, mg_per_kg=1.0, weight_kg=350) == (Decimal("1.00"), Decimal("350.0"))
-    with pytest.raises(RuleViolation) as err:
+    with pytest.raises(RuleBroken) as err:
         rules.iv_dose_mg(IV, mg_per_kg=0.05, weight_kg=80)
     assert err.value.field == "mg_per_kg"
 
@@ -108,10 +109,10 @@ def test_times_may_be_back_charted_twelve_hours_and_never_lie_in_the_future():
     rules.check_taken_at(T0 - timedelta(hours=12), T0)
     rules.check_taken_at(T0 + timedelta(seconds=59), T0)  # a tablet clock slightly ahead
     for bad in (T0 - timedelta(hours=12, seconds=1), T0 + timedelta(minutes=2), T0.replace(tzinfo=None)):
-        with pytest.raises(RuleViolation) as err:
+        with pytest.raises(RuleBroken) as err:
             rules.check_taken_at(bad, T0)
         assert err.value.field == "taken_at"
-    with pytest.raises(RuleViolation, match="before check-in"):
+    with pytest.raises(RuleBroken, match="before check-in"):
         rules.check_taken_at(at(-1), T0, not_before=T0, not_before_what="check-in")
 
 
@@ -125,15 +126,15 @@ def test_cadss_totals_are_the_item_sum_within_the_forms_range(form, data):
 
 def test_cadss_refuses_missing_foreign_and_out_of_scale_items():
     full = {str(n): 0 for n in rules.CADSS_ITEMS["cadss6"]}
-    with pytest.raises(RuleViolation) as err:
+    with pytest.raises(RuleBroken) as err:
         rules.dissociation_score("cadss6", {k: v for k, v in full.items() if k != "15"})
     assert err.value.field == "item_15"
-    with pytest.raises(RuleViolation, match="Item 3 is not part of CADSS-6"):
+    with pytest.raises(RuleBroken, match="Item 3 is not part of CADSS-6"):
         rules.dissociation_score("cadss6", full | {"3": 1})
-    with pytest.raises(RuleViolation) as err:
+    with pytest.raises(RuleBroken) as err:
         rules.dissociation_score("cadss6", full | {"7": 5})
     assert err.value.field == "item_7"
-    with pytest.raises(RuleViolation) as err:
+    with pytest.raises(RuleBroken) as err:
         rules.dissociation_score("phq9", full)
     assert err.value.field == "dissociation_form"
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -273,7 +274,8 @@ def is_unavailable(exc: BaseException) -> bool:
     down" (57P03) or "connection was closed in the middle of operation" (08003) as a plain DBAPIError.
     """
     for current in _chain(exc):
-        if isinstance(current, (OperationalError, InterfaceError, asyncpg.InterfaceError, ConnectionError, TimeoutError, OSError)):
+        # PoolTimeout: every connection is busy (or being re-made after a restart); a 503 with Retry-After, not a 500
+        if isinstance(current, (OperationalError, InterfaceError, asyncpg.InterfaceError, ConnectionError, TimeoutError, OSError, PoolTimeout)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True

@@ -11,7 +11,11 @@ from urllib.parse import parse_qsl
 
 import asyncpg
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    ValidationException,
+)
 from litestar.params import Dependency
 from litestar.response import Template
 from litestar.utils.scope.state import ScopeState

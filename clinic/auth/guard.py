@@ -13,7 +13,14 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from clinic.auth.middleware import IDLE, SESSION_COOKIE
 from clinic.auth.permissions import allows
 from clinic.errors import NotFound
-from clinic.http import INT4_MAX, INT4_MIN, answer, json_answer, wants_html, with_security_headers
+from clinic.http import (
+    INT4_MAX,
+    INT4_MIN,
+    answer,
+    json_answer,
+    wants_html,
+    with_security_headers,
+)
 
 ROLE_DENIED = "Your role does not allow this."
 

@@ -9,21 +9,21 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
+from clinic.auth.cache import forget_sign_ins_after_commit
 from clinic.auth.models import ROLES, ApiToken, LoginAttempt, StaffUser, WebSession
 from clinic.auth.rules import (
     THROTTLE_WINDOW,
     check_email,
+    check_npi,
+    check_password,
     hash_password,
     is_throttled,
     new_token,
-    check_npi,
-    check_password,
     token_hash,
     verify_password,
 )
-from clinic.auth.cache import forget_sign_ins_after_commit
-from clinic.errors import ClinicError, Conflict, NotFound, RuleBroken
 from clinic.db import after_commit
+from clinic.errors import ClinicError, Conflict, NotFound, RuleBroken
 from clinic.timeutil import utcnow
 
 

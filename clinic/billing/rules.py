@@ -5,15 +5,15 @@ No I/O here: every function takes plain values and returns plain values (money i
 
 from __future__ import annotations
 
-from clinic.errors import RuleBroken
-
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import lru_cache
-import re
 
 import holidays
+
+from clinic.errors import RuleBroken
 
 # If a provider's billed total exceeds its GFE total by this much, the patient may dispute (45 CFR 149.620).
 GFE_DISPUTE_THRESHOLD_CENTS = 40_000

@@ -5,8 +5,6 @@ No I/O here: services pass in what was recorded and the current time, and get de
 
 from __future__ import annotations
 
-from clinic.errors import RuleBroken
-
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+from clinic.errors import RuleBroken
 from clinic.scheduling.protocols import DEFAULT_DISCHARGE, DEFAULT_THRESHOLDS
 from clinic.timeutil import hm
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from clinic.errors import RuleBroken
-
 import re
 from datetime import date, datetime
 from typing import Any
 
+from clinic.errors import RuleBroken
 from clinic.patients.models import MEDICATION_FLAGS
 
 SEXES = ("female", "male", "other", "unknown")
@@ -68,11 +67,14 @@ def clean_phone(data: dict, key: str, label: str) -> str | None:
     return value
 
 
-def _list(value: Any) -> list[str]:
+def _list(data: dict, key: str) -> list[str]:
+    value = data.get(key)
     if value is None or value == "":
         return []
     if isinstance(value, str):
         return [v for v in re.split(r"[\s,;]+", value) if v]
+    if not isinstance(value, (list, tuple)):
+        raise RuleBroken("Give a list, or the values separated by commas.", field=key, code="list_format")
     return [str(v).strip() for v in value if str(v).strip()]
 
 
@@ -136,13 +138,13 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
             raise RuleBroken("The REMS patient id may hold letters, digits and dashes (4 to 40).", field="rems_patient_id", code="rems_id_format")
         out["rems_patient_id"] = rems_id
     if wanted("medication_flags"):
-        flags = _list(data.get("medication_flags"))
+        flags = _list(data, "medication_flags")
         unknown = [f for f in flags if f not in MEDICATION_FLAGS]
         if unknown:
             raise RuleBroken(f"Unknown medication flag; allowed: {', '.join(MEDICATION_FLAGS)}.", field="medication_flags", code="unknown_flag")
         out["medication_flags"] = sorted(set(flags), key=MEDICATION_FLAGS.index)
     if wanted("diagnosis_codes"):
-        codes = [c.upper() for c in _list(data.get("diagnosis_codes"))]
+        codes = [c.upper() for c in _list(data, "diagnosis_codes")]
         bad = [c for c in codes if not ICD10_RE.match(c)]
         if bad:
             raise RuleBroken("Diagnosis codes must be ICD-10 codes like F32.2 or F33.1.", field="diagnosis_codes", code="icd10_format")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from clinic.errors import RuleBroken
-
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -11,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
+
+from clinic.errors import RuleBroken
 
 UTC = timezone.utc
 DEFAULT_GRID_MINUTES = 15

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clinic.auth import rules as auth_rules
-from clinic.errors import RuleBroken
 from clinic.billing import rules as billing_rules
+from clinic.errors import RuleBroken
 from clinic.monitoring import rules as monitoring_rules
 from clinic.patients import rules as patient_rules
 from clinic.scheduling import rules as scheduling_rules

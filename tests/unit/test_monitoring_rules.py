@@ -9,9 +9,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from clinic.errors import RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.rules import Blocker, DoseEvent, OpenAlert, Reading
-from clinic.errors import RuleBroken
 from clinic.scheduling.protocols import ESKETAMINE, KETAMINE_IV
 
 ESK = ESKETAMINE["protocol"]

@@ -1,4 +1,4 @@
-"""GET /healthz: Postgres must answer; Redis down is reported but still healthy (clinical work never waits on it)."""
+"""GET /healthz: Postgres must answer; Redis down or a stale worker is reported but still healthy (clinical work never waits on them)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import text
 @get("/healthz", opt={"public": True}, tags=["health"])
 async def healthz(request: Request) -> Response:
     state = request.app.state
-    body = {"db": "ok", "redis": "ok"}
+    body = {"db": "ok", "redis": "ok", "worker": "stale"}
     status = 200
     try:
         async with state.db.engine.connect() as conn:
@@ -20,7 +20,9 @@ async def healthz(request: Request) -> Response:
         body["db"] = "down"
         status = 503
     try:
-        await asyncio.wait_for(state.queue.ping(), timeout=1.5)
+        # one round trip answers both: Redis is there, and a worker has renewed its heartbeat in it
+        if await asyncio.wait_for(state.queue.worker_alive(), timeout=1.5):
+            body["worker"] = "ok"
     except Exception:
         await state.queue._reset()
         body["redis"] = "down"

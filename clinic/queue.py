@@ -7,8 +7,13 @@ import logging
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import default_queue_name, health_check_key_suffix
 
 log = logging.getLogger("clinic.queue")
+
+# the worker's heartbeat: arq's health-check key, renewed every WORKER_HEARTBEAT_SECONDS, lapsing a second later
+WORKER_HEARTBEAT_KEY = default_queue_name + health_check_key_suffix
+WORKER_HEARTBEAT_SECONDS = 10
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -33,9 +38,10 @@ class Queue:
                     self._pool = await create_pool(redis_settings(self.url), retry=0)
         return self._pool
 
-    async def ping(self) -> bool:
+    async def worker_alive(self) -> bool:
+        """True when a worker has beaten lately; raises when Redis does not answer."""
         pool = await self.pool()
-        return bool(await pool.ping())
+        return bool(await pool.exists(WORKER_HEARTBEAT_KEY))
 
     async def enqueue(self, function: str, *args: Any, job_id: str | None = None, **kwargs: Any) -> bool:
         """True when queued; False when Redis is away (the outbox sweep will pick the work up later)."""

@@ -9,10 +9,14 @@ from sqlalchemy.exc import DBAPIError
 from tests.factories import bearer, login
 
 
-async def test_healthz_reports_db_and_redis(client):
+async def test_healthz_reports_db_redis_and_the_workers_heartbeat(client, redis):
+    from clinic.queue import WORKER_HEARTBEAT_KEY
+
     r = await client.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"db": "ok", "redis": "ok"}
+    assert r.json() == {"db": "ok", "redis": "ok", "worker": "stale"}
+    await redis.set(WORKER_HEARTBEAT_KEY, b"beat", px=2000)  # what a worker's heartbeat leaves
+    assert (await client.get("/healthz")).json() == {"db": "ok", "redis": "ok", "worker": "ok"}
 
 
 async def test_healthz_says_redis_down_but_stays_up(settings, db):
@@ -24,7 +28,7 @@ async def test_healthz_says_redis_down_but_stays_up(settings, db):
     async with app_client(app) as c:
         r = await c.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"db": "ok", "redis": "down"}
+    assert r.json() == {"db": "ok", "redis": "down", "worker": "stale"}
 
 
 async def test_openapi_schema_is_served(client):

@@ -18,7 +18,7 @@ async def test_redis_outage_delays_notices_and_loses_nothing(engine_db, settings
     patient = world.patients[0]
     today_appt = await appointment(world.factory, world.clinic, patient, utcnow().replace(microsecond=0) - timedelta(minutes=5))
 
-    assert (await http.get(f"{app.url}/healthz")).json() == {"db": "ok", "redis": "ok"}
+    assert (await http.get(f"{app.url}/healthz")).json() == {"db": "ok", "redis": "ok", "worker": "stale"}
     private_redis.stop()
 
     # the front desk books while Redis is away: saved, answered at once
@@ -42,7 +42,7 @@ async def test_redis_outage_delays_notices_and_loses_nothing(engine_db, settings
     assert time.monotonic() - t0 < 3
 
     health = await http.get(f"{app.url}/healthz")
-    assert health.status_code == 200 and health.json() == {"db": "ok", "redis": "down"}
+    assert health.status_code == 200 and health.json() == {"db": "ok", "redis": "down", "worker": "stale"}
 
     # the notice is in the outbox, not lost with the enqueue that could not happen
     pending = await rows(engine_db, "SELECT id, kind, status FROM notices WHERE appointment_id = :a ORDER BY id", a=booked)

@@ -133,31 +133,36 @@ def print_banner(url: str) -> None:
     click.echo("  Press Ctrl-C to stop.\n")
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM (docker stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def run_web_and_worker(settings: Settings, host: str, port: int, *, with_worker: bool) -> None:
+    """The web server and the worker side by side; only the server ending (or Ctrl-C) stops both: a worker that
+    stops is started again by workers.runner, with a backoff, and says so in the log."""
     import uvicorn
-    from arq.worker import Worker
 
     from clinic.app import create_app
+    from workers.runner import run_worker
     from workers.settings import worker_settings
 
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    worker = Worker(**worker_settings(settings)) if with_worker else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
+    stop = stop_on_signals()
     tasks = [asyncio.create_task(server.serve())]
-    if worker:
-        tasks.append(asyncio.create_task(worker.async_run()))
+    if with_worker:
+        tasks.append(asyncio.create_task(run_worker(worker_settings(settings), stop=stop)))
     waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([tasks[0], waiter], return_when=asyncio.FIRST_COMPLETED)
     click.echo("\nStopping ...")
+    stop.set()
     server.should_exit = True
-    if worker:
-        await worker.close()
     for t in tasks:
         if not t.done():
             try:
@@ -218,20 +223,36 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 @main.command()
-def worker() -> None:
-    """Run the arq worker (notices, billing jobs, cron sweeps)."""
+@click.option("--check", is_flag=True, help="exit 0 if a worker has beaten in the last few seconds, 1 if not (a healthcheck)")
+def worker(check: bool) -> None:
+    """Run the arq worker (notices, billing jobs, cron sweeps); it waits out Redis and Postgres outages."""
     settings = load_settings()
+    if check and settings.redis_url:
+        sys.exit(0 if asyncio.run(_worker_alive(settings)) else 1)
     if not settings.database_url or not settings.redis_url:
         fail("DATABASE_URL and REDIS_URL must be set for `clinic worker` (use `clinic dev` for embedded ones).")
-    from arq.worker import Worker
-
+    from workers.runner import run_worker
     from workers.settings import worker_settings
 
     async def run() -> None:
-        w = Worker(**(worker_settings(settings) | {"handle_signals": True}))
-        await w.async_run()
+        await run_worker(worker_settings(settings), stop=stop_on_signals())
 
     asyncio.run(run())
+
+
+async def _worker_alive(settings: Settings) -> bool:
+    from clinic.queue import Queue
+
+    queue = Queue(settings.redis_url)
+    try:
+        alive = await queue.worker_alive()
+    except Exception as exc:
+        click.echo(f"Redis did not answer: {type(exc).__name__}", err=True)
+        return False
+    finally:
+        await queue.close()
+    click.echo("worker ok" if alive else "worker stale: no heartbeat", err=not alive)
+    return alive
 
 
 @main.command()

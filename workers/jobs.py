@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from arq import Retry
+from redis.exceptions import RedisError
 from sqlalchemy import delete, or_, select
 
 from clinic.db import is_unavailable
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, job_id
 from clinic.timeutil import utcnow
+from workers.runner import outages_of
 
 log = logging.getLogger("clinic.worker")
 
 # a claim older than this belongs to a worker that died mid-send (a send never outlives job_timeout)
 STALE_CLAIM = timedelta(minutes=5)
+# while Postgres is away a notice's job tries again after 2, 4, 8 ... seconds, at most a minute apart
 DB_RETRY_SECONDS = 2
+DB_RETRY_MAX_SECONDS = 60
 DIGEST_HOUR = 7  # clinic-local hour of the staff digest (setting: digest_hour)
 # sign-in bookkeeping kept after it stops mattering: the throttle looks back 15 minutes; a browser session ends
 # after at most 12 hours idle. The audit trail keeps every sign-in, failure and logoff for good.
@@ -26,26 +31,56 @@ LOGIN_ATTEMPTS_KEPT = timedelta(days=1)
 WEB_SESSIONS_KEPT = timedelta(days=7)
 
 
+def postgres_away(exc: BaseException) -> bool:
+    return is_unavailable(exc) and not isinstance(exc, RedisError)
+
+
 async def send_notice(ctx, notice_id: int) -> str:
     from clinic.notices import sender
 
     try:
-        return await sender.deliver(
+        outcome = await sender.deliver(
             ctx["db"], ctx["settings"], notice_id, smtp=ctx.get("smtp"),
             max_attempts=ctx.get("max_attempts", sender.MAX_ATTEMPTS),
             retry_base=ctx.get("retry_base", sender.RETRY_BASE_SECONDS),
             stale_claim=ctx.get("stale_claim", STALE_CLAIM).total_seconds(),
+            unrecorded=ctx.get("unrecorded"),
         )
     except sender.Retry as exc:
+        outages_of(ctx).up("Postgres")  # the row took the retry: Postgres answers
         raise Retry(defer=exc.defer) from None
     except Exception as exc:
-        if is_unavailable(exc):
-            # Postgres restarted or a pooled connection died: the row is untouched or stays claimed; try again soon
-            log.warning("notice %s: database unavailable (%s), retrying", notice_id, type(exc).__name__)
-            raise Retry(defer=DB_RETRY_SECONDS) from None
-        raise
+        if not postgres_away(exc):
+            raise
+        # Postgres restarted or a pooled connection died: the row is untouched or stays claimed
+        outages_of(ctx).down("Postgres", exc)
+        tries = ctx["job_try"]
+        if tries >= ctx["max_tries"]:
+            return "postgres unavailable: left for the sweep"
+        raise Retry(defer=min(DB_RETRY_SECONDS * 2 ** (tries - 1), DB_RETRY_MAX_SECONDS)) from None
+    outages_of(ctx).up("Postgres")
+    return outcome
 
 
+def rides_out_postgres(job):
+    """A cron job that finds Postgres away notes the outage (logged once) and does nothing: its next run catches up."""
+
+    @functools.wraps(job)
+    async def run(ctx) -> int:
+        try:
+            done = await job(ctx)
+        except Exception as exc:
+            if not postgres_away(exc):
+                raise
+            outages_of(ctx).down("Postgres", exc)
+            return 0
+        outages_of(ctx).up("Postgres")
+        return done
+
+    return run
+
+
+@rides_out_postgres
 async def sweep_outbox(ctx) -> int:
     """Re-enqueue every notice still due: covers a Redis outage at commit time and killed workers."""
     now = utcnow()
@@ -73,6 +108,7 @@ async def sweep_outbox(ctx) -> int:
     return len(rows)
 
 
+@rides_out_postgres
 async def staff_digests(ctx) -> int:
     """Once a day per clinic, at its local digest hour: GFEs and REMS forms coming due (deduped per clinic, day and person)."""
     from clinic.notices import service as notices
@@ -92,6 +128,7 @@ async def staff_digests(ctx) -> int:
     return sent
 
 
+@rides_out_postgres
 async def prune_sign_ins(ctx) -> int:
     """Drop login attempts older than a day and browser sessions ended or idle for a week (rows no sign-in can use)."""
     from clinic.auth.models import LoginAttempt, WebSession

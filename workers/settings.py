@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from clinic.db import Database, make_sessionmaker
 from clinic.notices.sender import MAX_ATTEMPTS, RETRY_BASE_SECONDS, SmtpPool
-from clinic.queue import redis_settings
+from clinic.queue import WORKER_HEARTBEAT_KEY, WORKER_HEARTBEAT_SECONDS, redis_settings
 from workers import jobs
+from workers.runner import Outages
 
 MAX_JOBS = 20
 JOB_TIMEOUT = 60
@@ -34,16 +35,24 @@ def worker_settings(
     job_timeout: int = JOB_TIMEOUT,
     retry_base: float = RETRY_BASE_SECONDS,
     max_attempts: int = MAX_ATTEMPTS,
+    heartbeat: int = WORKER_HEARTBEAT_SECONDS,
 ) -> dict:
+    # the outbox row counts tries (max_attempts); arq must not give up before it does
+    max_tries = max_attempts + 3
+    # kept from one arq worker to the next when Redis comes and goes (workers.runner)
+    ctx = {
+        "settings": settings, "retry_base": retry_base, "max_attempts": max_attempts, "max_tries": max_tries,
+        # arq cancels a send at job_timeout, so a claim older than that (plus slack) was abandoned
+        "stale_claim": timedelta(seconds=job_timeout + 5),
+        "outages": Outages(),
+        # notices the relay took while Postgres was away: recorded as sent once it is back, never sent again
+        "unrecorded": {},
+    }
+
     async def startup(ctx) -> None:
-        ctx["settings"] = settings
         ctx["db"] = db or worker_database(settings.database_url, max_jobs)
         # one SMTP connection per concurrent job, reused from notice to notice
         ctx["smtp"] = SmtpPool(settings.smtp_url, size=max_jobs)
-        ctx["retry_base"] = retry_base
-        ctx["max_attempts"] = max_attempts
-        # arq cancels a send at job_timeout, so a claim older than that (plus slack) was abandoned
-        ctx["stale_claim"] = timedelta(seconds=job_timeout + 5)
 
     async def shutdown(ctx) -> None:
         if "smtp" in ctx:
@@ -51,9 +60,6 @@ def worker_settings(
         if db is None and "db" in ctx:
             await ctx["db"].dispose()
 
-    rs = redis_settings(settings.redis_url)
-    rs.conn_retries = 60  # the worker waits for Redis to come back; the web app does not
-    rs.conn_retry_delay = 2
     return dict(
         functions=[jobs.send_notice],
         cron_jobs=[
@@ -63,11 +69,14 @@ def worker_settings(
         ],
         on_startup=startup,
         on_shutdown=shutdown,
-        redis_settings=rs,
+        # no retries of arq's own: workers.runner waits for Redis, with a backoff, and logs the outage once
+        redis_settings=redis_settings(settings.redis_url),
+        ctx=ctx,
+        health_check_key=WORKER_HEARTBEAT_KEY,
+        health_check_interval=heartbeat,
         max_jobs=max_jobs,
         job_timeout=job_timeout,
-        # the outbox row counts tries (max_attempts); arq must not give up before it does
-        max_tries=max_attempts + 3,
+        max_tries=max_tries,
         # a finished job frees its id at once: the outbox row, not Redis, says whether a notice was sent
         keep_result=0,
         handle_signals=False,

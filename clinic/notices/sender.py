@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy import text
 
 from clinic.billing.rules import plain_instructions
+from clinic.db import is_unavailable
 from clinic.notices import links
 
 log = logging.getLogger("clinic.notices")
@@ -232,8 +233,17 @@ class SmtpPool:
 
 
 async def deliver(db, settings, notice_id: int, *, smtp: SmtpPool | None = None, max_attempts: int = MAX_ATTEMPTS,
-                  retry_base: float = RETRY_BASE_SECONDS, stale_claim: float = STALE_CLAIM_SECONDS) -> str:
-    """Send one notice at most once per claim (own autocommit connections, never a caller's transaction): 'sent', 'cancelled', 'skipped' (not ours or not due), 'failed'; raises Retry."""
+                  retry_base: float = RETRY_BASE_SECONDS, stale_claim: float = STALE_CLAIM_SECONDS,
+                  unrecorded: dict[int, tuple[str, datetime]] | None = None) -> str:
+    """Send one notice at most once per claim (own autocommit connections, never a caller's transaction): 'sent', 'cancelled', 'skipped' (not ours or not due), 'failed'; raises Retry.
+
+    `unrecorded` (notice id -> Message-ID and time) keeps sends the relay took while Postgres was away, so a
+    later try records them instead of sending them again."""
+    if unrecorded and notice_id in unrecorded:
+        mid, sent_at = unrecorded[notice_id]
+        await _mark(db, notice_id, "sent", mid=mid, sent_at=sent_at)
+        del unrecorded[notice_id]
+        return "sent"
     async with db.engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         row = (await conn.execute(CLAIM, {"id": notice_id, "stale": float(stale_claim)})).first()
@@ -260,12 +270,16 @@ async def deliver(db, settings, notice_id: int, *, smtp: SmtpPool | None = None,
     try:
         await pool.send(sender, to, msg)
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-        code = getattr(exc, "code", None)
-        permanent = isinstance(code, int) and 500 <= code < 600
-        err = f"{type(exc).__name__}{f' {code}' if code else ''}"
-        if permanent or row.attempts >= max_attempts:
+        code = smtp_code(exc)
+        err = smtp_problem(exc, code)
+        if code is not None and 500 <= code < 600:
             await _mark(db, row.id, "failed", err=err)
-            log.warning("notice %s failed after %d tries: %s", row.id, row.attempts, err)
+            log.warning("notice %s failed: %s", row.id, err)
+            return "failed"
+        if row.attempts >= max_attempts:
+            err = f"gave up after {row.attempts} tries: {err}"
+            await _mark(db, row.id, "failed", err=err)
+            log.warning("notice %s failed: %s", row.id, err)
             return "failed"
         defer = min(retry_base * 2 ** (row.attempts - 1), RETRY_MAX_SECONDS)
         await _mark(db, row.id, "pending", err=err, send_after=now.timestamp() + defer)
@@ -273,8 +287,35 @@ async def deliver(db, settings, notice_id: int, *, smtp: SmtpPool | None = None,
     finally:
         if smtp is None:
             await pool.close()
-    await _mark(db, row.id, "sent", mid=mid, sent_at=datetime.now(timezone.utc))
+    sent_at = datetime.now(timezone.utc)
+    try:
+        await _mark(db, row.id, "sent", mid=mid, sent_at=sent_at)
+    except Exception as exc:
+        if unrecorded is not None and is_unavailable(exc):
+            unrecorded[row.id] = (mid, sent_at)
+        raise
     return "sent"
+
+
+def smtp_code(exc: BaseException) -> int | None:
+    """The relay's reply code, also when it refused the recipient's address (it names no code of its own then)."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[0]
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) else None
+
+
+def smtp_problem(exc: BaseException, code: int | None) -> str:
+    """What went wrong, for the person who fixes it at /notices; never the relay's own words, which may quote the address."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        what = "the mail relay refused the address"
+    elif code is None:
+        what = "could not reach the mail relay" if isinstance(exc, (OSError, asyncio.TimeoutError)) else "the mail relay could not take it"
+    elif code >= 500:
+        what = "the mail relay refused the message"
+    else:
+        what = "the mail relay said try later"
+    return f"{what} ({type(exc).__name__}{f' {code}' if code is not None else ''})"
 
 
 async def _mark(db, notice_id: int, status: str, *, err: str | None = None, mid: str | None = None,

@@ -158,12 +158,13 @@ class WorkerProcess:
     """`python -m tests.reliability.run_worker`: the production WorkerSettings with test-sized timings, killable with SIGKILL."""
 
     def __init__(self, *, database_url: str, redis_url: str, smtp_url: str, max_jobs: int = 4, job_timeout: int = 2,
-                 retry_base: float = 0.2, max_attempts: int = 5, sweep_every: int = 1, base_url: str = "http://testserver.local") -> None:
+                 retry_base: float = 0.2, max_attempts: int = 5, sweep_every: int = 1, heartbeat: int = 2,
+                 base_url: str = "http://testserver.local") -> None:
         self.args = [
             sys.executable, "-m", "tests.reliability.run_worker",
             "--database-url", database_url, "--redis-url", redis_url, "--smtp-url", smtp_url, "--base-url", base_url,
             "--max-jobs", str(max_jobs), "--job-timeout", str(job_timeout), "--retry-base", str(retry_base),
-            "--max-attempts", str(max_attempts), "--sweep-every", str(sweep_every),
+            "--max-attempts", str(max_attempts), "--sweep-every", str(sweep_every), "--heartbeat", str(heartbeat),
         ]
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="clinic-worker-", suffix=".log", delete=False)
@@ -173,8 +174,12 @@ class WorkerProcess:
         self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         return self
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.alive:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 

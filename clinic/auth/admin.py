@@ -19,6 +19,7 @@ from clinic.auth.models import ROLES
 from clinic.auth.rules import MIN_PASSWORD_LENGTH
 from clinic.errors import ClinicError, RuleBroken
 from clinic.http import CurrentActor, DbSession
+from clinic.notices import service as notices
 from clinic.scheduling.models import Clinic
 
 ROLE_LABELS = {
@@ -80,9 +81,11 @@ async def staff_list(db_session: DbSession, actor: CurrentActor, done: str | Non
     users = await service.list_users(db_session, clinic_id=actor.clinic_id)
     seen = await service.last_sign_ins(db_session, user_ids=[u.id for u in users if u.id is not None])
     tz = await clinic_timezone(db_session, actor.clinic_id)
+    delayed = await notices.delayed_since(db_session, clinic=await db_session.get(Clinic, actor.clinic_id))
     return Template(
         "admin/staff_list.html",
-        context=_common(users=users, last_seen=seen, tz=tz, ok=DONE_MESSAGES.get(done or ""), section="staff"),
+        context=_common(users=users, last_seen=seen, tz=tz, ok=DONE_MESSAGES.get(done or ""), section="staff",
+                        notices_delayed_since=delayed),
     )
 
 

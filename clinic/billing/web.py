@@ -75,6 +75,7 @@ async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None
         "overages": overages, "owed": owed, "claims": claims, "claim_counts": claim_counts, "claim_states": CLAIM_STATES,
         "claim_next": rules.CLAIM_NEXT, "sessions": sessions, "patients": await patient_names(db_session, clinic.id, ids),
         "deadline_state": rules.deadline_state, "failed_notices": failed, "done": DONE.get(done or ""),
+        "notices_delayed_since": await notices.delayed_since(db_session, clinic=clinic),
     })
 
 

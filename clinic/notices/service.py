@@ -17,10 +17,11 @@ from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, add_notice, job_id
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic
-from clinic.timeutil import utcnow
+from clinic.timeutil import hm, to_local, utcnow
 
 DEFAULT_REMINDER_HOURS = 48
 DEFAULT_LINK_DAYS = 30
+DEFAULT_DELAY_MINUTES = 10
 
 
 def can_email(patient: Patient) -> bool:
@@ -181,6 +182,22 @@ async def list_notices(session: AsyncSession, *, clinic_id: int, status: str | N
 async def counts(session: AsyncSession, *, clinic_id: int) -> dict[str, int]:
     rows = await session.execute(select(Notice.status, func.count()).where(Notice.clinic_id == clinic_id).group_by(Notice.status))
     return {s: n for s, n in rows.all()}
+
+
+async def delayed_since(session: AsyncSession, *, clinic: Clinic, now: datetime | None = None) -> str | None:
+    """Clinic-local HH:MM (with the day when not today) at which the oldest notice still waiting fell due, when that
+    is longer ago than the clinic's `notice_delay_minutes` (default 10): notices have stalled and staff should know."""
+    now = now or utcnow()
+    oldest = (await session.execute(
+        select(func.min(Notice.send_after)).where(
+            Notice.clinic_id == clinic.id, col(Notice.status).in_(("pending", "sending")), Notice.send_after <= now)
+    )).scalar()
+    if oldest is None or now - oldest <= timedelta(minutes=int(setting(clinic, "notice_delay_minutes", DEFAULT_DELAY_MINUTES))):
+        return None
+    local = to_local(oldest, clinic.timezone)
+    if local.date() == to_local(now, clinic.timezone).date():
+        return hm(oldest, clinic.timezone)
+    return f"{local:%a} {local.day} {local:%b} {hm(oldest, clinic.timezone)}"
 
 
 async def retry(session: AsyncSession, *, actor: Actor, notice_id: int, queue) -> Notice:

@@ -34,6 +34,7 @@ async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | 
     return Template("notices/list.html", context={
         "head": HEAD, "rows": rows, "status": status, "states": NOTICE_STATES, "clinic": clinic,
         "counts": await notices.counts(db_session, clinic_id=actor.clinic_id),
+        "notices_delayed_since": await notices.delayed_since(db_session, clinic=clinic),
         "done": "Queued again: it goes out within a minute." if done == "retried" else None,
     })
 

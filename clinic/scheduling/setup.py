@@ -20,7 +20,8 @@ from clinic.scheduling.service import clinic_of, count_live_between
 from clinic.timeutil import utcnow
 
 GRID_CHOICES = (5, 10, 15, 20, 30, 60)
-SETTING_LIMITS = {"nurse_ratio": (1, 10), "late_cancel_hours": (0, 168), "reminder_hours": (1, 168), "grid_minutes": (5, 60)}
+SETTING_LIMITS = {"nurse_ratio": (1, 10), "late_cancel_hours": (0, 168), "reminder_hours": (1, 168), "grid_minutes": (5, 60),
+                  "notice_delay_minutes": (1, 1440)}
 MINUTE_FIELDS = ("prep_minutes", "dosing_minutes", "monitoring_minutes", "turnover_minutes")
 MAX_SHIFT = timedelta(hours=16)
 

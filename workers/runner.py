@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger("clinic.worker")
 
 FIRST_DELAY = 1.0
-MAX_DELAY = 30.0
+MAX_DELAY = 10.0
 REDIS_AWAY = (RedisError, OSError, asyncio.TimeoutError)
 # jobs in flight when a worker stops are let finish: a send cut off after the relay took it would go out twice
 FINISH_SECONDS = 8.0
@@ -44,7 +44,7 @@ def outages_of(ctx: dict[str, Any]) -> Outages:
 async def run_worker(ws: dict[str, Any], *, stop: asyncio.Event) -> None:
     """Run arq workers built from `ws` (worker_settings) one after another until `stop` is set.
 
-    A Redis outage ends arq's worker; a new one starts after a backoff (1 s doubling to 30 s) and runs the outbox
+    A Redis outage ends arq's worker; a new one starts after a backoff (1 s doubling to 10 s) and runs the outbox
     sweep at once, so whatever Redis lost is queued again. The worker's ctx outlives each worker."""
     outages = outages_of(ws.setdefault("ctx", {}))
     delay = FIRST_DELAY

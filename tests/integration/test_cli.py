@@ -62,3 +62,14 @@ def test_migrate_is_idempotent_and_check_is_clean(database_url):
     )
     assert check.returncode == 0, check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+async def test_worker_check_answers_the_compose_healthcheck_from_the_heartbeat(redis_url, redis):
+    from clinic.queue import WORKER_HEARTBEAT_KEY
+
+    stale = run_clinic("worker", "--check", env={"REDIS_URL": redis_url})
+    assert stale.returncode == 1 and "no heartbeat" in stale.stderr
+    await redis.set(WORKER_HEARTBEAT_KEY, b"beat", px=10_000)  # what a running worker keeps renewing
+    assert run_clinic("worker", "--check", env={"REDIS_URL": redis_url}).returncode == 0
+    down = run_clinic("worker", "--check", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert down.returncode == 1 and "Redis did not answer" in down.stderr and "Traceback" not in down.stderr

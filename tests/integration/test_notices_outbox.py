@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 
 from clinic.billing import service as billing
 from clinic.billing.demo import fee_schedule
-from clinic.notices import hooks
+from clinic.notices import hooks, sender
 from clinic.notices.models import Notice
 from clinic.notices.outbox import add_notice
 from clinic.queue import Queue, redis_settings
@@ -259,7 +259,7 @@ async def test_smtp_refusals_retry_with_backoff_then_fail(engine_db, settings, s
     await drain(settings, engine_db, retry_base=0.05, max_attempts=3)
     (row,) = await notices_of(engine_db, clinic.id)
     assert (row.id, row.status, row.attempts) == (nid, "failed", 3)
-    assert "451" in row.last_error
+    assert row.last_error == "gave up after 3 tries: the mail relay said try later (SMTPDataError 451)"
 
 
 async def test_permanent_refusal_fails_at_once(engine_db, settings, smtp_sink, redis):
@@ -273,6 +273,41 @@ async def test_permanent_refusal_fails_at_once(engine_db, settings, smtp_sink, r
     await drain(settings, engine_db, retry_base=0.05)
     (row,) = await notices_of(engine_db, clinic.id)
     assert (row.status, row.attempts) == ("failed", 1)
+    assert row.last_error == "the mail relay refused the message (SMTPDataError 550)"
+
+
+async def test_a_refused_address_fails_at_once_with_a_reason_that_does_not_quote_it(engine_db, settings, smtp_sink, redis):
+    f, clinic, patient, appt = await setup(engine_db)
+    await commit_with(engine_db, lambda s: add_notice(
+        s, queue=None, clinic_id=clinic.id, kind="balance", dedupe_key=f"test-rcpt:{appt.id}", to_address=patient.email,
+        patient_id=patient.id, appointment_id=appt.id))
+
+    async def no_such_mailbox(server, session, envelope, address, rcpt_options):
+        return f"550 5.1.1 <{address}>: no such mailbox"
+
+    smtp_sink.handle_RCPT = no_such_mailbox
+    settings = settings.with_(smtp_url=smtp_sink.url)
+    await sweep(settings, engine_db)
+    await drain(settings, engine_db, retry_base=0.05)
+    (row,) = await notices_of(engine_db, clinic.id)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.last_error == "the mail relay refused the address (SMTPRecipientsRefused 550)"
+
+
+async def test_a_send_the_relay_took_while_postgres_was_away_is_recorded_not_sent_again(engine_db, settings, smtp_sink):
+    f, clinic, patient, appt = await setup(engine_db)
+    nid = await commit_with(engine_db, lambda s: add_notice(
+        s, queue=None, clinic_id=clinic.id, kind="balance", dedupe_key=f"test-unrecorded:{appt.id}", to_address=patient.email,
+        patient_id=patient.id, appointment_id=appt.id))
+    # claimed long ago and never marked: the sweep hands it out again, and this worker knows the relay took it
+    async with engine_db.engine.begin() as conn:
+        await conn.execute(text("UPDATE notices SET status = 'sending', attempts = 1, claimed_at = now() - interval '1 hour' WHERE id = :i"), {"i": nid})
+    mid, at = f"<notice.{clinic.id}.{nid}@testserver.local>", utcnow().replace(microsecond=0) - timedelta(minutes=50)
+    unrecorded = {nid: (mid, at)}
+    assert await sender.deliver(engine_db, settings.with_(smtp_url=smtp_sink.url), nid, unrecorded=unrecorded) == "sent"
+    assert unrecorded == {} and not mine(smtp_sink, patient)
+    (row,) = await notices_of(engine_db, clinic.id)
+    assert (row.status, row.message_id, row.sent_at, row.attempts) == ("sent", mid, at, 1)
 
 
 WORKER = """

@@ -1,9 +1,11 @@
-"""Postgres restarted under load: requests during the outage get a quick 503, nothing is half-written, and the same app recovers."""
+"""Postgres restarted under load: requests during the outage get a quick 503, nothing is half-written, and the same app
+recovers; the notice worker waits out a crash in the same process and sends every notice once."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import httpx
@@ -11,8 +13,12 @@ import pytest
 
 from clinic.cli import run_migrations
 from clinic.db import Database
+from clinic.notices.outbox import add_notice
+from clinic.queue import Queue
+from clinic.timeutil import utcnow
+from tests.factories import appointment
 from tests.reliability.conftest import make_world
-from tests.reliability.helpers import PrivatePostgres, rows
+from tests.reliability.helpers import PrivatePostgres, WorkerProcess, rows, scalar, wait_until
 
 FAIL_FAST = 4.0  # asyncpg's connect timeout is 3 s; a request must never hang longer than that on a dead database
 
@@ -125,3 +131,65 @@ async def test_postgres_restart_under_load_answers_503_fast_and_recovers(private
     in_doubt = {x.name for x in calls if x.kind == "write" and x.started < down and x.ended > down_from}
     wrongly_saved = (refused & saved) - in_doubt
     assert not wrongly_saved, f"answered 503 but saved: {sorted(wrongly_saved)[:5]}"
+
+
+async def test_the_worker_drains_a_thousand_notices_through_a_postgres_crash_and_sends_each_once(
+    private_pg, private_redis, smtp_sink
+):
+    """Postgres crashes (-m immediate) with sends in flight: the relay has taken some whose rows cannot be marked;
+    the same worker waits, records those as sent once Postgres is back, and sends the rest."""
+    n = 1000
+    url = private_pg.url("clinic")
+    db = Database.connect(url, pool_size=2)
+    try:
+        world = await make_world(db)
+        patient = world.patients[0]
+        appt = await appointment(world.factory, world.clinic, patient, utcnow().replace(microsecond=0))
+        queue = Queue(private_redis.url)
+        async with db.sessionmaker() as s:
+            for i in range(n):
+                await add_notice(s, queue=queue, clinic_id=world.clinic.id, kind="balance", dedupe_key=f"rel-pg:{world.clinic.id}:{i}",
+                                 to_address=patient.email, patient_id=patient.id, appointment_id=appt.id)
+            await s.commit()
+            for job in s.info.pop("after_commit", []):
+                await job()
+        await queue.close()
+    finally:
+        await db.dispose()
+    original = smtp_sink.handle_DATA
+
+    async def relay(server, session, envelope):
+        await asyncio.sleep(0.004)  # a relay's round trip: the crash has sends to land in
+        return await original(server, session, envelope)
+
+    smtp_sink.handle_DATA = relay
+    worker = WorkerProcess(database_url=url, redis_url=private_redis.url, smtp_url=smtp_sink.url, max_jobs=10, job_timeout=2).start()
+    loop = asyncio.get_running_loop()
+    try:
+        end = loop.time() + 60
+        while len(smtp_sink.messages) < n // 4 and loop.time() < end:
+            await asyncio.sleep(0.002)
+        await asyncio.to_thread(private_pg.stop, "immediate")
+        crashed_at = len(smtp_sink.messages)
+        assert crashed_at < n, "the drain finished before the crash"
+        await asyncio.sleep(3)
+        assert worker.alive, worker.output()[-3000:]
+        await asyncio.to_thread(private_pg.start)
+
+        db = Database.connect(url, pool_size=1)
+        try:
+            async def all_sent():
+                return await scalar(db, "SELECT count(*) FROM notices WHERE clinic_id = :c AND status = 'sent'", c=world.clinic.id) == n
+            await wait_until(all_sent, timeout=90, interval=0.25, what=f"every notice sent after the crash (crashed at {crashed_at})")
+            marked = await rows(db, "SELECT id, message_id FROM notices WHERE clinic_id = :c", c=world.clinic.id)
+        finally:
+            await db.dispose()
+        assert worker.alive
+    finally:
+        log = worker.output()
+        worker.cleanup()
+    received = Counter(m["Message-ID"] for m in smtp_sink.messages)
+    assert received == Counter({f"<notice.{world.clinic.id}.{nid}@testserver.local>": 1 for nid, _ in marked}), \
+        f"crashed at {crashed_at}: {sum(received.values()) - n} duplicates"
+    assert all(mid == f"<notice.{world.clinic.id}.{nid}@testserver.local>" for nid, mid in marked)
+    assert log.count("Postgres unavailable") == 1 and log.count("Postgres is back") == 1, log[-3000:]

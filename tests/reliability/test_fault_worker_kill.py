@@ -1,4 +1,5 @@
-"""The notice worker killed with SIGKILL at random moments while draining the outbox, then restarted: every notice arrives.
+"""The notice worker killed with SIGKILL at random moments while draining the outbox, then restarted: every notice arrives;
+/healthz shows a stopped worker as stale.
 
 A kill can land between the SMTP server accepting a message and the row being marked sent; that notice goes out
 again, with the same Message-ID (mail clients fold the two). So duplicates are bounded by the sends in flight at
@@ -83,3 +84,35 @@ async def test_worker_killed_at_random_points_delivers_every_notice_once_per_mes
     marked = await rows(engine_db, "SELECT id, message_id, status FROM notices WHERE clinic_id = :c", c=world.clinic.id)
     assert all(status == "sent" and mid == f"<notice.{world.clinic.id}.{nid}@testserver.local>" for nid, mid, status in marked)
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_healthz_shows_the_worker_stale_while_it_is_stopped_and_ok_again_after(settings, private_redis, smtp_sink, live_server, http):
+    app = live_server(settings.with_(redis_url=private_redis.url, smtp_url=smtp_sink.url))
+
+    async def worker_is(state: str) -> bool:
+        r = await http.get(f"{app.url}/healthz")
+        assert r.status_code == 200 and r.json()["redis"] == "ok", r.text
+        return r.json()["worker"] == state
+
+    def worker() -> WorkerProcess:
+        return WorkerProcess(database_url=settings.database_url, redis_url=private_redis.url, smtp_url=smtp_sink.url, heartbeat=2).start()
+
+    assert await worker_is("stale")  # none has run yet
+    w = worker()
+    try:
+        await wait_until(lambda: worker_is("ok"), timeout=30, what="the worker's first heartbeat")
+        w.kill()  # no goodbye: the heartbeat lapses within heartbeat + 1 s
+        await wait_until(lambda: worker_is("stale"), timeout=6, interval=0.2, what="the killed worker to go stale")
+        for _ in range(5):
+            assert await worker_is("stale")
+            await asyncio.sleep(0.3)
+    finally:
+        w.cleanup()
+    w = worker()
+    try:
+        await wait_until(lambda: worker_is("ok"), timeout=30, what="a new worker's heartbeat")
+        w.proc.terminate()  # a clean stop takes its heartbeat with it: stale at once
+        assert w.proc.wait(timeout=20) == 0
+        assert await worker_is("stale")
+    finally:
+        w.cleanup()

@@ -31,6 +31,15 @@ def test_compose_commands_exist_in_the_cli():
         assert command[1] in cli.commands, f"{name}: clinic {command[1]} does not exist"
 
 
+def test_web_and_worker_come_back_by_themselves_and_the_worker_is_checked():
+    services = compose()["services"]
+    for name in ("web", "worker"):
+        assert services[name]["restart"] == "unless-stopped"
+    check = services["worker"]["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "clinic"] and check[2] in cli.commands
+    assert "--check" in {p.opts[0] for p in cli.commands[check[2]].params} and check[3:] == ["--check"]
+
+
 def test_app_services_wait_for_a_healthy_database_and_finished_migration():
     services = compose()["services"]
     for name in ("web", "worker"):

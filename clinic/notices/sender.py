@@ -270,8 +270,8 @@ async def deliver(db, settings, notice_id: int, *, smtp: SmtpPool | None = None,
     try:
         await pool.send(sender, to, msg)
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-        code = smtp_code(exc)
-        err = smtp_problem(exc, code)
+        code = _smtp_code(exc)
+        err = _smtp_problem(exc, code)
         if code is not None and 500 <= code < 600:
             await _mark(db, row.id, "failed", err=err)
             log.warning("notice %s failed: %s", row.id, err)
@@ -297,7 +297,7 @@ async def deliver(db, settings, notice_id: int, *, smtp: SmtpPool | None = None,
     return "sent"
 
 
-def smtp_code(exc: BaseException) -> int | None:
+def _smtp_code(exc: BaseException) -> int | None:
     """The relay's reply code, also when it refused the recipient's address (it names no code of its own then)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         exc = exc.recipients[0]
@@ -305,7 +305,7 @@ def smtp_code(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def smtp_problem(exc: BaseException, code: int | None) -> str:
+def _smtp_problem(exc: BaseException, code: int | None) -> str:
     """What went wrong, for the person who fixes it at /notices; never the relay's own words, which may quote the address."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         what = "the mail relay refused the address"

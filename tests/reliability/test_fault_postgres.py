@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from clinic.cli import run_migrations
-from clinic.db import Database
+from clinic.db import Database, run_after_commit
 from clinic.notices.outbox import add_notice
 from clinic.queue import Queue
 from clinic.timeutil import utcnow
@@ -151,8 +151,7 @@ async def test_the_worker_drains_a_thousand_notices_through_a_postgres_crash_and
                 await add_notice(s, queue=queue, clinic_id=world.clinic.id, kind="balance", dedupe_key=f"rel-pg:{world.clinic.id}:{i}",
                                  to_address=patient.email, patient_id=patient.id, appointment_id=appt.id)
             await s.commit()
-            for job in s.info.pop("after_commit", []):
-                await job()
+            await run_after_commit(s)
         await queue.close()
     finally:
         await db.dispose()

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from clinic.billing.demo import fee_schedule
+from clinic.db import run_after_commit
 from clinic.notices.outbox import add_notice
 from clinic.queue import Queue
 from clinic.timeutil import utcnow
@@ -134,8 +135,7 @@ async def test_the_worker_rides_out_a_redis_outage_and_sends_every_notice_once(
                     await add_notice(s, queue=queue, clinic_id=world.clinic.id, kind="balance", dedupe_key=f"rel-redis:{world.clinic.id}:{i}",
                                      to_address=patient.email, patient_id=patient.id, appointment_id=sessions[0].appt.id)
                 await s.commit()
-                for job in s.info.pop("after_commit", []):
-                    await job()
+                await run_after_commit(s)
             await queue.close()
             await book(world.patients[0])
             loop = asyncio.get_running_loop()

@@ -27,12 +27,13 @@ from typing import Any
 from bench.common import servers
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("availability", "booking_race", "vitals", "board", "notices")
+ORDER = ("availability", "booking_race", "booking", "vitals", "board", "notices")
 # a module that overruns is stopped, so the whole run stays bounded (10 minutes on 2 cores is the target)
-BUDGET_SECONDS = {"availability": 300, "booking_race": 90, "vitals": 150, "board": 90, "notices": 120}
+BUDGET_SECONDS = {"availability": 300, "booking_race": 90, "booking": 120, "vitals": 150, "board": 90, "notices": 120}
 QUICK = {
     "availability": {"total": 50_000, "small": 10_000, "runs": 20},
     "booking_race": {"rounds": 3},
+    "booking": {"seconds": 2, "rounds": 2, "days": 20, "drain_seconds": 5},
     "vitals": {"seconds": 5},
     "board": {"requests": 50},
     "notices": {"count": 1_000},
@@ -76,6 +77,13 @@ FIGURES = (
     Figure("booking_race", "... the others 409 / 5xx", lambda r: f"{_code(r, 409)} / {r['server_errors']}", "", "all / 0",
            lambda r: _code(r, 409) == r["requests"] - r["rounds"] and r["server_errors"] == 0),
     Figure("booking_race", "... booking latency under the race p50 / p95", lambda r: f"{r['p50_ms']} / {r['p95_ms']}", "ms", "context", None),
+    Figure("booking", "Booking POST throughput vs bare Litestar+asyncpg INSERT (32 clients, distinct free slots)", _r("throughput_ratio"),
+           "x", ">= 0.15x", lambda r: r["throughput_ratio"] >= 0.15),
+    Figure("booking", "Booking POST p50 / p95 / p99 (32 clients)", lambda r: f"{r['app_p50_ms']} / {r['app_p95_ms']} / {r['app_p99_ms']}",
+           "ms", "p99 < 100 ms", lambda r: r["app_p99_ms"] < 100 and set(r["app_statuses"]) == {201}),
+    Figure("booking", "... bookings per second: app / bare endpoint; then one worker's follow-ups",
+           lambda r: f"{r['app_rps']} / {r['bare_rps']}; {r['drained']} of {r['at_commit']['appointments']} in {r['drain_seconds']} s",
+           "", "context", None),
     Figure("vitals", "Vitals POST throughput vs bare Litestar+asyncpg INSERT (32 clients)", _r("throughput_ratio"), "x", ">= 0.5x",
            lambda r: r["throughput_ratio"] >= 0.5),
     Figure("vitals", "Vitals POST p50 / p95 / p99 (32 clients)",

@@ -24,9 +24,11 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 class Queue:
-    def __init__(self, url: str | None) -> None:
+    def __init__(self, url: str | None, *, pool: ArqRedis | None = None) -> None:
+        """`pool`: an arq connection someone else owns (a worker's own), used as is and never closed here."""
         self.url = url
-        self._pool: ArqRedis | None = None
+        self._pool: ArqRedis | None = pool
+        self._owned = pool is None
         self._lock = asyncio.Lock()
 
     async def pool(self) -> ArqRedis:
@@ -55,6 +57,8 @@ class Queue:
             return False
 
     async def _reset(self) -> None:
+        if not self._owned:
+            return
         pool, self._pool = self._pool, None
         if pool is not None:
             try:

@@ -12,6 +12,7 @@ from clinic.scheduling.models import (  # noqa: F401
     Clinic,
     ClosedDate,
     Course,
+    ScheduleChange,
     SessionType,
     Shift,
 )

@@ -6,7 +6,7 @@ import asyncio
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -20,7 +20,7 @@ from clinic.app import create_app
 from clinic.cli import run_migrations
 from clinic.config import Settings
 from clinic.db import Database
-from clinic.queue import Queue
+from clinic.queue import Queue, redis_settings
 from tests.factories import Factory
 from tests.smtp_sink import SmtpSink
 
@@ -127,6 +127,29 @@ async def queue(redis_url, redis) -> AsyncIterator[Queue]:
     q = Queue(redis_url)
     yield q
     await q.close()
+
+
+@pytest.fixture
+async def follow_up(db, redis_url, redis) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """What the worker does next: the real follow-up job for each schedule change the requests queued in Redis.
+    Returns how many changes were followed up."""
+    from arq.connections import create_pool
+
+    from workers import jobs
+
+    pool = await create_pool(redis_settings(redis_url))
+
+    async def run() -> int:
+        queued = [j.decode() for j in await pool.zrange("arq:queue", 0, -1)]
+        mine = sorted((int(j.split(":")[1]), j) for j in queued if j.startswith("change:"))
+        done = 0
+        for change_id, job in mine:
+            await pool.zrem("arq:queue", job)  # taken off the queue as a worker would
+            done += await jobs.follow_schedule_change({"db": db, "redis": pool}, change_id)
+        return done
+
+    yield run
+    await pool.aclose()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from arq import Retry
 from redis.exceptions import RedisError
 from sqlalchemy import delete, or_, select
 
+import clinic.models  # noqa: F401  (every table: a flush must resolve foreign keys to models no job imports)
 from clinic.db import is_unavailable
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, job_id
@@ -80,9 +81,33 @@ def rides_out_postgres(job):
     return run
 
 
+async def follow_schedule_change(ctx, change_id: int) -> int:
+    """A booking's, move's or cancellation's follow-up: the estimate draft and the patient's notices (clinic.scheduling.changes)."""
+    from clinic.queue import Queue
+    from clinic.scheduling import changes
+
+    try:
+        async with ctx["db"].transaction() as session:
+            done = await changes.follow(session, queue=Queue(None, pool=ctx["redis"]), change_id=change_id)
+    except Exception as exc:
+        if not postgres_away(exc):
+            raise
+        # the change stays pending: a retry, or the sweep once Postgres is back, follows it up
+        outages_of(ctx).down("Postgres", exc)
+        tries = ctx["job_try"]
+        if tries >= ctx["max_tries"]:
+            return 0
+        raise Retry(defer=min(DB_RETRY_SECONDS * 2 ** (tries - 1), DB_RETRY_MAX_SECONDS)) from None
+    outages_of(ctx).up("Postgres")
+    return done
+
+
 @rides_out_postgres
 async def sweep_outbox(ctx) -> int:
-    """Re-enqueue every notice still due: covers a Redis outage at commit time and killed workers."""
+    """Re-enqueue every notice still due and every schedule change not yet followed up: covers a Redis outage at
+    commit time and killed workers."""
+    from clinic.scheduling import changes
+
     now = utcnow()
     stale = ctx.get("stale_claim", STALE_CLAIM)
     async with ctx["db"].sessionmaker() as session:
@@ -100,12 +125,15 @@ async def sweep_outbox(ctx) -> int:
                 .limit(5000)
             )
         ).scalars().all()
+        followups = await changes.pending(session)
     redis = ctx["redis"]
     for nid in rows:
         await redis.enqueue_job(SEND_JOB, nid, _job_id=job_id(nid))
-    if rows:
-        log.info("sweep re-enqueued %d notices", len(rows))
-    return len(rows)
+    for cid in followups:
+        await redis.enqueue_job(changes.FOLLOW_JOB, cid, _job_id=changes.job_id(cid))
+    if rows or followups:
+        log.info("sweep re-enqueued %d notices and %d schedule changes", len(rows), len(followups))
+    return len(rows) + len(followups)
 
 
 @rides_out_postgres

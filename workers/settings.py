@@ -61,7 +61,7 @@ def worker_settings(
             await ctx["db"].dispose()
 
     return dict(
-        functions=[jobs.send_notice],
+        functions=[jobs.send_notice, jobs.follow_schedule_change],
         cron_jobs=[
             cron(jobs.sweep_outbox, second={0, 30}, run_at_startup=True, unique=True),
             cron(jobs.staff_digests, minute={5}, unique=True),

@@ -1,7 +1,8 @@
-"""What the clinic tells patients when something happens: called by services inside their transaction.
+"""What the clinic tells patients when something happens, and the estimate work it owes them.
 
-Each hook adds outbox rows (clinic.notices.outbox.add_notice) in the caller's transaction,
-so a notice exists exactly when the change it reports was committed. `queue` may be None.
+The booking hooks run in the worker's follow-up of a schedule change (clinic.scheduling.changes); discharge
+and coverage hooks run inside the service's own transaction. Each hook adds outbox rows
+(clinic.notices.outbox.add_notice) in the caller's transaction, queued once it commits. `queue` may be None.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ async def course_booked(session: AsyncSession, *, queue, appointments, patient, 
         await billing.on_booked(session, appointment=appt, patient=patient, clinic=clinic)
 
 
-async def appointment_moved(session: AsyncSession, *, queue, appointment, patient, clinic, old_starts_at) -> None:
+async def appointment_moved(session: AsyncSession, *, queue, appointment, patient, clinic) -> None:
     """Cancel the old reminder, schedule one for the new time, tell the patient."""
     await notices.cancel_pending(session, appointment_id=appointment.id, reason="visit moved")
     await notices.booking_notices(session, queue=queue, appointment=appointment, patient=patient, clinic=clinic, moved=True)

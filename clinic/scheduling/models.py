@@ -1,8 +1,9 @@
-"""Clinics, chairs, protocols (session types), staff shifts, courses and appointments."""
+"""Clinics, chairs, protocols (session types), staff shifts, courses, appointments and the schedule's changes outbox."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint, text
@@ -160,3 +161,32 @@ class Appointment(SQLModel, table=True):
     # bumped by every write to the session's chart (entries, dosing, alerts, lifecycle); a vitals entry is
     # written only if it is unchanged since the entry's rules were evaluated (see monitoring.service)
     chart_version: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+
+
+class ChangeKind(StrEnum):
+    BOOKED = "booked"
+    MOVED = "moved"
+    CANCELLED = "cancelled"
+    COURSE_BOOKED = "course_booked"
+
+
+class ScheduleChange(SQLModel, table=True):
+    """The schedule's outbox: a booking, move or cancellation writes one row in its own transaction; the worker
+    follows it up (the patient's estimate and notices, clinic.scheduling.changes) and sets done_at."""
+
+    __tablename__ = "schedule_changes"
+    __table_args__ = (
+        CheckConstraint("kind IN ('booked','moved','cancelled','course_booked')", name="kind_known"),
+        # what is left to follow up, each patient's oldest first
+        Index("ix_schedule_changes_pending", "patient_id", "id", postgresql_where=text("done_at IS NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    clinic_id: int = Field(foreign_key="clinics.id")
+    patient_id: int = Field(foreign_key="patients.id")
+    # a course booked in one go: its first visit (payload["appointment_ids"] lists them all)
+    appointment_id: int = Field(foreign_key="appointments.id")
+    kind: str = Field(sa_type=String(20))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    created_at: datetime = TimestampField(default_now=True)
+    done_at: datetime | None = TimestampField(nullable=True)

@@ -20,11 +20,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor, record
 from clinic.db import conflict_message, register_conflicts
 from clinic.errors import Conflict, NotFound, RuleBroken
-from clinic.notices import hooks
 from clinic.patients.models import Patient
 from clinic.patients.rules import clean_phone
-from clinic.scheduling import rules
-from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, Course, SessionType, Shift
+from clinic.scheduling import changes, rules
+from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, ChangeKind, Clinic, ClosedDate, Course, SessionType, Shift
 from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place, Timing
 from clinic.timeutil import both_zones, utcnow
 
@@ -415,7 +414,7 @@ async def book(
     record(session, actor=actor, action="appointment.book", entity="appointment", entity_id=appt.id, patient_id=patient.id,
            changes={"session_type": st.kind, "chair_id": chair.id, "starts_at": appt.starts_at, "ends_at": appt.ends_at,
                     "planned_dose_mg": planned_dose_mg, "course_id": course_id, "escort": "named" if escort.name else "to_confirm"})
-    await hooks.appointment_booked(session, queue=queue, appointment=appt, patient=patient, clinic=clinic)
+    changes.add(session, queue=queue, kind=ChangeKind.BOOKED, appointment=appt)
     return appt
 
 
@@ -465,7 +464,7 @@ async def move(
     await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now, changes=slot, release=True)
     record(session, actor=actor, action="appointment.move", entity="appointment", entity_id=appt.id, patient_id=appt.patient_id,
            changes={"from": old, "to": {"starts_at": appt.starts_at, "chair_id": appt.chair_id}})
-    await hooks.appointment_moved(session, queue=queue, appointment=appt, patient=patient, clinic=clinic, old_starts_at=old["starts_at"])
+    changes.add(session, queue=queue, kind=ChangeKind.MOVED, appointment=appt)
     return appt
 
 
@@ -492,8 +491,7 @@ async def _cancel_row(session: AsyncSession, appt: Appointment, *, actor: Actor,
     await session.flush()
     record(session, actor=actor, action="appointment.cancel", entity="appointment", entity_id=appt.id, patient_id=appt.patient_id,
            changes={"reason": reason, "late": appt.late_cancel, "starts_at": appt.starts_at})
-    patient = await session.get(Patient, appt.patient_id)
-    await hooks.appointment_cancelled(session, queue=queue, appointment=appt, patient=patient, clinic=clinic)
+    changes.add(session, queue=queue, kind=ChangeKind.CANCELLED, appointment=appt)
 
 
 async def cancel(session: AsyncSession, *, actor: Actor, queue: Any, appointment_id: int, reason: str | None,
@@ -801,7 +799,8 @@ async def book_course(
         booked.append(appt)
     if not booked:
         raise _course_conflict(plan)
-    await hooks.course_booked(session, queue=queue, appointments=booked, patient=patient, clinic=clinic)
+    changes.add(session, queue=queue, kind=ChangeKind.COURSE_BOOKED, appointment=booked[0],
+                payload={"appointment_ids": [a.id for a in booked]})
     record(session, actor=actor, action="course.book", entity="course", entity_id=course.id, patient_id=patient.id,
            changes={"session_type": st.kind, "template": template, "booked": [o.appointment_id for o in occs if o.appointment_id],
                     "not_booked": [o.index for o in occs if not o.appointment_id]})
@@ -919,7 +918,7 @@ async def move_course(
         await _place(session, appt, clinic=clinic, cal=cal, timing=timing, dose_mg=appt.planned_dose_mg, now=now, changes=slot)
         record(session, actor=actor, action="appointment.move", entity="appointment", entity_id=appt.id, patient_id=appt.patient_id,
                changes={"from": old, "to": {"starts_at": appt.starts_at, "chair_id": appt.chair_id}, "course_id": course_id})
-        await hooks.appointment_moved(session, queue=queue, appointment=appt, patient=patient, clinic=clinic, old_starts_at=old["starts_at"])
+        changes.add(session, queue=queue, kind=ChangeKind.MOVED, appointment=appt)
     record(session, actor=actor, action="course.move", entity="course", entity_id=course_id, patient_id=patient.id,
            changes={"shift_days": shift_days, "at_time": at_time.strftime("%H:%M") if at_time else None, "moved": [a.id for a in rows]})
     return rows

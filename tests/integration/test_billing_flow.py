@@ -134,7 +134,7 @@ async def test_moving_a_visit_after_the_gfe_makes_a_new_one_due_the_business_day
         a = await s.get(Appointment, appt.id)
         old = a.starts_at
         a.starts_at, a.ends_at = old + timedelta(days=7), a.ends_at + timedelta(days=7)
-        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic, old_starts_at=old)
+        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic)
     first, second = await rows(db, Estimate, Estimate.patient_id == patient.id)
     assert second.supersedes_id == first.id and second.reason == "scope_change" and second.issued_at is None
     assert second.due_on == rules.business_day_before(second.service_date)

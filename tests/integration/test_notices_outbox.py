@@ -163,7 +163,7 @@ async def test_moved_visit_gets_a_new_reminder_and_the_old_one_is_cancelled(engi
         a = await s.get(Appointment, appt.id)
         a.starts_at, a.ends_at = old + timedelta(days=2), a.ends_at + timedelta(days=2)
         s.add(a)
-        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic, old_starts_at=old)
+        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic)
 
     await commit_with(engine_db, move)
     rows = await notices_of(engine_db, clinic.id)
@@ -176,7 +176,7 @@ async def test_moved_visit_gets_a_new_reminder_and_the_old_one_is_cancelled(engi
         a = await s.get(Appointment, appt.id)
         a.starts_at, a.ends_at, a.updated_at = old, a.ends_at - timedelta(days=2), utcnow()
         s.add(a)
-        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic, old_starts_at=old + timedelta(days=2))
+        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic)
 
     await commit_with(engine_db, move_back)
     rows = await notices_of(engine_db, clinic.id)

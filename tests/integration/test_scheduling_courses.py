@@ -239,14 +239,20 @@ async def test_ten_oclock_local_the_week_after_a_dst_change_is_ten_oclock_local(
     assert times == {"10:00"} and len(offsets) == 2
 
 
-async def test_a_course_booked_in_one_go_sends_one_confirmation_and_a_reminder_per_visit(client, factory, db):
+async def test_a_course_booked_in_one_go_sends_one_confirmation_and_a_reminder_per_visit(client, factory, db, follow_up):
     from sqlalchemy import text
 
     first = next_monday()
     clinic, h, patient, chairs = await setup(factory, first)
     course = await book_course(client, h, patient, first, chairs[0])
-    async with db.sessionmaker() as s:
-        rows = (await s.execute(text("SELECT kind, payload FROM notices WHERE patient_id = :p"), {"p": patient.id})).all()
+
+    async def notices():
+        async with db.sessionmaker() as s:
+            return (await s.execute(text("SELECT kind, payload FROM notices WHERE patient_id = :p"), {"p": patient.id})).all()
+
+    assert await notices() == []  # the booking only booked; its follow-up is one change for the worker
+    assert await follow_up() == 1
+    rows = await notices()
     confirmations = [r.payload for r in rows if r.kind == "booking_confirmation"]
     assert len(confirmations) == 1 and len(confirmations[0]["visits"]) == len(course["appointments"]) == 8
     assert sum(r.kind == "reminder" for r in rows) == 8

@@ -59,12 +59,13 @@ async def test_redis_outage_delays_notices_and_loses_nothing(engine_db, settings
     health = await http.get(f"{app.url}/healthz")
     assert health.status_code == 200 and health.json() == {"db": "ok", "redis": "down", "worker": "stale"}
 
-    # the notice is in the outbox, not lost with the enqueue that could not happen
-    pending = await rows(engine_db, "SELECT id, kind, status FROM notices WHERE appointment_id = :a ORDER BY id", a=booked)
-    assert [(k, s) for _, k, s in pending] == [("booking_confirmation", "pending"), ("reminder", "pending")]
+    # the booking's follow-up (its notices and estimate) is in the outbox, not lost with the enqueue that could not happen
+    pending = await rows(engine_db, "SELECT kind, done_at FROM schedule_changes WHERE appointment_id = :a", a=booked)
+    assert pending == [("booked", None)]
     assert await rows(engine_db, "SELECT 1 FROM clinical_entries WHERE appointment_id = :a", a=today_appt.id)
 
-    # Redis returns (empty: nothing was persisted); the app notices by itself, the sweep and a worker send the mail
+    # Redis returns (empty: nothing was persisted); the app notices by itself; the sweep queues the follow-up, a worker
+    # writes the notices and sends the mail
     private_redis.start()
     async def redis_ok():
         return (await http.get(f"{app.url}/healthz")).json()["redis"] == "ok"
@@ -82,6 +83,7 @@ async def test_redis_outage_delays_notices_and_loses_nothing(engine_db, settings
     # the reminder is for 48 h before the visit: still waiting, not lost
     reminder = await rows(engine_db, "SELECT status FROM notices WHERE appointment_id = :a AND kind = 'reminder'", a=booked)
     assert reminder == [("pending",)]
+    assert await rows(engine_db, "SELECT kind FROM schedule_changes WHERE appointment_id = :a AND done_at IS NOT NULL", a=booked) == [("booked",)]
 
 
 # ---- the worker itself through the outage -----------------------------------------------------------------------
@@ -161,6 +163,10 @@ async def test_the_worker_rides_out_a_redis_outage_and_sends_every_notice_once(
 
             await wait_until(worker_ok, timeout=30, what="the same worker to beat again")
             await book(world.patients[5])
+
+            async def followed_up():  # each booking's confirmation is written by the worker's follow-up
+                return await scalar(engine_db, "SELECT count(*) FROM schedule_changes WHERE clinic_id = :c AND done_at IS NULL", c=world.clinic.id) == 0
+            await wait_until(followed_up, timeout=60, interval=0.25, what="every booking followed up")
             ids = [r[0] for r in await rows(engine_db, "SELECT id FROM notices WHERE clinic_id = :c AND send_after <= now()", c=world.clinic.id)]
             assert len(ids) == 40 + 6 + 2  # the batch, a confirmation per booking, a balance per discharge
 

@@ -424,6 +424,13 @@ async def _a_days_work(engine_db, settings, app, smtp_sink, world) -> None:
         from clinic.queue import redis_settings
 
         pool = await create_pool(redis_settings(settings.redis_url))
+        # the booking's follow-up first: it writes the notices and queues them, its reminder for days ahead
+        async with engine_db.sessionmaker() as s:
+            from clinic.scheduling import changes
+
+            followups = await changes.pending(s)
+        for change_id in followups:
+            await jobs.follow_schedule_change({"db": engine_db, "redis": pool}, change_id)
         # reminders wait in the queue for days; a burst worker would wait with them
         await pool.zremrangebyscore("arq:queue", f"({int((utcnow().timestamp() + 5) * 1000)}", "+inf")
         await jobs.sweep_outbox({"db": engine_db, "redis": pool})

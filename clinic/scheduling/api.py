@@ -253,12 +253,13 @@ async def list_appointments(
       description="422 names the field and rule for bad input; 409 names the conflict (chair, patient, nurse capacity, "
                   "prescriber or therapist coverage) and offers `alternatives: [{start, end, chair_id}]`.")
 async def book(request: Request, db_session: DbSession, actor: CurrentActor, data: BookIn) -> dict[str, Any]:
-    appt = await service.book(
+    clinic = await service.clinic_of(db_session, actor)  # held here, the booking reads it from the session
+    row = await service.book(
         db_session, actor=actor, queue=queue_of(request), patient_id=data.patient_id, session_type=data.session_type,
         chair_id=data.chair_id, starts_at=data.starts_at, planned_dose_mg=data.planned_dose_mg, escort_name=data.escort_name,
         escort_phone=data.escort_phone, notes=data.notes,
     )
-    return await _one(db_session, actor, appt.id)
+    return appointment_out(row, clinic.timezone)
 
 
 @get("/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="One appointment")

@@ -8,6 +8,7 @@ competing bookings for one day are serialised and cannot both pass.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -303,11 +304,12 @@ async def _place(
     session: AsyncSession, appt: Appointment, *, clinic: Clinic, cal: ClinicCalendar, timing: Timing, dose_mg: int | None, now: datetime,
     changes: dict[str, Any] | None = None, release: bool = False,
 ) -> None:
-    """Write the appointment's slot inside a savepoint: the exclusion constraints decide chair and patient
-    overlap; then, under the day lock already held, nurse capacity and staff coverage. Raises Conflict.
+    """Write the appointment's slot: the exclusion constraints decide chair and patient overlap; then, under the
+    day lock already held, nurse capacity and staff coverage. Raises Conflict.
 
     With `release` (a single booking or move), a refusal ends the transaction first, so the day lock is
     free again while the nearest alternatives are worked out: competing bookings do not queue behind that.
+    Without it (a course), the slot is written inside a savepoint, so one refused visit leaves the others.
 
     A move passes its new slot as `changes`, applied inside the savepoint: begin_nested() first flushes what is
     pending, so a slot set before it would hit the constraints outside the savepoint and abort the whole request.
@@ -318,7 +320,7 @@ async def _place(
     refuse = {"clinic_id": clinic.id, "cal": cal, "timing": timing, "start": start, "chair_id": chair_id, "patient_id": patient_id,
               "dose_mg": dose_mg, "now": now, "ignore_id": appt_id}
     try:
-        async with session.begin_nested():
+        async with nullcontext() if release else session.begin_nested():
             for key, value in (changes or {}).items():
                 setattr(appt, key, value)
             session.add(appt)
@@ -384,7 +386,7 @@ async def book(
     notes: str | None = None,
     course_id: int | None = None,
     now: datetime | None = None,
-) -> Appointment:
+) -> AppointmentRow:
     """Book one session. 422 for bad input, 409 (with the nearest alternatives) when the slot is taken or unstaffed."""
     now = now or utcnow()
     clinic = await clinic_of(session, actor)
@@ -415,7 +417,7 @@ async def book(
            changes={"session_type": st.kind, "chair_id": chair.id, "starts_at": appt.starts_at, "ends_at": appt.ends_at,
                     "planned_dose_mg": planned_dose_mg, "course_id": course_id, "escort": "named" if escort.name else "to_confirm"})
     changes.add(session, queue=queue, kind=ChangeKind.BOOKED, appointment=appt)
-    return appt
+    return AppointmentRow(appt, patient, st, chair)
 
 
 async def _appointment_for_update(session: AsyncSession, actor: Actor, appointment_id: int) -> Appointment:

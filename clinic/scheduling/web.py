@@ -319,7 +319,7 @@ async def book_submit(request: Request, db_session: DbSession, actor: CurrentAct
     start, chair_id = parse_slot(slot)
     st = await service.session_type_of(db_session, actor, form.get("session_type") or None, field="session_type")
     try:
-        appt = await service.book(
+        booked = await service.book(
             db_session, actor=actor, queue=request.app.state.queue, patient_id=form_int(form.get("patient_id"), "patient_id"),
             session_type=st.id, chair_id=chair_id, starts_at=start,
             planned_dose_mg=form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Timing.of(st).doses_mg else None,
@@ -327,7 +327,7 @@ async def book_submit(request: Request, db_session: DbSession, actor: CurrentAct
         )
     except Conflict as exc:
         return await _conflict_fragment(request, db_session, actor, exc, target_form="book-form")
-    return go(request, f"/schedule/appointments/{appt.id}?done=booked")
+    return go(request, f"/schedule/appointments/{booked.appointment.id}?done=booked")
 
 
 async def _conflict_fragment(request: Request, db_session, actor: Actor, exc: Conflict, *, target_form: str) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, delete, get, patch, post
@@ -19,6 +20,8 @@ from clinic.timeutil import both_zones
 
 TAG = ["scheduling"]
 SETUP_TAG = ["clinic setup"]
+# about two days of a six-chair clinic (four weeks of it are ~3,300 candidates, 630 KB)
+AVAILABILITY_PAGE = 200
 
 
 # ---- shapes -------------------------------------------------------------------------------------
@@ -164,8 +167,11 @@ async def edit_session_type(db_session: DbSession, actor: CurrentActor, session_
 # ---- availability -----------------------------------------------------------------------------------
 
 
-@get("/availability", opt={"permission": "schedule.read"}, tags=TAG, summary="Free (start, end, chair) candidates for a protocol")
+@get("/availability", opt={"permission": "schedule.read"}, tags=TAG, summary="Free (start, end, chair) candidates for a protocol",
+     description=f"Paged: at most `limit` ({AVAILABILITY_PAGE} unless given) candidates in whole start times; `next` is the link "
+                 "to the following page (null on the last), `truncated` says one follows.")
 async def availability(
+    request: Request,
     db_session: DbSession,
     actor: CurrentActor,
     session_type: Annotated[str, Parameter(description="protocol kind (e.g. esketamine) or id")],
@@ -174,20 +180,29 @@ async def availability(
     patient_id: Annotated[int | None, Parameter(description="leave out times this patient is already booked")] = None,
     chair_id: int | None = None,
     dose_mg: Annotated[int | None, Parameter(description="esketamine planned dose (changes the hold)")] = None,
-    limit: Annotated[int, Parameter(ge=1, le=20000)] = 5000,
+    limit: Annotated[int, Parameter(ge=1, le=20000, description="candidates per page (whole start times)")] = AVAILABILITY_PAGE,
+    after: Annotated[datetime | None, Parameter(description="the next page: starts after this instant (follow `next`)")] = None,
 ) -> dict[str, Any]:
+    if after is not None and after.tzinfo is None:
+        raise InvalidInput("Give the time with a UTC offset.", field="after", code="timezone_required")
     found = await service.find_availability(
         db_session, actor=actor, session_type=session_type, day_from=day_from, day_to=day_to or day_from,
         patient_id=patient_id, chair_id=chair_id, dose_mg=dose_mg,
     )
     tz = found.calendar.tz
+    shown, last = rules.page(found.candidates, after=after, limit=limit)
+    next_page = None
+    if last is not None:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"] + [("after", last.isoformat())]
+        next_page = f"{request.url.path}?{urlencode(query)}"
     return {
         "session_type": found.session_type.kind,
         "from": day_from.isoformat(),
         "to": (day_to or day_from).isoformat(),
         "timezone": tz,
-        "truncated": len(found.candidates) > limit,
-        "candidates": [service.candidate_out(c, tz, found.chairs) for c in found.candidates[:limit]],
+        "truncated": last is not None,
+        "next": next_page,
+        "candidates": [service.candidate_out(c, tz, found.chairs) for c in shown],
     }
 
 

@@ -485,6 +485,20 @@ def availability(
     return [Candidate(start, start + hold, pid) for start, _, pid in found]
 
 
+def page(candidates: Sequence[Candidate], *, after: datetime | None, limit: int) -> tuple[list[Candidate], datetime | None]:
+    """The candidates (in availability's order) starting after `after`, at most `limit` of them in whole start times
+    (one start with more free chairs than `limit` is a page of its own); and the page's last start when more follow."""
+    starts = [c.start for c in candidates]
+    first = bisect_right(starts, after) if after else 0
+    rest, starts = candidates[first:], starts[first:]
+    if len(rest) <= limit:
+        return list(rest), None
+    cut = bisect_left(starts, starts[limit]) or bisect_right(starts, starts[limit])
+    if cut == len(rest):
+        return list(rest), None
+    return list(rest[:cut]), starts[cut - 1]
+
+
 def nearest(candidates: Iterable[Candidate], wanted: datetime, *, chair_id: int | None = None, limit: int = 5,
             distinct_starts: bool = False) -> list[Candidate]:
     """The free candidates closest in time to the wanted start (the same chair first on a tie);

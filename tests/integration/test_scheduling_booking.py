@@ -145,6 +145,27 @@ async def test_a_day_at_the_edge_of_the_calendar_is_422_naming_the_query_field(c
         r = await client.get(f"/api/v1/{query}", headers=bearer(token))
         assert r.status_code == 422 and r.json()["field"] == "from", (query, r.text)
 
+async def test_availability_comes_in_pages_that_together_hold_every_candidate(client, factory):
+    first_day = monday()
+    days = [first_day + timedelta(days=d) for d in range(5)]
+    clinic, h, patient, day = await setup(factory, days=days)
+    query = f"/api/v1/availability?session_type=ketamine_iv&from={days[0]}&to={days[-1]}"
+    everything = (await client.get(f"{query}&limit=20000", headers=h)).json()
+    assert everything["truncated"] is False and everything["next"] is None
+    assert len(everything["candidates"]) == 5 * 35 * 3  # 08:00 to 16:30 on the grid, three chairs, five days
+    pages, link = [], query
+    while link:
+        r = await client.get(link, headers=h)
+        assert r.status_code == 200, r.text
+        pages.append(r.json())
+        link = r.json()["next"]
+    assert [len(p["candidates"]) for p in pages] == [198, 198, 129]  # 200 by default, in whole start times
+    assert [p["truncated"] for p in pages] == [True, True, False]
+    assert [c for p in pages for c in p["candidates"]] == everything["candidates"]
+    r = await client.get(f"{query}&after=2026-01-01T10:00:00", headers=h)
+    assert r.status_code == 422 and r.json()["field"] == "after"
+
+
 async def test_patient_without_any_contact_cannot_be_booked(client, factory):
     clinic, h, patient, day = await setup(factory, email=None, phone=None)
     r = await client.post("/api/v1/appointments", headers=h, json={

@@ -232,6 +232,27 @@ def test_availability_ignores_the_appointment_being_moved():
     assert at(MONDAY, "10:15") in {c.start for c in cands}
 
 
+def test_a_page_of_availability_holds_whole_start_times_and_says_where_the_next_begins():
+    cands = rules.availability(timing=IV, cal=CAL, days=[MONDAY], places=CHAIRS, booked=[], shifts=[staff(MONDAY, "nurse")], now=NOW)
+    assert len(cands) == 70  # 08:00 to 16:30 on the 15-minute grid, two chairs
+    first, last = rules.page(cands, after=None, limit=5)
+    assert first == cands[:4] and last == at(MONDAY, "08:15")  # a fifth would split 08:30 across pages
+    second, last = rules.page(cands, after=last, limit=6)
+    assert second == cands[4:10] and last == at(MONDAY, "09:00")
+    # the last page, exactly full: nothing follows
+    assert rules.page(cands, after=at(MONDAY, "15:45"), limit=6) == (cands[-6:], None)
+    assert rules.page(cands, after=at(MONDAY, "15:45"), limit=5) == (cands[-6:-2], at(MONDAY, "16:15"))
+    # one start with more free chairs than a page holds is a page of its own
+    assert rules.page(cands, after=None, limit=1) == (cands[:2], at(MONDAY, "08:00"))
+    walked, after = [], None
+    while True:
+        shown, after = rules.page(cands, after=after, limit=7)
+        walked += shown
+        if after is None:
+            break
+    assert walked == cands
+
+
 def test_no_availability_on_closed_days_or_without_staff():
     assert rules.availability(timing=IV, cal=CAL, days=[MONDAY], places=CHAIRS, booked=[], shifts=[], now=NOW) == []
     sunday = MONDAY - timedelta(days=1)

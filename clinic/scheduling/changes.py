@@ -55,8 +55,8 @@ async def pending(session: AsyncSession, limit: int = 5000) -> list[int]:
 
 
 async def follow(session: AsyncSession, *, queue: Any, change_id: int) -> int:
-    """Follow up this change and the same patient's earlier pending ones, oldest first, as the booking's own
-    transaction once did; returns how many were done (0 when another run did them first)."""
+    """Follow up this change and the same patient's earlier pending ones, oldest first: the notices and estimate
+    work each owes (clinic.notices.hooks). Returns how many were done (0 when another run did them first)."""
     patient_of = select(ScheduleChange.patient_id).where(ScheduleChange.id == change_id).scalar_subquery()
     # locked in id order: a second run for the same patient waits, then finds them done
     q = (

@@ -16,7 +16,6 @@ authenticated POST that runs one SELECT 1 in the request's transaction: what eve
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -31,8 +30,8 @@ from aiosmtpd.controller import Controller
 
 from bench.notices import CountingSink
 from bench.vitals import (
-    BARE_TABLE, ROOT, bench_database, dsn, free_port, load, pooled, post, start_app_server, start_bare_server, stop,
-    vitals_body, wait_ready,
+    BARE_TABLE, ROOT, SideBySide, beside_bare, bench_database, dsn, free_port, load, post, run_and_print, side_by_side_options,
+    stop, vitals_body,
 )
 
 TZ = "America/New_York"
@@ -170,10 +169,7 @@ async def run(ctx: dict | None = None) -> dict:
     from redis.asyncio import Redis
 
     ctx = dict(ctx or {})
-    clients = int(ctx.get("clients", 32))
-    seconds = float(ctx.get("seconds", 8))
-    warmup = float(ctx.get("warmup", 2))
-    rounds = int(ctx.get("rounds", 4))
+    sides = SideBySide.of(ctx)
     days = int(ctx.get("days", 120))
     drain_seconds = float(ctx.get("drain_seconds", 20))
     async with bench_database(ctx, "clinic_bench_booking") as url:
@@ -181,8 +177,6 @@ async def run(ctx: dict | None = None) -> dict:
         await Redis.from_url(redis_url).flushdb()
         seeded = await seed(url, days=days)
         bookings, token = seeded["bookings"], seeded["token"]
-        app_port, bare_port = free_port(), free_port()
-        app_proc, bare_proc = start_app_server(url, app_port, redis_url), start_bare_server(url, bare_port)
         sent = 0
 
         def app_request(i: int) -> bytes:
@@ -197,29 +191,20 @@ async def run(ctx: dict | None = None) -> dict:
         def floor_request(i: int) -> bytes:
             return post("/bench/floor", b"{}", token)
 
-        try:
-            await wait_ready(app_port, "/healthz", app_proc)
-            await wait_ready(bare_port, "/ping", bare_proc)
-            # alternating rounds: a burst of other work on the machine falls on both sides, not on one
-            bare_rounds, app_rounds = [], []
-            for n in range(rounds):
-                each = {"clients": clients, "seconds": seconds / rounds, "warmup": warmup if n == 0 else 0.3}
-                bare_rounds.append(await load(bare_port, bare_request, max_requests=200_000, **each))
-                app_rounds.append(await load(app_port, app_request, max_requests=len(bookings) - sent, **each))
-            bare, app = pooled(bare_rounds), pooled(app_rounds)
+        async with beside_bare(url, redis_url) as (app_port, bare_port):
+            # each app round may take its share of the free slots, never one twice
+            bare, app = await sides.run(bare_port, bare_request, app_port, app_request, app_max_requests=len(bookings) // sides.rounds)
             # what any authenticated JSON write pays before its own work (see bench/vitals.py app_with_floor)
-            floor = await load(app_port, floor_request, clients=clients, seconds=seconds / rounds, warmup=0.3, max_requests=200_000)
-        finally:
-            stop(app_proc)
-            stop(bare_proc)
+            floor = await load(app_port, floor_request, clients=sides.clients, seconds=sides.seconds / sides.rounds, warmup=0.3,
+                               max_requests=sides.max_requests)
         booked = await counts(url, seeded["clinic_id"])
         drained = await drain(url, redis_url, seeded["clinic_id"], booked["appointments"], drain_seconds)
     # only bookings made count (a 503 from a database out of connections is fast, not a booking)
     booked_rps = round(app["statuses"].get(201, 0) / app["_elapsed"], 1) if app["_elapsed"] else 0.0
     ratio = booked_rps / bare["rps"] if bare["rps"] else 0.0
     return {
-        "clients": clients,
-        "seconds": seconds,
+        "clients": sides.clients,
+        "seconds": sides.seconds,
         "app_rps": booked_rps,
         "app_p50_ms": app["p50_ms"],
         "app_p95_ms": app["p95_ms"],
@@ -228,7 +213,7 @@ async def run(ctx: dict | None = None) -> dict:
         "bare_rps": bare["rps"],
         "bare_p99_ms": bare["p99_ms"],
         "throughput_ratio": round(ratio, 3),
-        "rounds": rounds,
+        "rounds": sides.rounds,
         "app_rounds_rps": app["rounds_rps"],
         "bare_rounds_rps": bare["rounds_rps"],
         "stack_floor_rps": floor["rps"],
@@ -243,24 +228,12 @@ async def run(ctx: dict | None = None) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--warmup", type=float, default=2)
-    ap.add_argument("--rounds", type=int, default=4, help="alternating bare/app rounds the seconds are split into")
+    ap = side_by_side_options(__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=120, help="days of free slots (112 a day)")
     ap.add_argument("--drain-seconds", type=float, default=20)
-    args = ap.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    result = asyncio.run(run({"clients": args.clients, "seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds,
-                              "days": args.days, "drain_seconds": args.drain_seconds}))
-    for k, v in result.items():
-        print(f"{k:>20}: {v}")
+    a = ap.parse_args()
+    run_and_print(run, {"clients": a.clients, "seconds": a.seconds, "warmup": a.warmup, "rounds": a.rounds, "days": a.days,
+                        "drain_seconds": a.drain_seconds})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,47 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class SideBySide:
+    """The app beside the bare endpoint: `clients` connections, `seconds` per side in `rounds` alternating rounds
+    (a burst of other work on the machine falls on both sides, not on one), at most `max_requests` a round."""
+
+    clients: int
+    seconds: float
+    warmup: float
+    rounds: int
+    max_requests: int
+
+    @classmethod
+    def of(cls, ctx: dict[str, Any]) -> "SideBySide":
+        return cls(clients=int(ctx.get("clients", 32)), seconds=float(ctx.get("seconds", 8)), warmup=float(ctx.get("warmup", 2)),
+                   rounds=int(ctx.get("rounds", 4)), max_requests=int(ctx.get("max_requests", 200_000)))
+
+    async def run(self, bare_port: int, bare_request, app_port: int, app_request,
+                  app_max_requests: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both sides pooled over the rounds; `app_max_requests` bounds each of the app's rounds instead of max_requests."""
+        bare_rounds, app_rounds = [], []
+        for n in range(self.rounds):
+            each = {"clients": self.clients, "seconds": self.seconds / self.rounds, "warmup": self.warmup if n == 0 else 0.3}
+            bare_rounds.append(await load(bare_port, bare_request, max_requests=self.max_requests, **each))
+            app_rounds.append(await load(app_port, app_request, max_requests=app_max_requests or self.max_requests, **each))
+        return pooled(bare_rounds), pooled(app_rounds)
+
+
+@contextlib.asynccontextmanager
+async def beside_bare(url: str, redis_url: str | None) -> AsyncIterator[tuple[int, int]]:
+    """The app under uvicorn and the bare endpoint, both on `url`'s database, ready: (app port, bare port)."""
+    app_port, bare_port = free_port(), free_port()
+    app_proc, bare_proc = start_app_server(url, app_port, redis_url), start_bare_server(url, bare_port)
+    try:
+        await wait_ready(app_port, "/healthz", app_proc)
+        await wait_ready(bare_port, "/ping", bare_proc)
+        yield app_port, bare_port
+    finally:
+        stop(app_proc)
+        stop(bare_proc)
+
+
 def vitals_body(i: int) -> dict[str, Any]:
     return {"client_id": str(uuid.uuid4()), "systolic": 118 + i % 20, "diastolic": 76 + i % 10, "heart_rate": 70 + i % 15, "spo2": 97 + i % 3}
 
@@ -332,18 +374,11 @@ async def run(ctx: dict | None = None) -> dict:
     import asyncpg
 
     ctx = dict(ctx or {})
-    clients = int(ctx.get("clients", 32))
-    seconds = float(ctx.get("seconds", 8))
-    warmup = float(ctx.get("warmup", 2))
-    rounds = int(ctx.get("rounds", 4))
-    max_requests = int(ctx.get("max_requests", 200_000))
+    sides = SideBySide.of(ctx)
+    clients, seconds, warmup, rounds, max_requests = sides.clients, sides.seconds, sides.warmup, sides.rounds, sides.max_requests
     async with bench_database(ctx, "clinic_bench_vitals") as url:
         seeded = await seed_sessions(url, sessions=clients)
-        app_port, bare_port = free_port(), free_port()
-        app_proc, bare_proc = start_app_server(url, app_port, ctx.get("redis_url")), start_bare_server(url, bare_port)
-        try:
-            await wait_ready(app_port, "/healthz", app_proc)
-            await wait_ready(bare_port, "/ping", bare_proc)
+        async with beside_bare(url, ctx.get("redis_url")) as (app_port, bare_port):
             appts, token = seeded["appointments"], seeded["token"]
 
             def bare_request(i: int) -> bytes:
@@ -355,17 +390,8 @@ async def run(ctx: dict | None = None) -> dict:
             def floor_request(i: int) -> bytes:
                 return post("/bench/floor", b"{}", token)
 
-            # alternating rounds: a burst of other work on the machine falls on both sides, not on one
-            bare_rounds, app_rounds = [], []
-            for n in range(rounds):
-                each = {"clients": clients, "seconds": seconds / rounds, "warmup": warmup if n == 0 else 0.3, "max_requests": max_requests}
-                bare_rounds.append(await load(bare_port, bare_request, **each))
-                app_rounds.append(await load(app_port, app_request, **each))
-            bare, app = pooled(bare_rounds), pooled(app_rounds)
+            bare, app = await sides.run(bare_port, bare_request, app_port, app_request)
             floor = await load(app_port, floor_request, clients=clients, seconds=seconds / 2, warmup=warmup / 2, max_requests=max_requests)
-        finally:
-            stop(app_proc)
-            stop(bare_proc)
         conn = await asyncpg.connect(dsn(url))
         try:
             stored = await conn.fetchval("SELECT count(*) FROM clinical_entries")
@@ -400,26 +426,36 @@ async def run(ctx: dict | None = None) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def side_by_side_options(description: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark run beside the bare endpoint."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--rounds", type=int, default=4, help="alternating bare/app rounds the seconds are split into")
-    ap.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.serve_bare is not None:
-        serve_bare(args.serve_bare)
-        return
+    return ap
+
+
+def run_and_print(run, ctx: dict[str, Any]) -> None:
+    """Run a benchmark alone, on uvloop when it is installed (the load generator must not eat the CPU it measures)."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run({"clients": args.clients, "seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds}))
-    for k, v in result.items():
-        print(f"{k:>18}: {v}")
+    for k, v in asyncio.run(run(ctx)).items():
+        print(f"{k:>20}: {v}")
+
+
+def main() -> None:
+    ap = side_by_side_options(__doc__.splitlines()[0])
+    ap.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare)
+        return
+    run_and_print(run, {"clients": args.clients, "seconds": args.seconds, "warmup": args.warmup, "rounds": args.rounds})
 
 
 if __name__ == "__main__":

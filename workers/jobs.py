@@ -11,7 +11,7 @@ from arq import Retry
 from redis.exceptions import RedisError
 from sqlalchemy import delete, or_, select
 
-import clinic.models  # noqa: F401  (every table: a flush must resolve foreign keys to models no job imports)
+from clinic import models  # noqa: F401  (every table: a flush must resolve foreign keys to models no job imports)
 from clinic.db import is_unavailable
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, job_id

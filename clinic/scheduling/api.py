@@ -184,7 +184,7 @@ async def availability(
     after: Annotated[datetime | None, Parameter(description="the next page: starts after this instant (follow `next`)")] = None,
 ) -> dict[str, Any]:
     if after is not None and after.tzinfo is None:
-        raise InvalidInput("Give the time with a UTC offset.", field="after", code="timezone_required")
+        raise RuleBroken("Give the time with a UTC offset.", field="after", code="timezone_required")
     found = await service.find_availability(
         db_session, actor=actor, session_type=session_type, day_from=day_from, day_to=day_to or day_from,
         patient_id=patient_id, chair_id=chair_id, dose_mg=dose_mg,

@@ -12,10 +12,9 @@ from msgspec import UNSET, Struct, UnsetType
 
 from clinic.audit.service import record
 from clinic.http import CurrentActor, DbSession, provide_actor
-from clinic.monitoring import fhir, rules, service
+from clinic.monitoring import fhir, rules, service, vitals
 from clinic.monitoring.board import board_json, load_board
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
-from clinic.monitoring.writer import EntryWriter
 from clinic.timeutil import both_zones
 
 TAGS = ["monitoring"]
@@ -249,7 +248,7 @@ async def _record(request: Request, appointment_id: int, body: Entry | Vitals | 
     # and the actor made here rather than by Litestar's dependency resolution, which costs more than making it
     actor = provide_actor(request)
     app = request.app
-    result = await service.record_entry(
+    result = await vitals.record_entry(
         app.state.db.statements, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body),
         taken_at=body.taken_at, check_key=body.check_key, memo=chart_memo(app), writer=entry_writer(app),
     )
@@ -264,14 +263,14 @@ def _per_app(app: Any, key: str, make: Any) -> Any:
     return value
 
 
-def chart_memo(app: Any) -> service.ChartMemo:
+def chart_memo(app: Any) -> vitals.ChartMemo:
     """The process's memo of sessions it charted lately."""
-    return _per_app(app, "chart_memo", service.ChartMemo)
+    return _per_app(app, "chart_memo", vitals.ChartMemo)
 
 
-def entry_writer(app: Any) -> EntryWriter:
+def entry_writer(app: Any) -> vitals.EntryWriter:
     """The process's entry writer; the lifespan waits for it at shutdown."""
-    return _per_app(app, "entry_writer", lambda: EntryWriter(app.state.db.raw))
+    return _per_app(app, "entry_writer", lambda: vitals.EntryWriter(app.state.db.raw))
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.db import session_driver
 from clinic.monitoring import rules
 from clinic.monitoring.models import ALERT_LEVELS
-from clinic.monitoring.service import MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
+from clinic.monitoring.service.session import MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
 from clinic.timeutil import both_zones, utcnow
 
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP"}

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from clinic.audit.service import Actor
 from clinic.db import session_driver
-from clinic.monitoring import service
+from clinic.monitoring import service, vitals
 from clinic.monitoring.service import Measurements
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Chair, SessionType
@@ -71,7 +71,7 @@ class Charting:
         m = Measurements(**values)
         if cadss is not None:
             m.dissociation_form, m.dissociation_items = "cadss6", cadss
-        return await service.record_entry(
+        return await vitals.record_entry(
             await session_driver(self.session), actor=self.nurse, appointment_id=appt.id, client_id=uuid.uuid4(), values=m, taken_at=self.at(minutes), check_key=check, now=self.now
         )
 

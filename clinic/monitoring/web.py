@@ -17,7 +17,7 @@ from clinic.auth.permissions import allows
 from clinic.db import session_driver
 from clinic.errors import RuleBroken
 from clinic.http import CurrentActor, DbSession
-from clinic.monitoring import live, rules, service
+from clinic.monitoring import live, rules, service, vitals
 from clinic.monitoring.board import load_board
 from clinic.monitoring.chart import session_chart
 from clinic.monitoring.models import ClinicalEntry, DosingEntry
@@ -346,7 +346,7 @@ def _measurements(form: dict[str, str]) -> service.Measurements:
 async def session_entry(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
     form = await _form(request)
     tz = await _clinic_tz(db_session, actor)
-    await service.record_entry(
+    await vitals.record_entry(
         await session_driver(db_session),
         actor=actor,
         appointment_id=appointment_id,

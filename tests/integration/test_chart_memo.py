@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 
 from clinic.audit.service import Actor
-from clinic.monitoring import service
-from clinic.monitoring.service import ChartMemo, Measurements
+from clinic.monitoring.service import Measurements
+from clinic.monitoring.vitals import ChartMemo, record_entry
 from clinic.timeutil import utcnow
 from tests.factories import appointment
 from tests.integration.test_monitoring_session import chair_ids, check_in, cid, dosed_esketamine, make_session, vitals
@@ -52,7 +52,7 @@ async def test_with_the_memo_every_entry_raises_what_the_gate_would_have(db, fac
         for minutes_ago, values in steps:
             at = now - timedelta(minutes=minutes_ago)
             for appt, m in ((with_memo, memo), (without, None)):
-                result = await service.record_entry(conn, actor=actor, appointment_id=appt.id, client_id=uuid.uuid4(), values=Measurements(**values),
+                result = await record_entry(conn, actor=actor, appointment_id=appt.id, client_id=uuid.uuid4(), values=Measurements(**values),
                                                     taken_at=at, now=now, memo=m)
                 raised[appt.id].append([a.code for a in result.alerts])
     assert raised[with_memo.id] == raised[without.id]

@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import text
 
 from clinic.audit.service import Actor
-from clinic.monitoring import service
 from clinic.monitoring.service import Measurements
-from clinic.monitoring.writer import EntryWriter
+from clinic.monitoring.vitals import EntryWriter, record_entry
 from clinic.timeutil import utcnow
 from tests.factories import Factory, appointment
 from tests.integration.test_monitoring_session import chair_ids
@@ -48,7 +47,7 @@ async def test_entries_arriving_together_share_writes_and_each_is_stored_as_if_a
     repeated = uuid.uuid4()
 
     def entry(appt, minutes_ago: float, client_id=None, **values):
-        return service.record_entry(engine_db.statements, actor=actor, appointment_id=appt.id, client_id=client_id or uuid.uuid4(),
+        return record_entry(engine_db.statements, actor=actor, appointment_id=appt.id, client_id=client_id or uuid.uuid4(),
                                     values=Measurements(**(values or {"systolic": 122, "diastolic": 78, "heart_rate": 70})),
                                     taken_at=now - timedelta(minutes=minutes_ago), now=now, writer=writer)
 
@@ -110,7 +109,7 @@ async def test_an_entry_the_database_refuses_fails_alone_and_the_rest_of_its_bat
     now = utcnow()
 
     def entry(appt, note: str):
-        return asyncio.create_task(service.record_entry(engine_db.statements, actor=actor, appointment_id=appt.id, client_id=uuid.uuid4(),
+        return asyncio.create_task(record_entry(engine_db.statements, actor=actor, appointment_id=appt.id, client_id=uuid.uuid4(),
                                                         values=Measurements(heart_rate=72, note=note), now=now, writer=writer))
 
     first = entry(appts[0], "Calm")
@@ -147,7 +146,7 @@ async def test_a_refused_note_is_a_422_through_the_api_and_nothing_is_written(cl
 async def test_entries_handed_in_are_written_though_their_callers_stop_waiting_and_shutdown_waits_for_them(engine_db, writers):
     actor, appts = await sessions(engine_db, 6)
     writer, opened = held_writer(engine_db, writers)
-    tasks = [asyncio.create_task(service.record_entry(engine_db.statements, actor=actor, appointment_id=a.id, client_id=uuid.uuid4(),
+    tasks = [asyncio.create_task(record_entry(engine_db.statements, actor=actor, appointment_id=a.id, client_id=uuid.uuid4(),
                                                       values=Measurements(spo2=97), writer=writer)) for a in appts]
     await until(lambda: writer.waiting + writer.in_flight == len(appts), "every entry handed in")
     for t in tasks:

@@ -1,6 +1,6 @@
 """The vitals entry write, and the writer that lets entries arriving together share one statement and one commit.
 
-Every entry is judged on its own: service.record_entry reads its chart's state and runs the rules. What entries
+Every entry is judged on its own: record_entry (entry.py) reads its chart's state and runs the rules. What entries
 share is the write. Under load the commit is the dearest part of an entry, and a transaction that sends NOTIFY
 commits holding a lock that every other notifying transaction of the server waits for, so one commit per entry
 caps the entries per second of the whole clinic. EntryWriter therefore sends the entries that arrived while a write

@@ -1,0 +1,288 @@
+"""Clinical entries outside the vitals fast path: corrections (a new row supersedes the old), the alerts an entry raises, and their acknowledgement."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from clinic.audit.service import Actor, record
+from clinic.auth.permissions import allows
+from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
+from clinic.monitoring import rules
+from clinic.monitoring.models import Alert, ClinicalEntry
+from clinic.monitoring.service.session import load_session, notify_board, reading_of
+from clinic.scheduling.models import Clinic
+from clinic.timeutil import utcnow
+
+
+class UNSET_TYPE:
+    """A field the caller did not send (a correction keeps the old value); None means 'clear it'."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = UNSET_TYPE()
+
+
+@dataclass
+class Measurements:
+    systolic: int | None = None
+    diastolic: int | None = None
+    heart_rate: int | None = None
+    spo2: int | None = None
+    resp_rate: int | None = None
+    moaas: int | None = None
+    dissociation_form: str | None = None
+    dissociation_items: dict[str, Any] | None = None
+    note: str | None = None
+
+    def cleaned(self) -> dict[str, Any]:
+        """Validated column values; raises RuleBroken naming the field."""
+        rules.check_vitals(systolic=self.systolic, diastolic=self.diastolic, heart_rate=self.heart_rate, spo2=self.spo2, resp_rate=self.resp_rate)
+        rules.check_moaas(self.moaas)
+        items, total = None, None
+        if self.dissociation_form is not None or self.dissociation_items:
+            if self.dissociation_form is None:
+                raise RuleBroken("Say which dissociation form was used (cadss6 or cadss23).", field="dissociation_form")
+            items, total = rules.dissociation_score(self.dissociation_form, self.dissociation_items or {})
+        note = (self.note or "").strip() or None
+        if note and len(note) > 4000:
+            raise RuleBroken("The note is longer than 4000 characters.", field="note")
+        values = {
+            "systolic": self.systolic,
+            "diastolic": self.diastolic,
+            "heart_rate": self.heart_rate,
+            "spo2": self.spo2,
+            "resp_rate": self.resp_rate,
+            "moaas": self.moaas,
+            "dissociation_form": self.dissociation_form if total is not None else None,
+            "dissociation_items": items,
+            "dissociation_total": total,
+            "note": note,
+        }
+        if all(v is None for v in values.values()):
+            raise RuleBroken("Nothing to record: enter at least one value or a note.", field="values")
+        return values
+
+
+@dataclass
+class EntryResult:
+    entry: Any  # a ClinicalEntry, or the inserted row (same attribute names) on the hot path
+    alerts: list[Alert]
+    created: bool
+    tz: str = "UTC"
+
+
+async def _entry_by_client_id(session: AsyncSession, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult | None:
+    entry = (await session.exec(select(ClinicalEntry).where(ClinicalEntry.client_id == client_id))).first()
+    if entry is None:
+        return None
+    if entry.clinic_id != actor.clinic_id or entry.appointment_id != appointment_id:
+        raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
+    raised = list((await session.exec(select(Alert).where(Alert.entry_id == entry.id).order_by(col(Alert.id)))).all())
+    clinic = await session.get(Clinic, entry.clinic_id)
+    return EntryResult(entry, raised, created=False, tz=clinic.timezone if clinic else "UTC")
+
+
+def valid_check_key(protocol: dict[str, Any], key: str | None, keys: frozenset[str] | None = None) -> str | None:
+    if key is None or not key.strip():
+        return None
+    key = key.strip()
+    if key in (keys if keys is not None else {p.key for p in rules.planned_checks(protocol)}) or key.startswith("repeat_bp@"):
+        return key[:40]
+    raise RuleBroken(f"{key!r} is not a check of this protocol.", field="check_key")
+
+
+async def _insert_entry(session: AsyncSession, values: dict[str, Any]) -> ClinicalEntry | None:
+    """INSERT .. ON CONFLICT (client_id) DO NOTHING: None when a concurrent request stored this submission first."""
+    stmt = insert(ClinicalEntry).values(**values).on_conflict_do_nothing(index_elements=["client_id"]).returning(ClinicalEntry)
+    row = (await session.execute(select(ClinicalEntry).from_statement(stmt))).scalars().first()
+    return row
+
+
+_PREVIOUS_BP = text(
+    """
+    SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
+    WHERE e.appointment_id = :appointment_id AND e.systolic IS NOT NULL AND NOT e.entered_in_error
+      AND e.id <> :entry_id AND (e.taken_at, e.id) < (:taken_at, :entry_id)
+      AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+    ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
+    """
+)
+_OPEN_ALERT_CODES = text("SELECT code FROM session_alerts WHERE appointment_id = :appointment_id AND acknowledged_at IS NULL")
+
+
+async def _previous_bp(session: AsyncSession, entry: Any) -> rules.Reading | None:
+    """The current BP reading just before `entry` (for the two-in-a-row rule)."""
+    row = (await session.execute(_PREVIOUS_BP, {"appointment_id": entry.appointment_id, "entry_id": entry.id, "taken_at": entry.taken_at})).first()
+    return rules.Reading(taken_at=row.taken_at, id=row.id, systolic=row.systolic, diastolic=row.diastolic) if row else None
+
+
+async def _raise_alerts(
+    session: AsyncSession, *, protocol: dict[str, Any], clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime, previous: Any = UNSET
+) -> list[Alert]:
+    """Alerts this entry raises; one still open with the same code is not raised twice. `previous`: the BP before it, if known."""
+    reading = reading_of(entry)
+    before_dosing = dosing_started_at is None or reading.taken_at < dosing_started_at
+    if previous is UNSET:
+        previous = await _previous_bp(session, entry) if reading.has("bp") else None
+    drafts = rules.evaluate_alerts(protocol, reading, previous_bp=previous, before_dosing=before_dosing)
+    if not drafts:
+        return []
+    already_open = set((await session.execute(_OPEN_ALERT_CODES, {"appointment_id": entry.appointment_id})).scalars())
+    raised = []
+    for d in drafts:
+        if d.code in already_open:  # still open: the board already shows it
+            continue
+        alert = Alert(clinic_id=clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=d.level, code=d.code, message=d.message, raised_at=now)
+        session.add(alert)
+        raised.append(alert)
+        already_open.add(d.code)
+    if raised:
+        await session.flush()
+    return raised
+
+
+async def correct_entry(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    appointment_id: int,
+    entry_id: int,
+    client_id: uuid.UUID,
+    reason: str,
+    changes: dict[str, Any] | None = None,
+    entered_in_error: bool = False,
+    now: datetime | None = None,
+) -> EntryResult:
+    """A new row superseding `entry_id`: the old values with `changes` applied (or withdrawn as entered in error)."""
+    now = now or utcnow()
+    replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
+    if replay:
+        return replay
+    reason = (reason or "").strip()
+    if not reason:
+        raise RuleBroken("Say why the entry is being corrected.", field="reason")
+    if len(reason) > 300:
+        raise RuleBroken("The reason is longer than 300 characters.", field="reason")
+    data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, doses=False)
+    old = next((e for e in data.entries if e.id == entry_id), None)
+    if old is None:
+        raise NotFound("No such entry on this session.")
+    newer = next((e for e in data.entries if e.supersedes_id == entry_id), None)
+    if newer is not None:
+        raise Conflict(f"This entry was already corrected (entry {newer.id}); correct the newest version.", code="already_corrected")
+    if old.entered_in_error:
+        raise Conflict("This entry was withdrawn as entered in error; record a new entry instead.", code="withdrawn")
+    changes = dict(changes or {})
+    appt = data.appointment
+    at = changes.pop("taken_at", None) or old.taken_at
+    if at != old.taken_at:
+        rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what="check-in")
+    if entered_in_error:
+        cleaned = {k: None for k in ("systolic", "diastolic", "heart_rate", "spo2", "resp_rate", "moaas", "dissociation_form", "dissociation_items", "dissociation_total", "note")}
+    else:
+        merged = Measurements(
+            systolic=old.systolic,
+            diastolic=old.diastolic,
+            heart_rate=old.heart_rate,
+            spo2=old.spo2,
+            resp_rate=old.resp_rate,
+            moaas=old.moaas,
+            dissociation_form=old.dissociation_form,
+            dissociation_items=old.dissociation_items,
+            note=old.note,
+        )
+        for k, v in changes.items():
+            if v is UNSET:
+                continue
+            if not hasattr(merged, k):
+                raise RuleBroken(f"{k} cannot be corrected here.", field=k)
+            setattr(merged, k, v)
+        if merged.dissociation_form is None:
+            merged.dissociation_items = None
+        cleaned = merged.cleaned()
+    entry = await _insert_entry(
+        session,
+        dict(
+            clinic_id=appt.clinic_id,
+            appointment_id=appt.id,
+            client_id=client_id,
+            check_key=old.check_key,
+            taken_at=at,
+            recorded_by=actor.user_id,
+            recorded_at=now,
+            supersedes_id=old.id,
+            correction_reason=reason,
+            entered_in_error=entered_in_error,
+            **cleaned,
+        ),
+    )
+    if entry is None:
+        replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
+        assert replay is not None
+        return replay
+    raised: list[Alert] = []
+    if not entered_in_error:
+        raised = await _raise_alerts(session, protocol=data.protocol, clinic_id=appt.clinic_id, dosing_started_at=appt.dosing_started_at, entry=entry, now=now)
+    record(
+        session,
+        actor=actor,
+        action="session.entry_corrected",
+        entity="clinical_entry",
+        entity_id=entry.id,
+        patient_id=appt.patient_id,
+        changes={"supersedes_id": old.id, "reason": reason, "entered_in_error": entered_in_error, "taken_at": at, **{k: v for k, v in cleaned.items() if v is not None}},
+    )
+    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="correction")  # type: ignore[arg-type]
+    return EntryResult(entry, raised, created=True, tz=data.tz)
+
+
+# ---- alerts ------------------------------------------------------------------------------------------
+
+
+async def acknowledge_alert(session: AsyncSession, *, actor: Actor, appointment_id: int, alert_id: int, note: str, now: datetime | None = None) -> Alert:
+    now = now or utcnow()
+    note = (note or "").strip()
+    if not note:
+        raise RuleBroken("Add a note saying what was done or decided.", field="note")
+    if len(note) > 500:
+        raise RuleBroken("The note is longer than 500 characters.", field="note")
+    data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, entries=False, doses=False)
+    alert = next((a for a in data.alerts if a.id == alert_id), None)
+    if alert is None:
+        raise NotFound("No such alert on this session.")
+    if alert.level == "caution" and not allows("session.sign", actor.roles):
+        raise Forbidden("Only a prescriber can acknowledge a pre-dose caution.", code="prescriber_only")
+    if alert.acknowledged_at is not None:
+        if alert.acknowledged_by == actor.user_id and alert.note == note:
+            return alert  # a repeated tap
+        raise Conflict(f"Already acknowledged at {rules.hm(alert.acknowledged_at, data.tz)}.", code="already_acknowledged")
+    result = await session.execute(
+        update(Alert)
+        .where(col(Alert.id) == alert_id, col(Alert.acknowledged_at).is_(None))
+        .values(acknowledged_by=actor.user_id, acknowledged_at=now, note=note)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("Someone acknowledged this alert a moment ago; reload.", code="already_acknowledged")
+    alert.acknowledged_by, alert.acknowledged_at, alert.note = actor.user_id, now, note
+    appt = data.appointment
+    record(
+        session,
+        actor=actor,
+        action="session.alert_acknowledged",
+        entity="session_alert",
+        entity_id=alert.id,
+        patient_id=appt.patient_id,
+        changes={"appointment_id": appt.id, "level": alert.level, "code": alert.code, "note": note},
+    )
+    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="alert")  # type: ignore[arg-type]
+    return alert

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.db import session_driver
 from clinic.monitoring import rules
 from clinic.monitoring.models import ALERT_LEVELS
-from clinic.monitoring.service.session import MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
+from clinic.monitoring.service.session import CURRENT_DOSE, CURRENT_ENTRY, MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
 from clinic.timeutil import both_zones, utcnow
 
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP"}
@@ -99,12 +99,10 @@ JOIN patients p ON p.id = a.patient_id
 JOIN chairs ch ON ch.id = a.chair_id
 LEFT JOIN LATERAL (
     SELECT ARRAY(SELECT ROW({_columns("e", rules.Reading)}) FROM clinical_entries e
-                 WHERE e.appointment_id = a.id AND NOT e.entered_in_error
-                   AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+                 WHERE e.appointment_id = a.id AND {CURRENT_ENTRY}
                  ORDER BY e.taken_at, e.id) AS entries,
            ARRAY(SELECT ROW({_columns("d", rules.DoseEvent)}) FROM dosing_entries d
-                 WHERE d.appointment_id = a.id AND NOT d.entered_in_error
-                   AND NOT EXISTS (SELECT 1 FROM dosing_entries n WHERE n.supersedes_id = d.id)
+                 WHERE d.appointment_id = a.id AND {CURRENT_DOSE}
                  ORDER BY d.taken_at, d.id) AS doses,
            ARRAY(SELECT ROW({_columns("s", BoardAlert)}) FROM session_alerts s
                  WHERE s.appointment_id = a.id AND s.acknowledged_at IS NULL

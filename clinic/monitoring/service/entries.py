@@ -17,7 +17,7 @@ from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry
-from clinic.monitoring.service.session import load_session, notify_board, reading_of
+from clinic.monitoring.service.session import CURRENT_ENTRY, load_session, notify_board, reading_of
 from clinic.scheduling.models import Clinic
 from clinic.timeutil import utcnow
 
@@ -109,11 +109,10 @@ async def _insert_entry(session: AsyncSession, values: dict[str, Any]) -> Clinic
 
 
 _PREVIOUS_BP = text(
-    """
+    f"""
     SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
-    WHERE e.appointment_id = :appointment_id AND e.systolic IS NOT NULL AND NOT e.entered_in_error
-      AND e.id <> :entry_id AND (e.taken_at, e.id) < (:taken_at, :entry_id)
-      AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+    WHERE e.appointment_id = :appointment_id AND e.systolic IS NOT NULL
+      AND e.id <> :entry_id AND (e.taken_at, e.id) < (:taken_at, :entry_id) AND {CURRENT_ENTRY}
     ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
     """
 )

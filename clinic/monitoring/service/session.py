@@ -43,6 +43,24 @@ def local(instant: datetime, tz: str) -> datetime:
     return instant.astimezone(ZoneInfo(tz))
 
 
+# ---- what stands: an entry or dose not superseded by a correction, not withdrawn as entered in error ----------
+
+
+def current_sql(row: str, table: str) -> str:
+    """SQL that holds when `row`, a row of `table` (clinical_entries or dosing_entries), is current."""
+    return f"NOT {row}.entered_in_error AND NOT EXISTS (SELECT 1 FROM {table} n WHERE n.supersedes_id = {row}.id)"
+
+
+CURRENT_ENTRY = current_sql("e", "clinical_entries")  # for clinical_entries e
+CURRENT_DOSE = current_sql("d", "dosing_entries")  # for dosing_entries d
+
+
+def current(rows: list[Any]) -> list[Any]:
+    """The rows (entries or doses, all of one session) that are current, as current_sql says in SQL."""
+    superseded = {r.supersedes_id for r in rows if r.supersedes_id is not None}
+    return [r for r in rows if r.id not in superseded and not r.entered_in_error]
+
+
 # ---- loading one session ----------------------------------------------------------------------
 
 
@@ -83,12 +101,10 @@ class SessionData:
         return bool(self.session_type.requires_rems)
 
     def current_entries(self) -> list[ClinicalEntry]:
-        superseded = {e.supersedes_id for e in self.entries if e.supersedes_id is not None}
-        return [e for e in self.entries if e.id not in superseded and not e.entered_in_error]
+        return current(self.entries)
 
     def current_doses(self) -> list[DosingEntry]:
-        superseded = {d.supersedes_id for d in self.doses if d.supersedes_id is not None}
-        return [d for d in self.doses if d.id not in superseded and not d.entered_in_error]
+        return current(self.doses)
 
     def readings(self) -> list[rules.Reading]:
         return [reading_of(e) for e in self.current_entries()]

@@ -26,12 +26,12 @@ from clinic.errors import Conflict, NotFound
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry
 from clinic.monitoring.service.entries import EntryResult, Measurements, valid_check_key
-from clinic.monitoring.service.session import channel, require_state
+from clinic.monitoring.service.session import CURRENT_ENTRY, channel, require_state
 from clinic.monitoring.vitals.memo import ChartMemo, after_write
 from clinic.monitoring.vitals.writer import EntryWrite, EntryWriter, write_entries
 from clinic.timeutil import utcnow
 
-_ENTRY_GATE = """
+_ENTRY_GATE = f"""
     SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at, a.chart_version,
            st.protocol::text AS protocol, st.monitored, st.name AS type_name, c.timezone,
            (SELECT e.id FROM clinical_entries e WHERE e.client_id = $3) AS replay_id,
@@ -42,8 +42,7 @@ _ENTRY_GATE = """
     JOIN clinics c ON c.id = a.clinic_id
     LEFT JOIN LATERAL (
         SELECT e.id, e.taken_at, e.systolic, e.diastolic FROM clinical_entries e
-        WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL AND NOT e.entered_in_error AND e.taken_at <= $4
-          AND NOT EXISTS (SELECT 1 FROM clinical_entries n WHERE n.supersedes_id = e.id)
+        WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL AND e.taken_at <= $4 AND {CURRENT_ENTRY}
         ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
     ) prev ON true
     WHERE a.id = $1 AND a.clinic_id = $2

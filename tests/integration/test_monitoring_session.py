@@ -401,6 +401,24 @@ async def test_a_correction_supersedes_the_entry_and_nothing_is_overwritten(clie
     assert (await s.nurse.post(f"{s.path}/entries/{entry['id']}/corrections", {"client_id": cid(), "reason": ""})).status_code == 422
 
 
+async def test_a_correction_raises_its_alerts_but_not_one_whose_code_is_still_open(client, factory, db):
+    s = await make_session(client, factory, starts_ago=60)
+    await check_in(s, 30)
+    low = await vitals(s, 10, spo2=89)
+    assert [a["code"] for a in low["alerts"]] == ["spo2_low"]
+    entry = await vitals(s, 5, systolic=128, diastolic=82, spo2=97, heart_rate=80)
+    r = await s.nurse.post(f"{s.path}/entries/{entry['id']}/corrections", {"client_id": cid(), "reason": "Read off the wrong monitor", "spo2": 88, "heart_rate": 130})
+    assert r.status_code == 201, r.text
+    fixed = r.json()
+    assert [(a["code"], a["entry_id"]) for a in fixed["alerts"]] == [("hr_high", fixed["id"])]  # the low SpO2 is on the board already
+    ack = await s.nurse.post(f"{s.path}/alerts/{low['alerts'][0]['id']}/acknowledge", {"note": "Probe re-seated."})
+    assert ack.status_code == 200, ack.text
+    r = await s.nurse.post(f"{s.path}/entries/{fixed['id']}/corrections", {"client_id": cid(), "reason": "Still the wrong monitor", "spo2": 87})
+    assert r.status_code == 201, r.text
+    assert [a["code"] for a in r.json()["alerts"]] == ["spo2_low"]  # acknowledged, so raised again; the high HR is still open
+    assert await count(db, Alert, appointment_id=s.appt.id) == 3
+
+
 async def test_the_database_refuses_to_change_or_delete_an_entry(engine_db, factory):
     from tests.factories import Factory
 

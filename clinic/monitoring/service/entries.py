@@ -116,7 +116,25 @@ _PREVIOUS_BP = text(
     ORDER BY e.taken_at DESC, e.id DESC LIMIT 1
     """
 )
-_OPEN_ALERT_CODES = text("SELECT code FROM session_alerts WHERE appointment_id = :appointment_id AND acknowledged_at IS NULL")
+
+
+def alert_not_open(appointment: str, code: str) -> str:
+    """SQL that holds when the session `appointment` has no alert of `code` still open: an alert the board already
+    shows is not raised twice (the vitals write and a correction both raise through this)."""
+    return f"NOT EXISTS (SELECT 1 FROM session_alerts o WHERE o.appointment_id = {appointment} AND o.code = {code} AND o.acknowledged_at IS NULL)"
+
+
+# the rules' drafts for one entry (distinct codes), each raised unless one of its code is still open
+_RAISE_ALERTS = text(
+    f"""
+    INSERT INTO session_alerts (clinic_id, appointment_id, entry_id, level, code, message, raised_at)
+    SELECT :clinic_id, :appointment_id, :entry_id, d.level, d.code, d.message, :raised_at
+    FROM unnest(CAST(:levels AS text[]), CAST(:codes AS text[]), CAST(:messages AS text[])) WITH ORDINALITY AS d(level, code, message, k)
+    WHERE {alert_not_open(":appointment_id", "d.code")}
+    ORDER BY d.k
+    RETURNING *
+    """
+)
 
 
 async def _previous_bp(session: AsyncSession, entry: Any) -> rules.Reading | None:
@@ -128,7 +146,7 @@ async def _previous_bp(session: AsyncSession, entry: Any) -> rules.Reading | Non
 async def _raise_alerts(
     session: AsyncSession, *, protocol: dict[str, Any], clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime, previous: Any = UNSET
 ) -> list[Alert]:
-    """Alerts this entry raises; one still open with the same code is not raised twice. `previous`: the BP before it, if known."""
+    """Alerts this entry raises (see alert_not_open). `previous`: the BP before it, if known."""
     reading = reading_of(entry)
     before_dosing = dosing_started_at is None or reading.taken_at < dosing_started_at
     if previous is UNSET:
@@ -136,18 +154,10 @@ async def _raise_alerts(
     drafts = rules.evaluate_alerts(protocol, reading, previous_bp=previous, before_dosing=before_dosing)
     if not drafts:
         return []
-    already_open = set((await session.execute(_OPEN_ALERT_CODES, {"appointment_id": entry.appointment_id})).scalars())
-    raised = []
-    for d in drafts:
-        if d.code in already_open:  # still open: the board already shows it
-            continue
-        alert = Alert(clinic_id=clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=d.level, code=d.code, message=d.message, raised_at=now)
-        session.add(alert)
-        raised.append(alert)
-        already_open.add(d.code)
-    if raised:
-        await session.flush()
-    return raised
+    params = {"clinic_id": clinic_id, "appointment_id": entry.appointment_id, "entry_id": entry.id, "raised_at": now,
+              "levels": [d.level for d in drafts], "codes": [d.code for d in drafts], "messages": [d.message for d in drafts]}
+    raised = (await session.execute(select(Alert).from_statement(_RAISE_ALERTS), params)).scalars().all()
+    return sorted(raised, key=lambda a: a.id)  # type: ignore[arg-type,return-value]
 
 
 async def correct_entry(

@@ -23,6 +23,8 @@ from uuid import UUID
 
 import asyncpg
 
+from clinic.monitoring.service.entries import alert_not_open
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +64,7 @@ _SCALARS = len(EntryWrite._fields) - 1  # every field but alerts is one array of
 # session's row), its entry is inserted only then, its alerts only if no alert of that code is still open on the
 # session, then its audit event and the board's notice. Per entry: gated (the version matched), the entry's id
 # (NULL when gated but the client_id was stored before: a repeat), and the alerts raised.
-ENTRY_WRITE = """
+ENTRY_WRITE = f"""
     WITH batch AS (
         SELECT * FROM unnest($1::int[], $2::int[], $3::int[], $4::text[], $5::uuid[], $6::text[], $7::timestamptz[], $8::int[],
                              $9::timestamptz[], $10::int[], $11::int[], $12::int[], $13::int[], $14::int[], $15::int[], $16::text[],
@@ -92,8 +94,7 @@ ENTRY_WRITE = """
         FROM unnest($25::int[], $26::text[], $27::text[], $28::text[]) WITH ORDINALITY AS d(n, level, code, message, k)
         JOIN batch b ON b.n = d.n
         JOIN inserted i ON i.client_id = b.client_id
-        WHERE NOT EXISTS (  -- one still open with the same code: the board already shows it
-            SELECT 1 FROM session_alerts o WHERE o.appointment_id = i.appointment_id AND o.code = d.code AND o.acknowledged_at IS NULL)
+        WHERE {alert_not_open("i.appointment_id", "d.code")}
         ORDER BY d.k
         RETURNING id, entry_id, code
     ), audited AS (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from msgspec import UNSET
 from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
@@ -20,16 +21,6 @@ from clinic.monitoring.models import Alert, ClinicalEntry
 from clinic.monitoring.service.session import CURRENT_ENTRY, load_session, notify_board, reading_of
 from clinic.scheduling.models import Clinic
 from clinic.timeutil import utcnow
-
-
-class UNSET_TYPE:
-    """A field the caller did not send (a correction keeps the old value); None means 'clear it'."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = UNSET_TYPE()
 
 
 @dataclass
@@ -144,13 +135,12 @@ async def _previous_bp(session: AsyncSession, entry: Any) -> rules.Reading | Non
 
 
 async def _raise_alerts(
-    session: AsyncSession, *, protocol: dict[str, Any], clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime, previous: Any = UNSET
+    session: AsyncSession, *, protocol: dict[str, Any], clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime
 ) -> list[Alert]:
-    """Alerts this entry raises (see alert_not_open). `previous`: the BP before it, if known."""
+    """Alerts this entry raises (see alert_not_open)."""
     reading = reading_of(entry)
     before_dosing = dosing_started_at is None or reading.taken_at < dosing_started_at
-    if previous is UNSET:
-        previous = await _previous_bp(session, entry) if reading.has("bp") else None
+    previous = await _previous_bp(session, entry) if reading.has("bp") else None
     drafts = rules.evaluate_alerts(protocol, reading, previous_bp=previous, before_dosing=before_dosing)
     if not drafts:
         return []
@@ -172,7 +162,8 @@ async def correct_entry(
     entered_in_error: bool = False,
     now: datetime | None = None,
 ) -> EntryResult:
-    """A new row superseding `entry_id`: the old values with `changes` applied (or withdrawn as entered in error)."""
+    """A new row superseding `entry_id`: the old values with `changes` applied (or withdrawn as entered in error).
+    A change that is msgspec's UNSET (not sent) keeps the old value; None clears it."""
     now = now or utcnow()
     replay = await _entry_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
     if replay:

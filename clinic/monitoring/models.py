@@ -11,6 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from sqlalchemy import CheckConstraint, Index, Numeric, String, Text, Uuid, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -147,6 +148,48 @@ class Alert(SQLModel, table=True):
     acknowledged_by: int | None = Field(default=None, foreign_key="staff_users.id")
     acknowledged_at: datetime | None = TimestampField(nullable=True)
     note: str | None = Field(default=None, sa_type=String(500))
+
+
+class EntryView(msgspec.Struct, frozen=True):
+    """A stored clinical entry without the ORM (the vitals fast path answers with it): ClinicalEntry's columns, read-only."""
+
+    id: int
+    clinic_id: int
+    appointment_id: int
+    client_id: uuid.UUID
+    check_key: str | None
+    taken_at: datetime
+    recorded_by: int
+    recorded_at: datetime
+    systolic: int | None
+    diastolic: int | None
+    heart_rate: int | None
+    spo2: int | None
+    resp_rate: int | None
+    moaas: int | None
+    dissociation_form: str | None
+    dissociation_items: dict[str, Any] | None
+    dissociation_total: int | None
+    note: str | None
+    supersedes_id: int | None
+    correction_reason: str | None
+    entered_in_error: bool
+
+
+class AlertView(msgspec.Struct, frozen=True):
+    """A stored alert without the ORM: Alert's columns, read-only."""
+
+    id: int
+    clinic_id: int
+    appointment_id: int
+    entry_id: int | None
+    level: str
+    code: str
+    message: str
+    raised_at: datetime
+    acknowledged_by: int | None
+    acknowledged_at: datetime | None
+    note: str | None
 
 
 class RemsForm(SQLModel, table=True):

@@ -157,3 +157,10 @@ async def test_entries_handed_in_are_written_though_their_callers_stop_waiting_a
     assert writer.waiting == 0 and writer.in_flight == 0
     entries = await stored(engine_db, "SELECT count(*) AS n FROM clinical_entries WHERE appointment_id = ANY(:ids)", ids=[a.id for a in appts])
     assert entries[0].n == len(appts)
+
+
+def test_the_fast_path_answers_with_every_column_of_the_stored_rows():
+    from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
+
+    assert EntryView.__struct_fields__ == tuple(c.name for c in ClinicalEntry.__table__.c)  # type: ignore[attr-defined]
+    assert AlertView.__struct_fields__ == tuple(c.name for c in Alert.__table__.c)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from clinic.audit.service import Actor, record
 from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
-from clinic.monitoring.models import Alert, ClinicalEntry
+from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
 from clinic.monitoring.service.session import CURRENT_ENTRY, load_session, notify_board, reading_of
 from clinic.scheduling.models import Clinic
 from clinic.timeutil import utcnow
@@ -66,8 +67,10 @@ class Measurements:
 
 @dataclass
 class EntryResult:
-    entry: Any  # a ClinicalEntry, or the inserted row (same attribute names) on the hot path
-    alerts: list[Alert]
+    """An entry as stored (the ORM row, or its view on the vitals fast path), the alerts it raised, and whether it is new."""
+
+    entry: ClinicalEntry | EntryView
+    alerts: Sequence[Alert | AlertView]
     created: bool
     tz: str = "UTC"
 

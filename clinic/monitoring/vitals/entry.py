@@ -17,14 +17,13 @@ import json
 import time
 import uuid
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from clinic.audit.service import Actor, jsonable
 from clinic.db import Statements
 from clinic.errors import Conflict, NotFound
 from clinic.monitoring import rules
-from clinic.monitoring.models import Alert, ClinicalEntry
+from clinic.monitoring.models import AlertView, EntryView
 from clinic.monitoring.service.entries import EntryResult, Measurements, valid_check_key
 from clinic.monitoring.service.session import CURRENT_ENTRY, channel, require_state
 from clinic.monitoring.vitals.memo import ChartMemo, after_write
@@ -117,13 +116,14 @@ async def record_entry(
         if memo is not None and (after := after_write(gate, row["id"], at, cleaned)) is not None:
             memo.remember(actor.clinic_id, appointment_id, after, read_at)
         # the stored row is what was sent: only its id is new
-        entry = SimpleNamespace(
+        entry = EntryView(
             id=row["id"], clinic_id=gate["clinic_id"], appointment_id=gate["id"], client_id=client_id, check_key=key, taken_at=at,
             recorded_by=actor.user_id, recorded_at=now, supersedes_id=None, correction_reason=None, entered_in_error=False, **cleaned,
         )
         by_code = {d.code: d for d in drafts}
         raised = [
-            Alert(id=i, clinic_id=entry.clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=by_code[c].level, code=c, message=by_code[c].message, raised_at=now)
+            AlertView(id=i, clinic_id=entry.clinic_id, appointment_id=entry.appointment_id, entry_id=entry.id, level=by_code[c].level, code=c,
+                      message=by_code[c].message, raised_at=now, acknowledged_by=None, acknowledged_at=None, note=None)
             for i, c in zip(row["alert_ids"] or (), row["alert_codes"] or ())
         ]  # few entries raise any
         return EntryResult(entry, raised, created=True, tz=tz)
@@ -138,23 +138,20 @@ def _protocol_facts(text: str | None) -> tuple[dict[str, Any], frozenset[str]]:
     return protocol, frozenset(p.key for p in rules.planned_checks(protocol))
 
 
-def _row_entry(row: Any) -> SimpleNamespace:
-    """The stored row with a ClinicalEntry's attribute names (building the ORM object costs more than the insert)."""
-    return SimpleNamespace(**{c: row[c] for c in _ENTRY_COLUMNS})
-
-
-_ENTRY_COLUMNS = tuple(c.name for c in ClinicalEntry.__table__.c)  # type: ignore[attr-defined]
-
-
-_REPLAY_ENTRY = "SELECT e.*, c.timezone FROM clinical_entries e JOIN clinics c ON c.id = e.clinic_id WHERE e.client_id = $1"
-_REPLAY_ALERTS = "SELECT * FROM session_alerts WHERE entry_id = $1 ORDER BY id"
+# the replay reads the views' columns, in their order
+_REPLAY_ENTRY = f"""
+    SELECT {", ".join(f"e.{name}" for name in EntryView.__struct_fields__)}, c.timezone
+    FROM clinical_entries e JOIN clinics c ON c.id = e.clinic_id WHERE e.client_id = $1
+"""
+_REPLAY_ALERTS = f"SELECT {', '.join(AlertView.__struct_fields__)} FROM session_alerts WHERE entry_id = $1 ORDER BY id"
+_ENTRY_FIELDS = len(EntryView.__struct_fields__)
 
 
 async def _replay(conn: Statements, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult:
-    """The first result of a repeated submission (what _entry_by_client_id answers, on the driver connection)."""
+    """The first result of a repeated submission (what a correction's replay answers, on the driver connection)."""
     row = await conn.fetchrow(_REPLAY_ENTRY, client_id)
     assert row is not None  # only called once the client_id is known to be stored
     if row["clinic_id"] != actor.clinic_id or row["appointment_id"] != appointment_id:
         raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
-    alerts = [SimpleNamespace(**dict(a)) for a in await conn.fetch(_REPLAY_ALERTS, row["id"])]
-    return EntryResult(_row_entry(row), alerts, created=False, tz=row["timezone"])  # type: ignore[arg-type]
+    alerts = [AlertView(*a) for a in await conn.fetch(_REPLAY_ALERTS, row["id"])]
+    return EntryResult(EntryView(*row[:_ENTRY_FIELDS]), alerts, created=False, tz=row["timezone"])

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -32,6 +33,7 @@ from clinic.db import Database
 from clinic.http import EXCEPTION_HANDLERS, provide_actor, provide_db_session
 from clinic.monitoring import api as monitoring_api
 from clinic.monitoring import web as monitoring_web
+from clinic.monitoring.vitals import ChartMemo, EntryWriter
 from clinic.notices import api as notices_api
 from clinic.notices import web as notices_web
 from clinic.patients import api as patients_api
@@ -47,6 +49,11 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("clinic")
 
 
+def vitals_path(db: Database) -> dict[str, Any]:
+    """The vitals fast path's pieces, one per app: the memo of sessions charted lately and the entry writer on db's raw pool."""
+    return {"chart_memo": ChartMemo(), "entry_writer": EntryWriter(db.raw)}
+
+
 def create_app(settings: Settings, *, db: Database | None = None, queue: Queue | None = None) -> Litestar:
     """Build the app. Tests pass a `db` bound to a rolled-back connection; otherwise one is made from settings."""
 
@@ -55,6 +62,7 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
         own_db = db is None
         if own_db:
             app.state.db = Database.connect(settings.database_url)
+            app.state.update(vitals_path(app.state.db))
         if queue is None:
             app.state.queue = Queue(settings.redis_url)
         # everything loaded so far (modules, routes, templates, metadata) lives as long as the process: moved out of
@@ -65,9 +73,8 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             yield
         finally:
             # shutdown is best effort: a half-closed socket must not hide the rest of the cleanup
-            closers = [*app.state.listeners]
-            if (writer := app.state.get("entry_writer")) is not None:
-                closers.append(writer.aclose)  # entries already handed in are written before the pool closes
+            # entries already handed in are written before the pool closes
+            closers = [*app.state.listeners, app.state.entry_writer.aclose]
             if queue is None:
                 closers.append(app.state.queue.close)
             if own_db:
@@ -130,6 +137,6 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
         ),
         lifespan=[lifespan],
         # given db/queue (tests) are usable without running the lifespan
-        state=State({"settings": settings, "db": db, "queue": queue, "listeners": []}),
+        state=State({"settings": settings, "db": db, "queue": queue, "listeners": [], **(vitals_path(db) if db is not None else {})}),
         debug=settings.debug,
     )

@@ -35,8 +35,9 @@ async def app_client(app, base_url: str = "http://testserver.local") -> AsyncIte
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
             yield c
     finally:
-        # what the lifespan would stop at shutdown (e.g. the live board's LISTEN connection)
-        for stop in list(getattr(app.state, "listeners", None) or []):
+        # what the lifespan would stop at shutdown (e.g. the live board's LISTEN connection, the entry writer)
+        writer = app.state.get("entry_writer")
+        for stop in [*(getattr(app.state, "listeners", None) or []), *([writer.aclose] if writer else [])]:
             await stop()
 
 

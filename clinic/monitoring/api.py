@@ -247,30 +247,12 @@ async def _record(request: Request, appointment_id: int, body: Entry | Vitals | 
     # the busiest write there is: on driver connections, with no ORM session for the request (see record_entry),
     # and the actor made here rather than by Litestar's dependency resolution, which costs more than making it
     actor = provide_actor(request)
-    app = request.app
+    state = request.app.state
     result = await vitals.record_entry(
-        app.state.db.statements, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body),
-        taken_at=body.taken_at, check_key=body.check_key, memo=chart_memo(app), writer=entry_writer(app),
+        state.db.statements, actor=actor, appointment_id=appointment_id, client_id=body.client_id, values=_measurements(body),
+        taken_at=body.taken_at, check_key=body.check_key, memo=state.chart_memo, writer=state.entry_writer,
     )
     return _created(entry_json(result.entry, result.tz, alerts=result.alerts), result.created)
-
-
-def _per_app(app: Any, key: str, make: Any) -> Any:
-    """One per app, so one per process and database, made on first use."""
-    value = app.state.get(key)
-    if value is None:
-        value = app.state[key] = make()
-    return value
-
-
-def chart_memo(app: Any) -> vitals.ChartMemo:
-    """The process's memo of sessions it charted lately."""
-    return _per_app(app, "chart_memo", vitals.ChartMemo)
-
-
-def entry_writer(app: Any) -> vitals.EntryWriter:
-    """The process's entry writer; the lifespan waits for it at shutdown."""
-    return _per_app(app, "entry_writer", lambda: vitals.EntryWriter(app.state.db.raw))
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:

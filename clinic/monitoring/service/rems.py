@@ -13,7 +13,7 @@ from clinic.audit.service import Actor, record
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import RemsForm
-from clinic.monitoring.service.session import MONITORED_STATES, SessionState, evaluate, load_session, local
+from clinic.monitoring.service.session import MONITORED_STATES, SessionState, evaluate, load_session, local, lock_chart
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, SessionType
 from clinic.timeutil import utcnow
@@ -182,6 +182,7 @@ async def record_rems_submission(session: AsyncSession, *, actor: Actor, appoint
         raise RuleBroken("Enter the confirmation the REMS gave for the submission.", field="confirmation")
     if len(confirmation) > 80:
         raise RuleBroken("The confirmation is longer than 80 characters.", field="confirmation")
+    await lock_chart(session, clinic_id=actor.clinic_id, appointment_id=appointment_id)
     form = (
         await session.exec(select(RemsForm).where(RemsForm.appointment_id == appointment_id, RemsForm.clinic_id == actor.clinic_id).with_for_update())
     ).first()

@@ -149,6 +149,15 @@ def open_alert_of(a: Alert) -> rules.OpenAlert:
     return rules.OpenAlert(level=a.level, code=a.code, message=a.message, id=a.id)
 
 
+async def lock_chart(session: AsyncSession, *, clinic_id: int, appointment_id: int) -> None:
+    """Every write to a session starts here: the chart_version bump takes the appointment's row lock and tells a
+    vitals entry in flight, and every chart memo, that the chart moved (see vitals.record_entry)."""
+    await session.execute(
+        update(Appointment).where(col(Appointment.id) == appointment_id, col(Appointment.clinic_id) == clinic_id)
+        .values(chart_version=Appointment.chart_version + 1).execution_options(synchronize_session=False)
+    )
+
+
 async def load_session(
     session: AsyncSession,
     *,
@@ -169,11 +178,7 @@ async def load_session(
         .where(Appointment.id == appointment_id, Appointment.clinic_id == clinic_id)
     )
     if lock:
-        # the bump takes the row lock and tells a vitals entry in flight that the chart moved (see vitals.record_entry)
-        await session.execute(
-            update(Appointment).where(col(Appointment.id) == appointment_id, col(Appointment.clinic_id) == clinic_id)
-            .values(chart_version=Appointment.chart_version + 1).execution_options(synchronize_session=False)
-        )
+        await lock_chart(session, clinic_id=clinic_id, appointment_id=appointment_id)
         q = q.with_for_update(of=Appointment)  # type: ignore[arg-type]
     row = (await session.exec(q)).first()
     if row is None:

@@ -14,7 +14,7 @@ from clinic.monitoring.service import Measurements
 from clinic.monitoring.vitals import ChartMemo, record_entry
 from clinic.timeutil import utcnow
 from tests.factories import appointment
-from tests.integration.test_monitoring_session import chair_ids, check_in, cid, dosed_esketamine, make_session, vitals
+from tests.integration.test_monitoring_session import CADSS6_ZERO, ago, chair_ids, check_in, cid, dosed_esketamine, make_session, vitals
 
 
 async def two_sessions(factory):
@@ -84,3 +84,50 @@ async def test_a_session_cancelled_or_discharged_elsewhere_takes_no_entry_throug
         await session.commit()
     r = await s.nurse.post(f"{s.path}/vitals", {"client_id": cid(), "systolic": 121, "diastolic": 80})
     assert r.status_code == 409 and r.json()["code"] == "not_active", r.text
+
+
+async def test_every_monitoring_write_moves_the_chart_version(client, factory, db):
+    """The memo stands for a chart only while its version stands still, so every write to a session must move it."""
+    from sqlalchemy import select
+
+    from clinic.scheduling.models import Appointment
+
+    s = await make_session(client, factory, starts_ago=170)
+
+    async def version() -> int:
+        async with db.sessionmaker() as session:
+            return (await session.execute(select(Appointment.chart_version).where(Appointment.id == s.appt.id))).scalar_one()
+
+    async def moves(what: str, request) -> dict:
+        before = await version()
+        r = await request
+        assert r.status_code in (200, 201), (what, r.text)
+        assert await version() > before, f"{what} left the chart version where it was"
+        return r.json()
+
+    async def entry(what: str, minutes_ago: float, check_key: str | None = None, **values) -> dict:
+        body = {"client_id": cid(), "taken_at": ago(minutes_ago), "check_key": check_key, **values}
+        return await moves(what, s.nurse.post(f"{s.path}/entries", body))
+
+    async def correction(what: str, path: str, **body) -> dict:
+        return await moves(what, s.nurse.post(f"{s.path}/{path}/corrections", {"client_id": cid(), **body}))
+
+    await moves("check-in", s.nurse.post(f"{s.path}/check-in", {"fasting_confirmed": True, "escort_confirmed": False, "taken_at": ago(165)}))
+    await moves("escort confirmation", s.nurse.post(f"{s.path}/escort", {"escort_name": "Sam Rivera"}))
+    pre_dose = await entry("entry", 152, "pre_dose", systolic=150, diastolic=85, spo2=98)
+    assert [a["code"] for a in pre_dose["alerts"]] == ["pre_dose_bp"]
+    await moves("alert acknowledgement", s.prescriber.post(f"{s.path}/alerts/{pre_dose['alerts'][0]['id']}/acknowledge", {"note": "Usual for this patient."}))
+    await moves("start of dosing", s.nurse.post(f"{s.path}/start-dosing", {"client_id": cid(), "taken_at": ago(150), "lot_number": "LOT-A1", "dose_mg": 84}))
+    second = await moves("device", s.nurse.post(f"{s.path}/dosing", {"client_id": cid(), "kind": "device", "taken_at": ago(145), "lot_number": "LOT-A1"}))
+    third = await moves("device", s.nurse.post(f"{s.path}/dosing", {"client_id": cid(), "kind": "device", "taken_at": ago(140), "lot_number": "LOT-A1"}))
+    await correction("dose correction", f"dosing/{second['id']}", reason="Lot misread", lot_number="LOT-A2")
+    await correction("dose entered in error", f"dosing/{third['id']}", reason="Charted on the wrong session", entered_in_error=True)
+    await entry("entry", 110, "t40", systolic=142, diastolic=88, spo2=97, moaas=4, dissociation=CADSS6_ZERO)
+    t80 = await entry("entry", 70, "t80", spo2=96)
+    await correction("correction", f"entries/{t80['id']}", reason="Read off the wrong monitor", spo2=98)
+    stray = await entry("entry", 60, note="Asked for water.")
+    await correction("entry entered in error", f"entries/{stray['id']}", reason="Meant for the next chair", entered_in_error=True)
+    await entry("entry", 25, "discharge", systolic=126, diastolic=80, spo2=98, moaas=5, dissociation=CADSS6_ZERO)
+    await moves("discharge", s.prescriber.post(f"{s.path}/discharge", {}))
+    today = (await s.nurse.get("/rems-forms")).json()["today"]
+    await moves("REMS submission", s.nurse.post(f"{s.path}/rems-form/submission", {"submitted_on": today, "confirmation": "RMS-20931"}))

@@ -119,7 +119,7 @@ async def rems_form(session: AsyncSession, *, actor: Actor, appointment_id: int,
     end_spo2 = rules.latest(post, "spo2")
     end_ok = None
     if appt.discharged_at and end_bp and end_spo2:
-        end_ok = rules.bp_acceptable(protocol, end_bp) and end_spo2.spo2 >= rules._discharge_limits(protocol)["spo2_min"]  # type: ignore[operator]
+        end_ok = rules.bp_acceptable(protocol, end_bp) and end_spo2.spo2 >= rules.discharge_limits(protocol)["spo2_min"]  # type: ignore[operator]
     add("Vital signs", "Vital signs acceptable at the end of monitoring", _yes_no(end_ok), "" if end_ok is not None else "filled at discharge")
     add("Vital signs", "BP before dosing", f"{pre_bp.bp} mmHg at {rules.hm(pre_bp.taken_at, tz)}" if pre_bp else None)
     bp40 = rules.rems_bp_at_40(protocol, started, readings) if started else None
@@ -130,8 +130,8 @@ async def rems_form(session: AsyncSession, *, actor: Actor, appointment_id: int,
     add("Vital signs", "BP before the end of monitoring", f"{bp_end.bp} mmHg at {rules.hm(bp_end.taken_at, tz)}" if bp_end else None)
     moaas_values = [r.moaas for r in post if r.moaas is not None]
     diss_values = [r.dissociation_total for r in post if r.dissociation_total is not None]
-    limits = rules._discharge_limits(protocol)
-    thresholds = rules._thresholds(protocol)["urgent"]
+    limits = rules.discharge_limits(protocol)
+    thresholds = rules.thresholds(protocol)["urgent"]
     resp = [r for r in post if (r.spo2 is not None and r.spo2 < limits["spo2_min"]) or (r.resp_rate is not None and r.resp_rate < thresholds["rr_below"])]
     add("Adverse events", "Sedation occurred", _yes_no(any(v < 5 for v in moaas_values)) if moaas_values else None, "from MOAA/S below 5 after dosing" if moaas_values else "")
     add("Adverse events", "Dissociation occurred", _yes_no(any(v > 0 for v in diss_values)) if diss_values else None, "from a dissociation score above 0 after dosing" if diss_values else "")

@@ -21,6 +21,7 @@ from clinic.db import session_driver
 from clinic.monitoring import rules
 from clinic.monitoring.models import ALERT_LEVELS
 from clinic.monitoring.service.session import CURRENT_DOSE, CURRENT_ENTRY, MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
+from clinic.scheduling.protocols import Protocol, protocol_from_json, protocol_json
 from clinic.timeutil import both_zones, utcnow
 
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP"}
@@ -39,15 +40,6 @@ class BoardClinic:
 class BoardChair:
     id: int
     name: str
-
-
-@dataclass(slots=True)
-class BoardSessionType:
-    id: int
-    kind: str
-    name: str
-    requires_rems: bool
-    protocol: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -81,13 +73,13 @@ def _columns(alias: str, view: type) -> str:
     return ", ".join(f"{alias}.{f.name}" for f in fields(view))
 
 
-# the clinic, its chairs in board order, and its session types; the types as one JSON value rather than records
-# (a record holding jsonb decodes with a binary JSON codec only, and the raw pool's is a text one)
+# the clinic, its chairs in board order, and its session types' protocols, each as JSON text (decoded once per
+# process, see protocol_from_json) rather than records (a record holding jsonb decodes with a binary JSON codec only)
 _HEAD = f"""
 SELECT c.id, c.timezone,
        ARRAY(SELECT ROW({_columns("ch", BoardChair)}) FROM chairs ch
              WHERE ch.clinic_id = c.id AND ch.active AND ch.kind = 'chair' ORDER BY ch.sort_order, ch.name) AS chairs,
-       (SELECT jsonb_agg(jsonb_build_array({_columns("st", BoardSessionType)})) FROM session_types st WHERE st.clinic_id = c.id) AS types
+       ARRAY(SELECT ROW(st.id, {protocol_json("st")}::text) FROM session_types st WHERE st.clinic_id = c.id) AS types
 FROM clinics c WHERE c.id = $1
 """
 # the day in every chair; a live session (arrived or in progress, whatever day it began) with only what is current:
@@ -131,7 +123,7 @@ def board_name(first: str, last: str) -> str:
 @dataclass
 class BoardCard:
     appointment: BoardAppointment
-    session_type: BoardSessionType
+    protocol: Protocol
     name: str
     phase: str
     state: SessionState | None = None
@@ -148,7 +140,7 @@ class BoardCard:
 
     @property
     def kind_label(self) -> str:
-        return KIND_LABELS.get(self.session_type.kind, self.session_type.name)
+        return KIND_LABELS.get(self.protocol.kind, self.protocol.name)
 
 
 @dataclass
@@ -205,22 +197,22 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
         raise LookupError(clinic_id)
     clinic = BoardClinic(head["id"], head["timezone"])
     # the few session types once, rather than their protocol JSON decoded again on every appointment row
-    types = {t[0]: BoardSessionType(*t) for t in head["types"] or ()}
+    types = {type_id: protocol_from_json(text) for type_id, text in head["types"]}
     by_chair = {c[0]: ChairRow(BoardChair(*c)) for c in head["chairs"]}
     start, end = day_bounds(now, clinic.timezone)
     reading, dose_event = rules.Reading, rules.DoseEvent
     for r in await conn.fetch(_DAY, clinic_id, start, end, MONITORED_STATES):
         appt = BoardAppointment(*r[:_APPOINTMENT_FIELDS])
         row = by_chair.get(appt.chair_id)
-        st = types.get(appt.session_type_id)
-        if row is None or st is None:
+        protocol = types.get(appt.session_type_id)
+        if row is None or protocol is None:
             continue
         name = board_name(r["first_name"], r["last_name"])
         if appt.status in MONITORED_STATES:
             alerts = [BoardAlert(*a) for a in r["alerts"]]
             # the board never needs the patient record itself, only the name shown; entries and doses go to the rules
             # directly, already current, so the session data carries none of their rows
-            data = SessionData(appt, st, None, clinic, row.chair, alerts=alerts)  # type: ignore[arg-type]
+            data = SessionData(appt, protocol, None, clinic, row.chair, alerts=alerts)  # type: ignore[arg-type]
             state = evaluate_current(
                 data,
                 now,
@@ -228,11 +220,11 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
                 doses=sorted((dose_event(*d) for d in r["doses"]), key=dose_order),
                 open_alerts=[open_alert_of(a) for a in alerts],  # type: ignore[arg-type]
             )
-            row.active.append(BoardCard(appt, st, name, state.phase, state))
+            row.active.append(BoardCard(appt, protocol, name, state.phase, state))
         elif appt.status == "booked":
-            row.later.append(BoardCard(appt, st, name, "booked"))
+            row.later.append(BoardCard(appt, protocol, name, "booked"))
         else:
-            row.done.append(BoardCard(appt, st, name, "discharged"))
+            row.done.append(BoardCard(appt, protocol, name, "discharged"))
     for row in by_chair.values():
         row.done.sort(key=lambda c: c.appointment.discharged_at or c.appointment.ends_at, reverse=True)
     return Board(clinic, now, list(by_chair.values()))
@@ -251,7 +243,7 @@ def board_json(board: Board) -> dict[str, Any]:
         out: dict[str, Any] = {
             "appointment_id": a.id,
             "patient": c.name,
-            "kind": c.session_type.kind,
+            "kind": c.protocol.kind,
             "status": a.status,
             "phase": c.phase,
             "phase_label": c.phase_label,

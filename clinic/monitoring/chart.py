@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from markupsafe import Markup
 
 from clinic.monitoring import rules
+from clinic.scheduling.protocols import Thresholds
 
 W, H = 800, 330
 LEFT, RIGHT = 44, 12
@@ -28,6 +29,7 @@ def session_chart(
     end: datetime,
     dosing_started_at: datetime | None,
     checks: Sequence[rules.CheckState] = (),
+    thresholds: Thresholds,
 ) -> Markup:
     """`start`..`end` is the time span shown; x labels are minutes from dosing (or clock times before it)."""
     span = max((end - start).total_seconds() / 60, 30.0)
@@ -62,9 +64,10 @@ def session_chart(
         if v >= sat_lo:
             y = sy(v)
             out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/><text x="{LEFT - 6}" y="{y + 4:.1f}" class="ylab">{v}</text>')
-    # the alert line (SBP 180) and the SpO2 urgent line (92) as faint guides
-    out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{ty(180):.1f}" y2="{ty(180):.1f}" class="limit"/>')
-    out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{sy(92):.1f}" y2="{sy(92):.1f}" class="limit"/>')
+    # the protocol's alert line for systolic BP and its urgent line for SpO2, as faint guides
+    alert_bp, urgent_spo2 = ty(thresholds.alert.systolic_at_least), sy(thresholds.urgent.spo2_below)
+    out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{alert_bp:.1f}" y2="{alert_bp:.1f}" class="limit"/>')
+    out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{urgent_spo2:.1f}" y2="{urgent_spo2:.1f}" class="limit"/>')
     step = 10 if span <= 90 else 20 if span <= 200 else 30
     origin = dosing_started_at or start
     first = -int((origin - start).total_seconds() // 60 // step) * step

@@ -41,7 +41,7 @@ def _quantity(value: int | float, unit: str, code: str) -> dict[str, Any]:
 
 
 def session_bundle(data: SessionData, *, base_url: str = "") -> dict[str, Any]:
-    appt, patient, clinic, st = data.appointment, data.patient, data.clinic, data.session_type
+    appt, patient, clinic, protocol = data.appointment, data.patient, data.clinic, data.protocol
     patient_ref = _urn("Patient", f"{clinic.id}/{patient.id}")
     appt_ref = _urn("Appointment", appt.id)
     encounter_ref = _urn("Encounter", appt.id)
@@ -59,7 +59,7 @@ def session_bundle(data: SessionData, *, base_url: str = "") -> dict[str, Any]:
         "resourceType": "Appointment",
         "id": str(appt.id),
         "status": APPOINTMENT_STATUS.get(appt.status, "booked"),
-        "serviceType": [{"text": st.name}],
+        "serviceType": [{"text": protocol.name}],
         "start": _instant(appt.starts_at),
         "end": _instant(appt.ends_at),
         "participant": [{"actor": {"reference": patient_ref}, "status": "accepted"}],
@@ -69,7 +69,7 @@ def session_bundle(data: SessionData, *, base_url: str = "") -> dict[str, Any]:
         "id": str(appt.id),
         "status": ENCOUNTER_STATUS.get(appt.status, "planned"),
         "class": _coding(ACT_CODE, "AMB", "ambulatory"),
-        "type": [{"text": st.name}],
+        "type": [{"text": protocol.name}],
         "subject": {"reference": patient_ref},
         "appointment": [{"reference": appt_ref}],
     }

@@ -196,7 +196,7 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
     roles = user.roles if user else ()
     readings = data.readings()
     start = min([appt.checked_in_at or appt.starts_at] + [r.taken_at for r in readings])
-    minimum = int(data.protocol.get("min_monitoring_minutes", 0))
+    minimum = data.protocol.min_monitoring_minutes
     end_candidates = [appt.discharged_at or now]
     if appt.dosing_started_at and not appt.discharged_at:
         end_candidates.append(appt.dosing_started_at + timedelta(minutes=minimum + 5))
@@ -205,14 +205,14 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
     upcoming = state.next_check if state.next_check and state.next_check.status == "upcoming" else None
     devices = sorted((d for d in data.current_doses() if d.kind == "device"), key=lambda d: d.device_number or 0)
     planned_devices = data.planned_device_count()
-    spacing = int(data.protocol.get("minutes_between_devices", 5))
+    spacing = data.protocol.minutes_between_devices
     next_device = None
     if data.kind == "esketamine" and devices and planned_devices and len(devices) < planned_devices:
         next_device = {"number": len(devices) + 1, "of": planned_devices, "from": devices[-1].taken_at + timedelta(minutes=spacing), "lot": devices[-1].lot_number}
     infusion = next((d for d in data.current_doses() if d.kind == "infusion_start"), None)
     infusion_end = next((d for d in data.current_doses() if d.kind == "infusion_end"), None)
     iv_default = None
-    if "dose_mg_per_kg" in data.protocol and appt.weight_kg:
+    if data.protocol.is_iv and appt.weight_kg:
         try:
             per_kg, mg = rules.iv_dose_mg(data.protocol, mg_per_kg=None, weight_kg=appt.weight_kg)
             iv_default = {"per_kg": per_kg, "mg": mg}
@@ -228,7 +228,7 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
         "now": now,
         "due": due,
         "upcoming": upcoming,
-        "chart": session_chart(readings, tz=tz, start=start, end=end, dosing_started_at=appt.dosing_started_at, checks=state.schedule),
+        "chart": session_chart(readings, tz=tz, start=start, end=end, dosing_started_at=appt.dosing_started_at, checks=state.schedule, thresholds=data.protocol.thresholds),
         "timeline": timeline(data),
         "can_run": allows("session.run", roles),
         "can_sign": allows("session.sign", roles),
@@ -243,7 +243,7 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
         "measure_labels": rules.MEASURE_LABELS,
         "phase_label": rules.PHASE_LABELS.get(state.phase, state.phase),
         "is_esketamine": data.kind == "esketamine",
-        "is_iv": "dose_mg_per_kg" in data.protocol,
+        "is_iv": data.protocol.is_iv,
     }
 
 

@@ -17,7 +17,7 @@ async def test_the_demo_board_shows_every_phase_for_both_kinds(db):
         phases: dict[str, set[str]] = {}
         for row in board.chairs:
             for card in row.active + row.later + row.done:
-                phases.setdefault(card.session_type.kind, set()).add(card.phase)
+                phases.setdefault(card.protocol.kind, set()).add(card.phase)
         open_alerts = (await s.exec(select(Alert).where(Alert.clinic_id == clinic.id, Alert.acknowledged_at.is_(None)))).all()  # type: ignore[union-attr]
         live = (await s.exec(select(Appointment).where(Appointment.clinic_id == clinic.id, Appointment.status.in_(("arrived", "in_progress"))))).all()  # type: ignore[attr-defined]
     for kind in ("esketamine", "ketamine_iv"):

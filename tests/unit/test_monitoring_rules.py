@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -12,10 +13,11 @@ from hypothesis import strategies as st
 from clinic.errors import RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.rules import Blocker, DoseEvent, OpenAlert, Reading
-from clinic.scheduling.protocols import ESKETAMINE, KETAMINE_IV
+from clinic.scheduling.models import SessionType
+from clinic.scheduling.protocols import ESKETAMINE, KETAMINE_IV, AlertAt, Protocol, Thresholds
 
-ESK = ESKETAMINE["protocol"]
-IV = KETAMINE_IV["protocol"]
+ESK = Protocol.of(SessionType(clinic_id=1, **ESKETAMINE))
+IV = Protocol.of(SessionType(clinic_id=1, **KETAMINE_IV))
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)  # 10:00 in New York
 TZ = "America/New_York"
 
@@ -150,7 +152,7 @@ def test_device_spacing():
 
 
 def test_repeating_checks_are_expanded_from_the_protocol():
-    keys = [p.key for p in rules.planned_checks(IV)]
+    keys = [p.key for p in IV.planned_checks]
     assert keys == ["pre_dose", "infusion@10", "infusion@20", "infusion@30", "infusion@40", "recovery@55", "recovery@70", "discharge"]
 
 
@@ -265,7 +267,7 @@ def test_a_bp_at_the_urgent_level_is_always_urgent(sbp, dbp):
 
 
 def test_thresholds_are_protocol_settings():
-    strict = {**ESK, "thresholds": {"alert": {"hr_above": 100}}}
+    strict = msgspec.structs.replace(ESK, thresholds=Thresholds(alert=AlertAt(hr_above=100)))
     assert [a.code for a in rules.evaluate_alerts(strict, r(30, heart_rate=105), previous_bp=None, before_dosing=False)] == ["hr_high"]
 
 

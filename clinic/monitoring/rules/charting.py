@@ -10,7 +10,6 @@ from typing import Any
 
 from clinic.errors import RuleBroken
 
-MEASURES = ("bp", "hr", "spo2", "rr", "moaas", "dissociation")
 MEASURE_LABELS = {"bp": "BP", "hr": "HR", "spo2": "SpO2", "rr": "RR", "moaas": "MOAA/S", "dissociation": "dissociation"}
 LIMITS = {
     "systolic": (50, 300),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from clinic.monitoring.rules.charting import MEASURE_LABELS, Blocker, DoseEvent, OpenAlert, Reading, latest, minutes
-from clinic.monitoring.rules.schedule import CheckState, check_schedule, coverage, planned_checks, pre_dose_window
-from clinic.scheduling.protocols import DEFAULT_DISCHARGE
+from clinic.monitoring.rules.schedule import CheckState, check_schedule, coverage, pre_dose_window
+from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import hm
 
 PHASE_LABELS = {
@@ -27,11 +26,11 @@ def records_text(records: Iterable[str]) -> str:
     return ", ".join(MEASURE_LABELS[m] for m in records)
 
 
-def pre_dose_blockers(protocol: Mapping[str, Any], *, dose_time: datetime, readings: Sequence[Reading], open_alerts: Sequence[OpenAlert]) -> list[Blocker]:
+def pre_dose_blockers(protocol: Protocol, *, dose_time: datetime, readings: Sequence[Reading], open_alerts: Sequence[OpenAlert]) -> list[Blocker]:
     """What stands between this patient and dosing at `dose_time`."""
     out: list[Blocker] = []
     readings = sorted(readings, key=lambda r: r.taken_at)
-    for p in planned_checks(protocol):
+    for p in protocol.planned_checks:
         if p.phase != "pre_dose":
             continue
         opens, closes = pre_dose_window(p, dose_time)
@@ -52,7 +51,7 @@ def pre_dose_blockers(protocol: Mapping[str, Any], *, dose_time: datetime, readi
     return out
 
 
-def rems_missing(protocol: Mapping[str, Any], *, dosing_started_at: datetime | None, doses: Sequence[DoseEvent], readings: Sequence[Reading]) -> list[str]:
+def rems_missing(protocol: Protocol, *, dosing_started_at: datetime | None, doses: Sequence[DoseEvent], readings: Sequence[Reading]) -> list[str]:
     """Session fields of the REMS Patient Monitoring Form that the chart cannot fill yet."""
     missing: list[str] = []
     devices = [d for d in doses if d.kind == "device"]
@@ -66,7 +65,7 @@ def rems_missing(protocol: Mapping[str, Any], *, dosing_started_at: datetime | N
     if rems_bp_at_40(protocol, dosing_started_at, readings) is None:
         missing.append("BP at 40 minutes")
     post = [r for r in readings if r.taken_at > dosing_started_at]
-    discharge = next((p for p in planned_checks(protocol) if p.phase == "discharge"), None)
+    discharge = next((p for p in protocol.planned_checks if p.phase == "discharge"), None)
     end_from = dosing_started_at + timedelta(minutes=(discharge.at_minutes - discharge.window_minutes) if discharge else 0)
     if latest(post, "bp", since=end_from) is None:
         missing.append("BP before the end of monitoring")
@@ -77,26 +76,22 @@ def rems_missing(protocol: Mapping[str, Any], *, dosing_started_at: datetime | N
     return missing
 
 
-def rems_bp_at_40(protocol: Mapping[str, Any], dosing_started_at: datetime, readings: Sequence[Reading]) -> Reading | None:
+def rems_bp_at_40(protocol: Protocol, dosing_started_at: datetime, readings: Sequence[Reading]) -> Reading | None:
     """The BP reading closest to 40 minutes after dosing within that check's window."""
-    check = next((p for p in planned_checks(protocol) if p.key == "t40"), None)
+    check = next((p for p in protocol.planned_checks if p.key == "t40"), None)
     at, window = (check.at_minutes, check.window_minutes) if check else (40, 10)
     target, within = dosing_started_at + timedelta(minutes=at), timedelta(minutes=window)
     candidates = [r for r in readings if r.has("bp") and abs(r.taken_at - target) <= within]
     return min(candidates, key=lambda r: abs(r.taken_at - target), default=None)
 
 
-def discharge_limits(protocol: Mapping[str, Any]) -> dict[str, Any]:
-    return {**DEFAULT_DISCHARGE, **(protocol.get("discharge") or {})}
-
-
-def bp_acceptable(protocol: Mapping[str, Any], r: Reading) -> bool:
-    d = discharge_limits(protocol)
-    return r.has("bp") and r.systolic <= d["systolic_max"] and r.diastolic <= d["diastolic_max"]  # type: ignore[operator]
+def bp_acceptable(protocol: Protocol, r: Reading) -> bool:
+    d = protocol.discharge
+    return r.has("bp") and r.systolic <= d.systolic_max and r.diastolic <= d.diastolic_max  # type: ignore[operator]
 
 
 def discharge_blockers(
-    protocol: Mapping[str, Any],
+    protocol: Protocol,
     *,
     kind: str,
     now: datetime,
@@ -114,7 +109,7 @@ def discharge_blockers(
     if dosing_started_at is None:
         out.append(Blocker("not_dosed", "Dosing has not started."))
     else:
-        need = int(protocol.get("min_monitoring_minutes", 0))
+        need = protocol.min_monitoring_minutes
         elapsed = now - dosing_started_at
         if elapsed < timedelta(minutes=need):
             start_word = "the first device" if kind == "esketamine" else "the start of dosing"
@@ -127,7 +122,7 @@ def discharge_blockers(
             )
         if any(d.kind == "infusion_start" for d in doses):
             end = next((d for d in doses if d.kind == "infusion_end"), None)
-            recovery = int(protocol.get("recovery_minutes_after_infusion", 0))
+            recovery = protocol.recovery_minutes_after_infusion
             if end is None:
                 out.append(Blocker("infusion_running", "The end of the infusion is not recorded."))
             elif now - end.taken_at < timedelta(minutes=recovery):
@@ -143,25 +138,25 @@ def discharge_blockers(
         for s in schedule:
             if s.phase == "discharge" and s.status != "done":
                 out.append(Blocker("discharge_check", f"{s.label}: record {records_text(s.missing)}."))
-        limits = discharge_limits(protocol)
+        limits = protocol.discharge
         post = [r for r in readings if r.taken_at >= dosing_started_at]
         bp = latest(post, "bp")
         if bp is None:
             out.append(Blocker("bp_missing", "No blood pressure recorded since dosing."))
         elif not bp_acceptable(protocol, bp):
             out.append(
-                Blocker("bp_out_of_range", f"Last BP {bp.bp} ({hm(bp.taken_at, tz)}) is above the discharge limit {limits['systolic_max']}/{limits['diastolic_max']}.")
+                Blocker("bp_out_of_range", f"Last BP {bp.bp} ({hm(bp.taken_at, tz)}) is above the discharge limit {limits.systolic_max}/{limits.diastolic_max}.")
             )
         spo2 = latest(post, "spo2")
         if spo2 is None:
             out.append(Blocker("spo2_missing", "No SpO2 recorded since dosing."))
-        elif spo2.spo2 < limits["spo2_min"]:  # type: ignore[operator]
-            out.append(Blocker("spo2_out_of_range", f"Last SpO2 {spo2.spo2}% ({hm(spo2.taken_at, tz)}) is below the discharge minimum {limits['spo2_min']}%."))
+        elif spo2.spo2 < limits.spo2_min:  # type: ignore[operator]
+            out.append(Blocker("spo2_out_of_range", f"Last SpO2 {spo2.spo2}% ({hm(spo2.taken_at, tz)}) is below the discharge minimum {limits.spo2_min}%."))
         moaas = latest(post, "moaas")
         if moaas is None:
-            out.append(Blocker("moaas_missing", f"No MOAA/S recorded since dosing; discharge needs {limits['moaas_required']}."))
-        elif moaas.moaas != limits["moaas_required"]:
-            out.append(Blocker("moaas_not_alert", f"Last MOAA/S is {moaas.moaas} ({hm(moaas.taken_at, tz)}); discharge needs {limits['moaas_required']}."))
+            out.append(Blocker("moaas_missing", f"No MOAA/S recorded since dosing; discharge needs {limits.moaas_required}."))
+        elif moaas.moaas != limits.moaas_required:
+            out.append(Blocker("moaas_not_alert", f"Last MOAA/S is {moaas.moaas} ({hm(moaas.taken_at, tz)}); discharge needs {limits.moaas_required}."))
     for a in open_alerts:
         out.append(Blocker("open_alert", f"Open {a.level}: {a.message} Acknowledge it with a note."))
     if not escort_confirmed:
@@ -173,11 +168,11 @@ def discharge_blockers(
     return out
 
 
-def ready_to_leave_estimate(protocol: Mapping[str, Any], *, dosing_started_at: datetime | None, readings: Sequence[Reading]) -> datetime | None:
+def ready_to_leave_estimate(protocol: Protocol, *, dosing_started_at: datetime | None, readings: Sequence[Reading]) -> datetime | None:
     """When the patient met the clinical discharge criteria for good (BP, SpO2, MOAA/S), leaving the time minimum aside."""
     if dosing_started_at is None:
         return None
-    limits = discharge_limits(protocol)
+    limits = protocol.discharge
     last: dict[str, Reading] = {}
     since: datetime | None = None
     for r in sorted((r for r in readings if r.taken_at > dosing_started_at), key=lambda r: r.taken_at):
@@ -187,8 +182,8 @@ def ready_to_leave_estimate(protocol: Mapping[str, Any], *, dosing_started_at: d
         ok = (
             len(last) == 3
             and bp_acceptable(protocol, last["bp"])
-            and last["spo2"].spo2 >= limits["spo2_min"]  # type: ignore[operator]
-            and last["moaas"].moaas == limits["moaas_required"]
+            and last["spo2"].spo2 >= limits.spo2_min  # type: ignore[operator]
+            and last["moaas"].moaas == limits.moaas_required
         )
         if ok and since is None:
             since = r.taken_at

@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
 
 from clinic.errors import RuleBroken
 from clinic.monitoring.rules.charting import check_weight
+from clinic.scheduling.protocols import DosePerKg, Protocol
 from clinic.timeutil import hm
 
 
-def iv_dose_mg(protocol: Mapping[str, Any], *, mg_per_kg: Decimal | float | None, weight_kg: Decimal | float) -> tuple[Decimal, Decimal]:
+def iv_dose_mg(protocol: Protocol, *, mg_per_kg: Decimal | float | None, weight_kg: Decimal | float) -> tuple[Decimal, Decimal]:
     """(mg/kg used, dose in mg rounded to 0.1 mg) within the protocol's allowed range."""
-    spec = protocol.get("dose_mg_per_kg") or {"default": 0.5, "min": 0.1, "max": 1.0}
+    spec = protocol.dose_mg_per_kg or DosePerKg()
     try:
-        per_kg = Decimal(str(spec["default"] if mg_per_kg is None else mg_per_kg)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        per_kg = Decimal(str(spec.default if mg_per_kg is None else mg_per_kg)).quantize(Decimal("0.01"), ROUND_HALF_UP)
     except InvalidOperation:
         raise RuleBroken("The dose per kg must be a number.", field="mg_per_kg") from None
     if not per_kg.is_finite():
         raise RuleBroken("The dose per kg must be a number.", field="mg_per_kg")
-    low, high = Decimal(str(spec["min"])), Decimal(str(spec["max"]))
+    low, high = Decimal(str(spec.min)), Decimal(str(spec.max))
     if not low <= per_kg <= high:
         raise RuleBroken(f"{per_kg} mg/kg is outside the protocol's range {low}-{high} mg/kg.", field="mg_per_kg")
     weight = check_weight(weight_kg)
     return per_kg, (per_kg * weight).quantize(Decimal("0.1"), ROUND_HALF_UP)
 
 
-def planned_devices(protocol: Mapping[str, Any], dose_mg: int | None) -> int:
-    per_device = int(protocol.get("mg_per_device", 28))
+def planned_devices(protocol: Protocol, dose_mg: int | None) -> int:
+    per_device = protocol.mg_per_device
     if dose_mg is None:
-        return max(int(d) for d in protocol.get("doses_mg", [84])) // per_device
+        return max(protocol.doses_mg, default=per_device) // per_device
     return max(dose_mg // per_device, 1)
 
 
-def check_esketamine_dose(protocol: Mapping[str, Any], dose_mg: int | None) -> int:
-    allowed = [int(d) for d in protocol.get("doses_mg", [28, 56, 84])]
+def check_esketamine_dose(protocol: Protocol, dose_mg: int | None) -> int:
+    allowed = protocol.doses_mg
     if dose_mg is None:
         raise RuleBroken(f"Choose the dose for this session ({', '.join(f'{d} mg' for d in allowed)}).", field="dose_mg")
     if dose_mg not in allowed:

@@ -2,61 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any
 
-from clinic.monitoring.rules.alerts import bp_at_least, thresholds
-from clinic.monitoring.rules.charting import MEASURES, Reading
-
-
-@dataclass(frozen=True)
-class PlannedCheck:
-    key: str
-    label: str
-    phase: str  # pre_dose | monitoring | discharge
-    at_minutes: int
-    window_minutes: int
-    records: tuple[str, ...]
-
-
-_EXPANDED_BY_ID: dict[int, tuple[Any, tuple[PlannedCheck, ...]]] = {}
-
-
-def planned_checks(protocol: Mapping[str, Any]) -> tuple[PlannedCheck, ...]:
-    """The protocol's checks, repeating ones expanded (e.g. every 10 minutes until 40: 10, 20, 30, 40)."""
-    # the board evaluates every session on every redraw: expand each check list once. The list object
-    # itself is kept with its expansion, so a recycled id can never return another protocol's checks.
-    checks = protocol.get("checks") or []
-    hit = _EXPANDED_BY_ID.get(id(checks))
-    if hit is not None and hit[0] is checks:
-        return hit[1]
-    expanded = _expanded(json.dumps(checks, sort_keys=True))
-    if len(_EXPANDED_BY_ID) > 512:
-        _EXPANDED_BY_ID.clear()
-    _EXPANDED_BY_ID[id(checks)] = (checks, expanded)
-    return expanded
-
-
-@lru_cache(maxsize=64)
-def _expanded(checks_json: str) -> tuple[PlannedCheck, ...]:
-    out: list[PlannedCheck] = []
-    for c in json.loads(checks_json):
-        records = tuple(r for r in c.get("records", []) if r in MEASURES)
-        phase = c.get("phase") or ("pre_dose" if c["at_minutes"] < 0 else "monitoring")
-        every = c.get("repeat_every_minutes")
-        if every:
-            at = int(c["at_minutes"])
-            until = int(c.get("until_minutes", at))
-            while at <= until:
-                out.append(PlannedCheck(f"{c['key']}@{at}", f"{c['label']} ({at} min)", phase, at, int(c.get("window_minutes", 5)), records))
-                at += int(every)
-        else:
-            out.append(PlannedCheck(c["key"], c["label"], phase, int(c["at_minutes"]), int(c.get("window_minutes", 10)), records))
-    return tuple(sorted(out, key=lambda p: p.at_minutes))
+from clinic.monitoring.rules.alerts import bp_at_least
+from clinic.monitoring.rules.charting import Reading
+from clinic.scheduling.protocols import PlannedCheck, Protocol
 
 
 @dataclass(frozen=True)
@@ -112,7 +65,7 @@ def pre_dose_window(p: PlannedCheck, dose_time: datetime) -> tuple[datetime, dat
 
 
 def check_schedule(
-    protocol: Mapping[str, Any],
+    protocol: Protocol,
     *,
     now: datetime,
     dosing_started_at: datetime | None,
@@ -126,7 +79,7 @@ def check_schedule(
     """
     readings = sorted(readings, key=lambda r: r.taken_at)
     states: list[CheckState] = []
-    for p in planned_checks(protocol):
+    for p in protocol.planned_checks:
         if p.phase == "pre_dose":
             dose_time = dosing_started_at or now
             opens, closes = pre_dose_window(p, dose_time)
@@ -166,11 +119,10 @@ def _schedule_order(s: CheckState) -> datetime:
     return s.due_at or s.opens_at or _LAST
 
 
-def repeat_bp_checks(protocol: Mapping[str, Any], *, now: datetime, readings: Sequence[Reading]) -> list[CheckState]:
+def repeat_bp_checks(protocol: Protocol, *, now: datetime, readings: Sequence[Reading]) -> list[CheckState]:
     """An 'alert' BP asks for a repeat within N minutes: one check per such reading, done by the next BP."""
-    limits = thresholds(protocol)
-    alert, urgent = limits["alert"], limits["urgent"]
-    within = timedelta(minutes=int(alert.get("repeat_within_minutes", 5)))
+    alert, urgent = protocol.thresholds.alert, protocol.thresholds.urgent
+    within = timedelta(minutes=alert.repeat_within_minutes)
     bps = sorted((r for r in readings if r.has("bp")), key=lambda r: r.taken_at)
     out = []
     for i, r in enumerate(bps):

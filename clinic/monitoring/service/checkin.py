@@ -29,9 +29,9 @@ async def check_in(
 ) -> SessionData:
     now = now or utcnow()
     data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, lock=True, doses=False, alerts=False)
-    appt, st, patient = data.appointment, data.session_type, data.patient
-    if not st.monitored:
-        raise Conflict(f"{st.name} sessions are not monitored; there is nothing to check in here.", code="not_monitored")
+    appt, protocol, patient = data.appointment, data.protocol, data.patient
+    if not protocol.monitored:
+        raise Conflict(f"{protocol.name} sessions are not monitored; there is nothing to check in here.", code="not_monitored")
     if appt.status != "booked":
         if appt.status in MONITORED_STATES and appt.checked_in_at:
             raise Conflict(f"Already checked in at {rules.hm(appt.checked_in_at, data.tz)}.", code="already_checked_in")
@@ -41,7 +41,7 @@ async def check_in(
     if abs(at - appt.starts_at) > rules.BACKCHART_LIMIT:
         day = local(appt.starts_at, data.tz).strftime("%a %d %b %Y %H:%M")
         raise Conflict(f"This appointment is booked for {day}; check the patient in on the day.", code="not_today")
-    if st.requires_rems:
+    if protocol.requires_rems:
         session_day = local(at, data.tz).date()
         if not patient.rems_enrolled_on or not (patient.rems_patient_id or "").strip():
             raise Conflict(
@@ -54,7 +54,7 @@ async def check_in(
     if not fasting_confirmed:
         raise RuleBroken("Confirm the patient followed the fasting instructions before check-in.", field="fasting_confirmed")
     weight = None
-    if "dose_mg_per_kg" in data.protocol:
+    if protocol.is_iv:
         weight = rules.check_weight(weight_kg)
     elif weight_kg is not None:
         weight = rules.check_weight(weight_kg)

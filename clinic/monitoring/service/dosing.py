@@ -84,10 +84,9 @@ async def start_dosing(
     facts = dict(appt.facts or {})
     if data.kind == "esketamine":
         planned = rules.check_esketamine_dose(data.protocol, int(dose_mg) if dose_mg is not None else appt.planned_dose_mg)
-        per_device = int(data.protocol.get("mg_per_device", 28))
-        values |= dict(kind="device", device_number=1, dose_mg=Decimal(per_device), lot_number=_lot(lot_number))
+        values |= dict(kind="device", device_number=1, dose_mg=Decimal(data.protocol.mg_per_device), lot_number=_lot(lot_number))
         facts["dose_mg_planned"] = planned
-    elif "dose_mg_per_kg" in data.protocol:
+    elif data.protocol.is_iv:
         per_kg, mg = rules.iv_dose_mg(data.protocol, mg_per_kg=mg_per_kg, weight_kg=appt.weight_kg)  # type: ignore[arg-type]
         values |= dict(kind="infusion_start", dose_mg=mg, mg_per_kg=per_kg, weight_kg=Decimal(str(appt.weight_kg)).quantize(Decimal("0.1")), lot_number=(lot_number or "").strip()[:40] or None)
     else:
@@ -157,10 +156,10 @@ async def record_dose(
         planned = data.planned_device_count() or 3
         if len(devices) >= planned:
             raise Conflict(f"All {planned} device(s) of the {data.planned_dose_mg()} mg dose are recorded.", field="device_number", code="dose_complete")
-        problem = rules.device_spacing_problem([d.taken_at for d in devices] + [at], int(data.protocol.get("minutes_between_devices", 5)), data.tz)
+        problem = rules.device_spacing_problem([d.taken_at for d in devices] + [at], data.protocol.minutes_between_devices, data.tz)
         if problem:
             raise problem
-        values |= dict(kind="device", device_number=len(devices) + 1, dose_mg=Decimal(int(data.protocol.get("mg_per_device", 28))), lot_number=_lot(lot_number))
+        values |= dict(kind="device", device_number=len(devices) + 1, dose_mg=Decimal(data.protocol.mg_per_device), lot_number=_lot(lot_number))
     elif kind == "infusion_end":
         start = next((d for d in current if d.kind == "infusion_start"), None)
         if start is None:
@@ -228,7 +227,7 @@ async def correct_dose(
     if not entered_in_error and old.kind == "device":
         devices = sorted([*(d for d in current if d.kind == "device"), old], key=lambda d: d.device_number or 0)
         times = [at if d.id == old.id else d.taken_at for d in devices]
-        problem = rules.device_spacing_problem(times, int(data.protocol.get("minutes_between_devices", 5)), data.tz)
+        problem = rules.device_spacing_problem(times, data.protocol.minutes_between_devices, data.tz)
         if problem:
             raise problem
     if not entered_in_error and old.kind == "infusion_end":

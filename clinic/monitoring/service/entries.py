@@ -21,6 +21,7 @@ from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
 from clinic.monitoring.service.session import CURRENT_ENTRY, load_session, notify_board, reading_of
 from clinic.scheduling.models import Clinic
+from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 
 
@@ -86,11 +87,11 @@ async def _entry_by_client_id(session: AsyncSession, *, actor: Actor, appointmen
     return EntryResult(entry, raised, created=False, tz=clinic.timezone if clinic else "UTC")
 
 
-def valid_check_key(protocol: dict[str, Any], key: str | None, keys: frozenset[str] | None = None) -> str | None:
+def valid_check_key(protocol: Protocol, key: str | None) -> str | None:
     if key is None or not key.strip():
         return None
     key = key.strip()
-    if key in (keys if keys is not None else {p.key for p in rules.planned_checks(protocol)}) or key.startswith("repeat_bp@"):
+    if key in protocol.check_keys or key.startswith("repeat_bp@"):
         return key[:40]
     raise RuleBroken(f"{key!r} is not a check of this protocol.", field="check_key")
 
@@ -138,7 +139,7 @@ async def _previous_bp(session: AsyncSession, entry: Any) -> rules.Reading | Non
 
 
 async def _raise_alerts(
-    session: AsyncSession, *, protocol: dict[str, Any], clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime
+    session: AsyncSession, *, protocol: Protocol, clinic_id: int, dosing_started_at: datetime | None, entry: Any, now: datetime
 ) -> list[Alert]:
     """Alerts this entry raises (see alert_not_open)."""
     reading = reading_of(entry)

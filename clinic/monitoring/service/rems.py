@@ -16,6 +16,7 @@ from clinic.monitoring.models import RemsForm
 from clinic.monitoring.service.session import MONITORED_STATES, SessionState, evaluate, load_session, local, lock_chart
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, SessionType
+from clinic.scheduling.protocols import PreDoseCaution
 from clinic.timeutil import utcnow
 
 
@@ -91,7 +92,7 @@ async def rems_form(session: AsyncSession, *, actor: Actor, appointment_id: int,
     add("Healthcare setting", "Address", clinic.address or None)
     add("Session", "Date of session", local(started, tz).strftime("%m/%d/%Y") if started else None)
     add("Session", "First treatment", _yes_no(earlier == 0) if started else None)
-    add("Session", "Dose", f"{28 * len(devices)} mg ({len(devices)} device{'s' if len(devices) != 1 else ''})" if devices else None)
+    add("Session", "Dose", f"{protocol.mg_per_device * len(devices)} mg ({len(devices)} device{'s' if len(devices) != 1 else ''})" if devices else None)
     add("Session", "Device lot number(s)", ", ".join(d.lot_number or "?" for d in sorted(devices, key=lambda d: d.device_number or 0)) or None)
     total = rules.minutes(appt.discharged_at - started) if appt.discharged_at and started else None
     add("Session", "Total minutes from first device to end of monitoring", total, "" if total is not None else "filled at discharge")
@@ -103,11 +104,11 @@ async def rems_form(session: AsyncSession, *, actor: Actor, appointment_id: int,
         f"{rules.hm(ready, tz)} ({rules.minutes(ready - started)} min after the first device)" if ready and started else None,
         "" if ready_text else ("estimated from the chart: BP, SpO2 and MOAA/S at discharge values" if ready else ""),
     )
-    caution = (protocol.get("pre_dose_caution") or {"systolic_above": 140, "diastolic_above": 90})
+    caution = protocol.pre_dose_caution or PreDoseCaution()
     pre_bp = rules.latest(pre, "bp")
     pre_ok = None
     if pre_bp is not None:
-        pre_ok = pre_bp.systolic <= caution["systolic_above"] and pre_bp.diastolic <= caution["diastolic_above"]  # type: ignore[operator]
+        pre_ok = pre_bp.systolic <= caution.systolic_above and pre_bp.diastolic <= caution.diastolic_above  # type: ignore[operator]
     acked = [a for a in data.alerts if a.code == "pre_dose_bp" and a.acknowledged_at]
     add(
         "Vital signs",
@@ -119,27 +120,26 @@ async def rems_form(session: AsyncSession, *, actor: Actor, appointment_id: int,
     end_spo2 = rules.latest(post, "spo2")
     end_ok = None
     if appt.discharged_at and end_bp and end_spo2:
-        end_ok = rules.bp_acceptable(protocol, end_bp) and end_spo2.spo2 >= rules.discharge_limits(protocol)["spo2_min"]  # type: ignore[operator]
+        end_ok = rules.bp_acceptable(protocol, end_bp) and end_spo2.spo2 >= protocol.discharge.spo2_min  # type: ignore[operator]
     add("Vital signs", "Vital signs acceptable at the end of monitoring", _yes_no(end_ok), "" if end_ok is not None else "filled at discharge")
     add("Vital signs", "BP before dosing", f"{pre_bp.bp} mmHg at {rules.hm(pre_bp.taken_at, tz)}" if pre_bp else None)
     bp40 = rules.rems_bp_at_40(protocol, started, readings) if started else None
     add("Vital signs", "BP about 40 minutes after dosing", f"{bp40.bp} mmHg at {rules.hm(bp40.taken_at, tz)}" if bp40 else None)
-    discharge_check = next((p for p in rules.planned_checks(protocol) if p.phase == "discharge"), None)
+    discharge_check = next((p for p in protocol.planned_checks if p.phase == "discharge"), None)
     end_from = started + timedelta(minutes=(discharge_check.at_minutes - discharge_check.window_minutes) if discharge_check else 0) if started else None
     bp_end = rules.latest(post, "bp", since=end_from) if end_from else None
     add("Vital signs", "BP before the end of monitoring", f"{bp_end.bp} mmHg at {rules.hm(bp_end.taken_at, tz)}" if bp_end else None)
     moaas_values = [r.moaas for r in post if r.moaas is not None]
     diss_values = [r.dissociation_total for r in post if r.dissociation_total is not None]
-    limits = rules.discharge_limits(protocol)
-    thresholds = rules.thresholds(protocol)["urgent"]
-    resp = [r for r in post if (r.spo2 is not None and r.spo2 < limits["spo2_min"]) or (r.resp_rate is not None and r.resp_rate < thresholds["rr_below"])]
+    limits, urgent = protocol.discharge, protocol.thresholds.urgent
+    resp = [r for r in post if (r.spo2 is not None and r.spo2 < limits.spo2_min) or (r.resp_rate is not None and r.resp_rate < urgent.rr_below)]
     add("Adverse events", "Sedation occurred", _yes_no(any(v < 5 for v in moaas_values)) if moaas_values else None, "from MOAA/S below 5 after dosing" if moaas_values else "")
     add("Adverse events", "Dissociation occurred", _yes_no(any(v > 0 for v in diss_values)) if diss_values else None, "from a dissociation score above 0 after dosing" if diss_values else "")
     add(
         "Adverse events",
         "Respiratory depression occurred",
         _yes_no(bool(resp)) if post else None,
-        f"from SpO2 below {limits['spo2_min']}% or RR below {thresholds['rr_below']}/min after dosing" if post else "",
+        f"from SpO2 below {limits.spo2_min}% or RR below {urgent.rr_below}/min after dosing" if post else "",
     )
     return state, f
 

@@ -24,6 +24,7 @@ from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
+from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 
 MONITORED_STATES = ("arrived", "in_progress")
@@ -74,7 +75,7 @@ class SessionData:
     """One appointment with everything charted on it (all rows, superseded ones included)."""
 
     appointment: Appointment
-    session_type: SessionType
+    protocol: Protocol  # of its session type
     patient: Patient
     clinic: Clinic
     chair: Chair
@@ -85,12 +86,8 @@ class SessionData:
     staff: dict[int, StaffUser] = field(default_factory=dict)
 
     @property
-    def protocol(self) -> dict[str, Any]:
-        return self.session_type.protocol or {}
-
-    @property
     def kind(self) -> str:
-        return self.session_type.kind
+        return self.protocol.kind
 
     @property
     def tz(self) -> str:
@@ -98,7 +95,7 @@ class SessionData:
 
     @property
     def requires_rems(self) -> bool:
-        return bool(self.session_type.requires_rems)
+        return self.protocol.requires_rems
 
     def current_entries(self) -> list[ClinicalEntry]:
         return current(self.entries)
@@ -183,7 +180,8 @@ async def load_session(
     row = (await session.exec(q)).first()
     if row is None:
         raise NotFound("No such appointment in this clinic.")
-    data = SessionData(*row)
+    appointment, session_type, patient, clinic, chair = row
+    data = SessionData(appointment, Protocol.of(session_type), patient, clinic, chair)
     aid = appointment_id
     if entries:
         data.entries = list((await session.exec(select(ClinicalEntry).where(ClinicalEntry.appointment_id == aid).order_by(col(ClinicalEntry.taken_at), col(ClinicalEntry.id)))).all())
@@ -216,7 +214,7 @@ def require_state(*, status: str, monitored: bool, type_name: str, discharged_at
 
 def require_monitoring(data: SessionData, *, what: str) -> None:
     appt = data.appointment
-    require_state(status=appt.status, monitored=data.session_type.monitored, type_name=data.session_type.name, discharged_at=appt.discharged_at, tz=data.tz, what=what)
+    require_state(status=appt.status, monitored=data.protocol.monitored, type_name=data.protocol.name, discharged_at=appt.discharged_at, tz=data.tz, what=what)
 
 
 # ---- what the rules say about it ----------------------------------------------------------------------

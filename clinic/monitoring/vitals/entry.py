@@ -12,12 +12,10 @@ sessions arriving together share that statement and its commit (writer.EntryWrit
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
 from datetime import datetime
-from typing import Any
 
 from clinic.audit.service import Actor, jsonable
 from clinic.db import Statements
@@ -28,11 +26,12 @@ from clinic.monitoring.service.entries import EntryResult, Measurements, valid_c
 from clinic.monitoring.service.session import CURRENT_ENTRY, channel, require_state
 from clinic.monitoring.vitals.memo import ChartMemo, after_write
 from clinic.monitoring.vitals.writer import EntryWrite, EntryWriter, write_entries
+from clinic.scheduling.protocols import protocol_from_json, protocol_json
 from clinic.timeutil import utcnow
 
 _ENTRY_GATE = f"""
     SELECT a.id, a.clinic_id, a.patient_id, a.status, a.checked_in_at, a.dosing_started_at, a.discharged_at, a.chart_version,
-           st.protocol::text AS protocol, st.monitored, st.name AS type_name, c.timezone,
+           {protocol_json("st")}::text AS protocol, c.timezone,
            (SELECT e.id FROM clinical_entries e WHERE e.client_id = $3) AS replay_id,
            prev.id AS prev_id, prev.taken_at AS prev_taken_at, prev.systolic AS prev_systolic, prev.diastolic AS prev_diastolic,
            (SELECT max(e.taken_at) FROM clinical_entries e WHERE e.appointment_id = a.id AND e.systolic IS NOT NULL) AS last_bp_at
@@ -84,14 +83,14 @@ async def record_entry(
             if row["replay_id"] is not None:
                 return await _replay(conn, actor=actor, appointment_id=appointment_id, client_id=client_id)
             gate = dict(row)
-        tz = gate["timezone"]
-        require_state(status=gate["status"], monitored=gate["monitored"], type_name=gate["type_name"], discharged_at=gate["discharged_at"], tz=tz, what="entries")
+            gate["protocol"] = protocol_from_json(row["protocol"])  # decoded once per memo entry
+        tz, protocol = gate["timezone"], gate["protocol"]
+        require_state(status=gate["status"], monitored=protocol.monitored, type_name=protocol.name, discharged_at=gate["discharged_at"], tz=tz, what="entries")
         checked_in = gate["checked_in_at"]
         what = f"check-in ({rules.hm(checked_in, tz)})" if checked_in and at.tzinfo and at < checked_in else "check-in"  # formatted only when said
         rules.check_taken_at(at, now, not_before=checked_in, not_before_what=what)
         cleaned = values.cleaned()
-        protocol, check_keys = _protocol_facts(gate["protocol"])
-        key = valid_check_key(protocol, check_key, check_keys)
+        key = valid_check_key(protocol, check_key)
         reading = rules.Reading(taken_at=at, check_key=key, **{k: cleaned[k] for k in ("systolic", "diastolic", "heart_rate", "spo2", "resp_rate", "moaas", "dissociation_form", "dissociation_total")})
         previous = rules.Reading(taken_at=gate["prev_taken_at"], id=gate["prev_id"], systolic=gate["prev_systolic"], diastolic=gate["prev_diastolic"]) if gate["prev_id"] else None
         dosed = gate["dosing_started_at"]
@@ -128,14 +127,6 @@ async def record_entry(
         ]  # few entries raise any
         return EntryResult(entry, raised, created=True, tz=tz)
     raise Conflict("This session's chart is changing too fast to record this entry; send it again.", code="busy")
-
-
-@functools.lru_cache(maxsize=64)
-def _protocol_facts(text: str | None) -> tuple[dict[str, Any], frozenset[str]]:
-    """A protocol as the gate reads it (JSON text) -> (the protocol, its check keys); a clinic has a handful,
-    so each is parsed once per process. Callers only read the dict."""
-    protocol = json.loads(text) if text else {}
-    return protocol, frozenset(p.key for p in rules.planned_checks(protocol))
 
 
 # the replay reads the views' columns, in their order

@@ -13,7 +13,7 @@ from clinic.auth.rules import hash_password, new_token
 from clinic.db import Database
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Chair, Clinic, SessionType
-from clinic.scheduling.protocols import default_protocols
+from clinic.scheduling.protocols import Protocol, default_protocols
 from clinic.seed import DEFAULT_SETTINGS, OPENING_HOURS
 
 PASSWORD = "correct-horse-battery"
@@ -141,7 +141,7 @@ async def appointment(factory: Factory, clinic: Clinic, patient: Patient, starts
         chair = (await s.exec(select(Chair).where(Chair.clinic_id == clinic.id).order_by(Chair.id))).first()
     appt = Appointment(
         clinic_id=clinic.id, patient_id=patient.id, session_type_id=st.id, chair_id=kw.pop("chair_id", chair.id),
-        starts_at=starts_at, ends_at=kw.pop("ends_at", starts_at + timedelta(minutes=st.hold_minutes(2))), status=status,
+        starts_at=starts_at, ends_at=kw.pop("ends_at", starts_at + timedelta(minutes=Protocol.of(st).hold_minutes(56))), status=status,
         planned_dose_mg=kw.pop("planned_dose_mg", 56 if kind == "esketamine" else None), **kw,
     )
     await factory.add(appt)

@@ -23,7 +23,7 @@ from clinic.monitoring import service, vitals
 from clinic.monitoring.service import Measurements
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Chair, SessionType
-from clinic.scheduling.protocols import default_protocols
+from clinic.scheduling.protocols import Protocol, default_protocols
 from clinic.timeutil import utcnow
 
 CADSS_LOW = {"1": 1, "2": 1, "6": 0, "7": 1, "15": 0, "22": 0}
@@ -264,14 +264,14 @@ async def seed(session, ctx) -> None:
     # seated in order of start, each in the first free chair: as few chairs as the overlap of the sessions needs
     for plan in sorted(plans, key=lambda p: p.starts):
         st = types[plan.kind]
-        devices = (plan.dose_mg or 28) // 28 if plan.kind == "esketamine" else 1
+        hold = timedelta(minutes=Protocol.of(st).hold_minutes(plan.dose_mg))
         chair = patient = None
         pool = [p for p in patients if p.id not in used and (p.rems_enrolled_on or plan.kind != "esketamine")]
         # a patient with nothing else booked today if there is one: nobody has two ketamine sessions in a day
         free_all_day = await _first_free(session, pool, column=Appointment.patient_id, start=day[0], end=day[1])
         for shift in plan.shifts:
             start = now + timedelta(minutes=plan.starts + shift)
-            end = start + timedelta(minutes=st.hold_minutes(devices))
+            end = start + hold
             if plan.today_only and not day[0] <= start < day[1]:
                 continue
             chair = await _first_free(session, chairs, column=Appointment.chair_id, start=start, end=end)

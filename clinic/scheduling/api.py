@@ -15,6 +15,7 @@ from clinic.errors import RuleBroken
 from clinic.http import CurrentActor, DbSession
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import APPOINTMENT_STATUSES, Chair, Clinic, ClosedDate, SessionType, Shift
+from clinic.scheduling.protocols import Protocol
 from clinic.scheduling.service import AppointmentRow
 from clinic.timeutil import both_zones
 
@@ -62,8 +63,7 @@ def chair_out(c: Chair) -> dict[str, Any]:
 
 
 def session_type_out(st: SessionType) -> dict[str, Any]:
-    timing = rules.Timing.of(st)
-    p = st.protocol or {}
+    timing = Protocol.of(st)
     return {
         "id": st.id,
         "kind": st.kind,
@@ -80,8 +80,8 @@ def session_type_out(st: SessionType) -> dict[str, Any]:
         "turnover_minutes": st.turnover_minutes,
         "hold_minutes": {str(d): timing.hold_minutes(d) for d in timing.doses_mg} if timing.doses_mg else timing.hold_minutes(),
         "doses_mg": list(timing.doses_mg),
-        "course_templates": p.get("course_templates", {}),
-        "instructions": p.get("instructions", []),
+        "course_templates": msgspec.to_builtins(timing.course_templates),
+        "instructions": list(timing.instructions),
     }
 
 

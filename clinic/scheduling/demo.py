@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from clinic.patients.models import MEDICATION_FLAGS, Patient
 from clinic.scheduling import rules
 from clinic.scheduling.models import Appointment, Chair, Course, SessionType, Shift
-from clinic.scheduling.protocols import default_protocols
-from clinic.scheduling.rules import Booked, ClinicCalendar, OnShift, Place, Timing
+from clinic.scheduling.protocols import Protocol, default_protocols
+from clinic.scheduling.rules import Booked, ClinicCalendar, OnShift, Place
 from clinic.timeutil import utcnow
 
 FIRST = ("Maya", "James", "Olivia", "Daniel", "Sofia", "Marcus", "Hannah", "Luis", "Grace", "Ethan", "Priya", "Noah", "Chloe",
@@ -79,7 +79,7 @@ async def seed(session, ctx) -> None:
     places = [Place(c.id, c.kind, c.sort_order) for c in chairs]
     booked: list[Booked] = []
     appts: list[Appointment] = []
-    timings = {k: Timing.of(st) for k, st in types.items()}
+    timings = {k: Protocol.of(st) for k, st in types.items()}
     live_chairs = chairs[:5]
     monitoring_chairs = {c.id for c in live_chairs}
     # chairs 1-5 stay free from four and a half hours before the seed runs to four hours after, so the monitoring
@@ -134,7 +134,7 @@ async def seed(session, ctx) -> None:
         session.add(course)
         await session.flush()
         courses.append(course)
-        tpl = types[kind].protocol["course_templates"][template]
+        tpl = timings[kind].course_templates[template]
         for day in rules.course_days(tpl, open_days[start_i], cal.is_open_day):
             place(patient, kind, day, want=at, dose=dose, course=course)
 

@@ -83,10 +83,6 @@ class SessionType(SQLModel, table=True):
     protocol: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     active: bool = True
 
-    def hold_minutes(self, devices: int = 1) -> int:
-        extra = max(devices - 1, 0) * 5 if self.kind == "esketamine" else 0
-        return self.prep_minutes + self.dosing_minutes + extra + self.monitoring_minutes + self.turnover_minutes
-
 
 class Shift(SQLModel, table=True):
     __tablename__ = "shifts"

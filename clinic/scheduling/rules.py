@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from clinic.errors import RuleBroken
+from clinic.scheduling.protocols import CourseTemplate, Protocol, Windows
 
 UTC = timezone.utc
 DEFAULT_GRID_MINUTES = 15
@@ -128,75 +129,10 @@ def on_grid(instant: datetime, cal: ClinicCalendar) -> bool:
     return local.second == 0 and local.microsecond == 0 and (local.hour * 60 + local.minute) % cal.grid_minutes == 0
 
 
-# ---- protocol timing ------------------------------------------------------------------------
+# ---- a protocol's dose and slot -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How long a protocol holds a chair or room, and which staff it needs (from SessionType)."""
-
-    kind: str
-    prep: int
-    dosing: int
-    monitoring: int
-    turnover: int
-    needs_chair: bool = True
-    monitored: bool = True
-    needs_prescriber: bool = False
-    needs_therapist: bool = False
-    requires_rems: bool = False
-    doses_mg: tuple[int, ...] = ()
-    mg_per_device: int = 28
-    minutes_between_devices: int = 5
-
-    @classmethod
-    def of(cls, st: Any) -> "Timing":
-        """From a SessionType (or anything with its attributes)."""
-        protocol = getattr(st, "protocol", None) or {}
-        return cls(
-            kind=st.kind,
-            prep=int(st.prep_minutes),
-            dosing=int(st.dosing_minutes),
-            monitoring=int(st.monitoring_minutes),
-            turnover=int(st.turnover_minutes),
-            needs_chair=bool(st.needs_chair),
-            monitored=bool(st.monitored),
-            needs_prescriber=bool(st.needs_prescriber),
-            needs_therapist=bool(st.needs_therapist),
-            requires_rems=bool(st.requires_rems),
-            doses_mg=tuple(int(d) for d in protocol.get("doses_mg", ()) or ()),
-            mg_per_device=int(protocol.get("mg_per_device") or 28),
-            minutes_between_devices=int(protocol.get("minutes_between_devices") or 5),
-        )
-
-    def devices(self, dose_mg: int | None) -> int:
-        if not dose_mg or not self.doses_mg:
-            return 1
-        return max(1, math.ceil(dose_mg / self.mg_per_device))
-
-    def hold_minutes(self, dose_mg: int | None = None) -> int:
-        """Prep + dosing (+ rest between nasal devices) + monitoring + turnover, as SessionType.hold_minutes."""
-        extra = (self.devices(dose_mg) - 1) * self.minutes_between_devices if self.doses_mg else 0
-        return self.prep + self.dosing + extra + self.monitoring + self.turnover
-
-    def windows(self, start: datetime, dose_mg: int | None = None) -> "Windows":
-        hold = timedelta(minutes=self.hold_minutes(dose_mg))
-        end = start + hold
-        care_end = end - timedelta(minutes=self.turnover)
-        return Windows(start=start, end=end, care_end=care_end, clinical_start=start + timedelta(minutes=self.prep))
-
-
-class Windows(NamedTuple):
-    """A session's spans: the chair hold [start, end), the patient's stay [start, care_end),
-    and dosing plus monitoring [clinical_start, care_end), when a prescriber must be on site."""
-
-    start: datetime
-    end: datetime
-    care_end: datetime
-    clinical_start: datetime
-
-
-def check_dose(timing: Timing, dose_mg: int | None) -> RuleBroken | None:
+def check_dose(timing: Protocol, dose_mg: int | None) -> RuleBroken | None:
     if timing.doses_mg:
         allowed = ", ".join(str(d) for d in timing.doses_mg)
         if dose_mg is None:
@@ -208,7 +144,7 @@ def check_dose(timing: Timing, dose_mg: int | None) -> RuleBroken | None:
     return None
 
 
-def check_slot(start: datetime, timing: Timing, cal: ClinicCalendar, *, now: datetime, dose_mg: int | None = None) -> RuleBroken | None:
+def check_slot(start: datetime, timing: Protocol, cal: ClinicCalendar, *, now: datetime, dose_mg: int | None = None) -> RuleBroken | None:
     """The calendar rules for one start: aware, in the future, on the grid, on an open day, inside opening hours."""
     if start.tzinfo is None:
         return RuleBroken("The start time needs a UTC offset.", field="starts_at", code="timezone_required")
@@ -326,7 +262,7 @@ def spare_capacity(*, capacity_per_person: int, people: Iterable[OnShift], load:
 class Staffing:
     """The staffing rules for one protocol, precomputed over the booked sessions and shifts they concern."""
 
-    timing: Timing
+    timing: Protocol
     nurse_ratio: int
     booked: Sequence[Booked]
     shifts: Sequence[OnShift]
@@ -380,17 +316,17 @@ class Place:
     sort_order: int = 0
 
 
-def places_for(timing: Timing, places: Iterable[Place]) -> list[Place]:
+def places_for(timing: Protocol, places: Iterable[Place]) -> list[Place]:
     kind = "chair" if timing.needs_chair else "room"
     return sorted((p for p in places if p.kind == kind), key=lambda p: (p.sort_order, p.id))
 
 
-def grid_starts(day: date, cal: ClinicCalendar, timing: Timing, dose_mg: int | None = None) -> list[datetime]:
+def grid_starts(day: date, cal: ClinicCalendar, timing: Protocol, dose_mg: int | None = None) -> list[datetime]:
     """Every start on the grid for which the patient's stay fits inside one opening period."""
     out: list[datetime] = []
     if day in cal.closed:
         return out
-    care = timedelta(minutes=timing.hold_minutes(dose_mg) - timing.turnover)
+    care = timedelta(minutes=timing.hold_minutes(dose_mg) - timing.turnover_minutes)
     step = cal.grid_minutes
     for open_at, close_at in cal.hours.get(day.weekday(), ()):
         open_minute = open_at.hour * 60 + open_at.minute
@@ -429,7 +365,7 @@ class _ChairHolds:
 
 def availability(
     *,
-    timing: Timing,
+    timing: Protocol,
     cal: ClinicCalendar,
     days: Iterable[date],
     places: Iterable[Place],
@@ -456,8 +392,8 @@ def availability(
     holds = {p.id: _ChairHolds((b.start, b.end) for b in booked if b.chair_id == p.id) for p in usable}
     own = _ChairHolds((b.start, b.end) for b in booked if patient_id is not None and b.patient_id == patient_id) if patient_id is not None else None
     hold = timedelta(minutes=timing.hold_minutes(dose_mg))
-    care = hold - timedelta(minutes=timing.turnover)
-    prep = timedelta(minutes=timing.prep)
+    care = hold - timedelta(minutes=timing.turnover_minutes)
+    prep = timedelta(minutes=timing.prep_minutes)
     # starts the chair-independent rules allow (time, the patient's own sessions, staffing), ascending
     starts: list[datetime] = []
     for day in days:
@@ -515,7 +451,7 @@ def booking_problem(
     start: datetime,
     chair_id: int,
     patient_id: int,
-    timing: Timing,
+    timing: Protocol,
     cal: ClinicCalendar,
     booked: Sequence[Booked],
     shifts: Sequence[OnShift],
@@ -540,15 +476,13 @@ def is_late_cancel(starts_at: datetime, now: datetime, late_cancel_hours: int) -
 # ---- courses -----------------------------------------------------------------------------------
 
 
-def template_offsets(template: dict[str, Any]) -> list[int]:
+def template_offsets(template: CourseTemplate) -> list[int]:
     """Ideal day offsets from the first session: spread `per_week` sessions evenly over each week,
     e.g. twice weekly -> 0, 3, 7, 10, ... (Mon/Thu); three times -> 0, 2, 4, 7, ... (Mon/Wed/Fri)."""
-    sessions = int(template.get("sessions") or 1)
-    per_week = float(template.get("per_week") or 1)
-    gap = max(int(template.get("min_days_apart") or 1), 1)
-    spacing = 7.0 / per_week
+    gap = template.min_days_apart
+    spacing = 7.0 / template.per_week
     offsets: list[int] = []
-    for i in range(sessions):
+    for i in range(template.sessions):
         o = math.floor(i * spacing + 1e-9)
         if offsets and o - offsets[-1] < gap:
             o = offsets[-1] + gap
@@ -556,11 +490,11 @@ def template_offsets(template: dict[str, Any]) -> list[int]:
     return offsets
 
 
-def course_days(template: dict[str, Any], first_day: date, is_open: Callable[[date], bool]) -> list[date]:
+def course_days(template: CourseTemplate, first_day: date, is_open: Callable[[date], bool]) -> list[date]:
     """Dates for a course from its template, starting on `first_day`. A date the clinic is closed moves to the
     nearest open day (up to 3 days either way) that keeps `min_days_apart` from the session before; later
     sessions then keep their spacing from it. A date with no open day near it stays, to be reported."""
-    gap = max(int(template.get("min_days_apart") or 1), 1)
+    gap = template.min_days_apart
     days: list[date] = []
     for want in (first_day + timedelta(days=o) for o in template_offsets(template)):
         earliest = days[-1] + timedelta(days=gap) if days else first_day
@@ -575,6 +509,5 @@ def course_days(template: dict[str, Any], first_day: date, is_open: Callable[[da
     return days
 
 
-def course_span_ok(days: Sequence[date], template: dict[str, Any]) -> bool:
-    gap = max(int(template.get("min_days_apart") or 1), 1)
-    return all((b - a).days >= gap for a, b in zip(days, days[1:]))
+def course_span_ok(days: Sequence[date], template: CourseTemplate) -> bool:
+    return all((b - a).days >= template.min_days_apart for a, b in zip(days, days[1:]))

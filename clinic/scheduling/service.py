@@ -25,7 +25,8 @@ from clinic.patients.models import Patient
 from clinic.patients.rules import clean_phone
 from clinic.scheduling import changes, rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, ChangeKind, Clinic, ClosedDate, Course, SessionType, Shift
-from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place, Timing
+from clinic.scheduling.protocols import CourseTemplate, Protocol
+from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place
 from clinic.timeutil import both_zones, utcnow
 
 CHAIR_OVERLAP = "ex_appointments_chair_overlap"
@@ -95,7 +96,7 @@ def places_of(rows: Iterable[Chair]) -> list[Place]:
     return [Place(c.id, c.kind, c.sort_order) for c in rows if c.active]
 
 
-async def chair_of(session: AsyncSession, actor: Actor, chair_id: int | None, timing: Timing, *, field: str = "chair_id") -> Chair:
+async def chair_of(session: AsyncSession, actor: Actor, chair_id: int | None, timing: Protocol, *, field: str = "chair_id") -> Chair:
     if chair_id is None:
         raise RuleBroken("Choose a chair or room.", field=field, code="required")
     chair = await session.get(Chair, chair_id) if chair_id is not None else None
@@ -116,7 +117,7 @@ async def patient_of(session: AsyncSession, actor: Actor, patient_id: int | None
     return patient
 
 
-def patient_problem(patient: Patient, timing: Timing, session_day: date) -> RuleBroken | None:
+def patient_problem(patient: Patient, timing: Protocol, session_day: date) -> RuleBroken | None:
     """Data a patient must have on file before this protocol can be booked."""
     if not (patient.phone or patient.email):
         return RuleBroken("The patient has no phone or email on file: add one before booking.", field="patient_id", code="patient_contact_missing")
@@ -208,7 +209,7 @@ async def find_availability(
         raise RuleBroken(f"Search at most {MAX_RANGE_DAYS} days at a time.", field="to", code="range_too_long")
     clinic = await clinic_of(session, actor)
     st = await session_type_of(session, actor, session_type)
-    timing = Timing.of(st)
+    timing = Protocol.of(st)
     if timing.doses_mg and dose_mg is None:
         dose_mg = max(timing.doses_mg[:2] or timing.doses_mg)  # plan for the usual dose when none is given
     if (p := rules.check_dose(timing, dose_mg)) is not None:
@@ -235,7 +236,7 @@ async def alternatives_near(
     *,
     clinic_id: int,
     cal: ClinicCalendar,
-    timing: Timing,
+    timing: Protocol,
     wanted: datetime,
     patient_id: int,
     chair_id: int | None,
@@ -270,7 +271,7 @@ class Escort:
     phone: str | None = None
 
 
-def escort_for(patient: Patient, timing: Timing, name: str | None, phone: str | None) -> Escort:
+def escort_for(patient: Patient, timing: Protocol, name: str | None, phone: str | None) -> Escort:
     """The escort named at booking, else the patient's usual one, else "to confirm" (blank) for check-in."""
     name = (name or "").strip() or None
     phone = clean_phone({"escort_phone": phone}, "escort_phone", "Escort phone")
@@ -291,7 +292,7 @@ def _conflict_from(exc: IntegrityError) -> tuple[str, str, str, str | None]:
 
 
 async def _refuse(
-    session: AsyncSession, *, clinic_id: int, cal: ClinicCalendar, timing: Timing, start: datetime, chair_id: int,
+    session: AsyncSession, *, clinic_id: int, cal: ClinicCalendar, timing: Protocol, start: datetime, chair_id: int,
     patient_id: int, dose_mg: int | None, code: str, conflict: str, detail: str, now: datetime, ignore_id: int | None = None,
 ) -> Conflict:
     alts = await alternatives_near(session, clinic_id=clinic_id, cal=cal, timing=timing, wanted=start, patient_id=patient_id,
@@ -301,7 +302,7 @@ async def _refuse(
 
 
 async def _place(
-    session: AsyncSession, appt: Appointment, *, clinic: Clinic, cal: ClinicCalendar, timing: Timing, dose_mg: int | None, now: datetime,
+    session: AsyncSession, appt: Appointment, *, clinic: Clinic, cal: ClinicCalendar, timing: Protocol, dose_mg: int | None, now: datetime,
     changes: dict[str, Any] | None = None, release: bool = False,
 ) -> None:
     """Write the appointment's slot: the exclusion constraints decide chair and patient overlap; then, under the
@@ -392,7 +393,7 @@ async def book(
     clinic = await clinic_of(session, actor)
     cal = await calendar_of(session, clinic)
     st = await session_type_of(session, actor, session_type, field="session_type")
-    timing = Timing.of(st)
+    timing = Protocol.of(st)
     patient = await patient_of(session, actor, patient_id)
     chair = await chair_of(session, actor, chair_id, timing)
     start = parse_start(starts_at, cal)
@@ -449,7 +450,7 @@ async def move(
     clinic = await clinic_of(session, actor)
     cal = await calendar_of(session, clinic)
     st = await session.get(SessionType, appt.session_type_id)
-    timing = Timing.of(st)
+    timing = Protocol.of(st)
     patient = await session.get(Patient, appt.patient_id)
     chair = await chair_of(session, actor, chair_id if chair_id is not None else appt.chair_id, timing)
     start = parse_start(starts_at, cal)
@@ -647,8 +648,8 @@ def plan_out(plan: CoursePlan) -> dict[str, Any]:
     }
 
 
-def _template(st: SessionType, name: str | None) -> dict[str, Any]:
-    templates = (st.protocol or {}).get("course_templates") or {}
+def _template(protocol: Protocol, name: str | None) -> CourseTemplate:
+    templates = protocol.course_templates
     if not name or name not in templates:
         names = ", ".join(templates) or "none"
         raise RuleBroken(f"Unknown course template for this protocol (available: {names}).", field="template", code="unknown_template")
@@ -656,7 +657,7 @@ def _template(st: SessionType, name: str | None) -> dict[str, Any]:
 
 
 async def _plan(
-    session: AsyncSession, *, clinic: Clinic, cal: ClinicCalendar, st: SessionType, timing: Timing, patient: Patient,
+    session: AsyncSession, *, clinic: Clinic, cal: ClinicCalendar, st: SessionType, timing: Protocol, patient: Patient,
     wanted: list[tuple[datetime, int | None]], preferred_chair: int | None, dose_mg: int | None, min_gap: int, now: datetime,
     ignore_ids: set[int] = frozenset(), strict_chairs: bool = True,
 ) -> list[Occurrence]:
@@ -733,8 +734,8 @@ async def book_course(
     clinic = await clinic_of(session, actor)
     cal = await calendar_of(session, clinic)
     st = await session_type_of(session, actor, session_type, field="session_type")
-    timing = Timing.of(st)
-    tpl = _template(st, template)
+    timing = Protocol.of(st)
+    tpl = _template(timing, template)
     patient = await patient_of(session, actor, patient_id)
     if chair_id is not None:
         await chair_of(session, actor, chair_id, timing)
@@ -760,7 +761,7 @@ async def book_course(
     if (p := patient_problem(patient, timing, cal.local_day(first))) is not None:
         raise p
     escort = escort_for(patient, timing, escort_name, escort_phone)
-    min_gap = max(int(tpl.get("min_days_apart") or 1), 1)
+    min_gap = tpl.min_days_apart
     if not dry_run:
         await lock_days(session, clinic.id, [cal.local_day(s) for s, _ in wanted])
     occs = await _plan(session, clinic=clinic, cal=cal, st=st, timing=timing, patient=patient, wanted=wanted,
@@ -888,9 +889,9 @@ async def move_course(
     clinic = await clinic_of(session, actor)
     cal = await calendar_of(session, clinic)
     st = await session.get(SessionType, rows[0].session_type_id)
-    timing = Timing.of(st)
+    timing = Protocol.of(st)
     patient = await session.get(Patient, rows[0].patient_id)
-    tpl = (st.protocol or {}).get("course_templates", {}).get((await session.get(Course, course_id)).template, {})
+    tpl = timing.course_templates.get((await session.get(Course, course_id)).template) or CourseTemplate()
     wanted: list[tuple[datetime, int | None]] = []
     for appt in rows:
         local = appt.starts_at.astimezone(cal.zone)
@@ -901,7 +902,7 @@ async def move_course(
     await lock_days(session, clinic.id, old_days + [cal.local_day(s) for s, _ in wanted])
     dose = rows[0].planned_dose_mg
     occs = await _plan(session, clinic=clinic, cal=cal, st=st, timing=timing, patient=patient, wanted=wanted,
-                       preferred_chair=rows[0].chair_id, dose_mg=dose, min_gap=max(int(tpl.get("min_days_apart") or 1), 1),
+                       preferred_chair=rows[0].chair_id, dose_mg=dose, min_gap=tpl.min_days_apart,
                        now=now, ignore_ids={a.id for a in rows}, strict_chairs=False)
     for occ, appt in zip(occs, rows):
         occ.appointment_id = appt.id

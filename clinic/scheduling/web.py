@@ -17,7 +17,8 @@ from clinic.http import CurrentActor, DbSession
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
-from clinic.scheduling.rules import ClinicCalendar, Timing
+from clinic.scheduling.protocols import Protocol
+from clinic.scheduling.rules import ClinicCalendar
 from clinic.timeutil import utcnow
 
 LIVE = ("booked", "arrived", "in_progress", "fulfilled")
@@ -249,12 +250,12 @@ async def book_page(request: Request, db_session: DbSession, actor: CurrentActor
     usual = last.starts_at.astimezone(zone).strftime("%H:%M") if last else None
     holds = {}
     for st in types:
-        t = Timing.of(st)
+        t = Protocol.of(st)
         holds[st.kind] = f"{t.hold_minutes(min(t.doses_mg))}–{t.hold_minutes(max(t.doses_mg))}" if t.doses_mg else str(t.hold_minutes())
     ctx = base_context(
         clinic, patient=patient, last=last, types=types, chosen=chosen, holds=holds,
         last_kind=next((st.kind for st in types if last and st.id == last.session_type_id), ""),
-        dosed=[st.kind for st in types if Timing.of(st).doses_mg], dose=(last.planned_dose_mg if last and last.planned_dose_mg else 56),
+        dosed=[st.kind for st in types if Protocol.of(st).doses_mg], dose=(last.planned_dose_mg if last and last.planned_dose_mg else 56),
         picked_start=picked_start, picked_chair=picked_chair, day=day, usual=usual,
         picked_value=slot_value(datetime.fromisoformat(picked_start), picked_chair) if picked_start and picked_chair else "",
     )
@@ -278,7 +279,7 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
         context["empty"] = "Choose a protocol to see free times."
         return Template("scheduling/_slots.html", context=context)
     st = await service.session_type_of(db_session, actor, kind, field="session_type")
-    dose = form_int(q.get("planned_dose_mg"), "planned_dose_mg") if rules.Timing.of(st).doses_mg else None
+    dose = form_int(q.get("planned_dose_mg"), "planned_dose_mg") if Protocol.of(st).doses_mg else None
     moving = form_int(q.get("appointment_id"), "appointment_id")
     found = await service.find_availability(
         db_session, actor=actor, session_type=st.id, day_from=day, day_to=day + timedelta(days=days - 1),
@@ -302,7 +303,7 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
             choices.append({"start": start, "chair_id": chair_id, "chair": found.chairs.get(chair_id, ""), "free": len(chair_ids),
                             "value": slot_value(start, chair_id), "label": start.astimezone(zone).strftime("%H:%M")})
         groups.append({"day": d, "choices": choices, "open": found.calendar.is_open_day(d)})
-    context.update(groups=groups, st=st, hold=Timing.of(st).hold_minutes(dose))
+    context.update(groups=groups, st=st, hold=Protocol.of(st).hold_minutes(dose))
     if picked_start is not None and not any(c.start == picked_start and c.chair_id == picked_chair for c in found.candidates):
         context["picked_missing"] = f"{picked_start.astimezone(zone).strftime('%a %d %b %H:%M')}, {found.chairs.get(picked_chair, 'that chair')}"
     if not found.candidates:
@@ -322,7 +323,7 @@ async def book_submit(request: Request, db_session: DbSession, actor: CurrentAct
         booked = await service.book(
             db_session, actor=actor, queue=request.app.state.queue, patient_id=form_int(form.get("patient_id"), "patient_id"),
             session_type=st.id, chair_id=chair_id, starts_at=start,
-            planned_dose_mg=form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Timing.of(st).doses_mg else None,
+            planned_dose_mg=form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Protocol.of(st).doses_mg else None,
             escort_name=form.get("escort_name"), escort_phone=form.get("escort_phone"), notes=form.get("notes"),
         )
     except Conflict as exc:
@@ -430,7 +431,7 @@ async def course_page(request: Request, db_session: DbSession, actor: CurrentAct
     q = request.query_params
     patient = await service.patient_of(db_session, actor, form_int(q.get("patient_id"), "patient_id")) if q.get("patient_id") else None
     last = await _last_booking(db_session, actor, patient.id) if patient else None
-    types = [st for st in await service.session_types(db_session, actor) if (st.protocol or {}).get("course_templates")]
+    types = [st for st in await service.session_types(db_session, actor) if Protocol.of(st).course_templates]
     zone = ZoneInfo(clinic.timezone)
     today = utcnow().astimezone(zone).date()
     first = today + timedelta(days=1)
@@ -456,7 +457,7 @@ async def _course_args(db_session, actor: Actor, form) -> dict[str, Any]:
     return {
         "patient_id": form_int(form.get("patient_id"), "patient_id"), "session_type": st.id, "template": form.get("template") or "",
         "starts_at": starts_at, "chair_id": form_int(form.get("chair_id"), "chair_id"),
-        "planned_dose_mg": form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Timing.of(st).doses_mg else None,
+        "planned_dose_mg": form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Protocol.of(st).doses_mg else None,
         "escort_name": form.get("escort_name"), "escort_phone": form.get("escort_phone"),
     }
 
@@ -502,7 +503,7 @@ async def course_view(request: Request, db_session: DbSession, actor: CurrentAct
     course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
     st = await db_session.get(SessionType, course.session_type_id)
     patient = await db_session.get(Patient, course.patient_id)
-    tpl = (st.protocol or {}).get("course_templates", {}).get(course.template, {})
+    tpl = Protocol.of(st).course_templates.get(course.template)
     now = utcnow()
     remaining = [r for r in rows if r.appointment.status == "booked" and r.appointment.starts_at > now]
     cal = await service.calendar_of(db_session, clinic)
@@ -626,7 +627,7 @@ async def admin_protocols(request: Request, db_session: DbSession, actor: Curren
     clinic = await service.clinic_of(db_session, actor)
     types = await service.session_types(db_session, actor, active_only=False)
     return Template("scheduling/admin_protocols.html", context=base_context(
-        clinic, types=types, timing=Timing.of, section="protocols", done=request.query_params.get("done")))
+        clinic, types=types, timing=Protocol.of, section="protocols", done=request.query_params.get("done")))
 
 
 @get("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
@@ -638,7 +639,7 @@ async def admin_protocol(request: Request, db_session: DbSession, actor: Current
 
         raise NotFound("No such protocol.")
     return Template("scheduling/admin_protocol.html", context=base_context(
-        clinic, st=st, timing=Timing.of(st), templates=(st.protocol or {}).get("course_templates", {}), section="protocols"))
+        clinic, st=st, templates=Protocol.of(st).course_templates, section="protocols"))
 
 
 @post("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)

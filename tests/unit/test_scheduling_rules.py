@@ -10,17 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clinic.scheduling import rules
-from clinic.scheduling.protocols import default_protocols
-from clinic.scheduling.rules import Booked, ClinicCalendar, OnShift, Place, Timing
+from clinic.scheduling.protocols import CourseTemplate, Protocol, default_protocols
+from clinic.scheduling.rules import Booked, ClinicCalendar, OnShift, Place
 from clinic.seed import DEFAULT_SETTINGS, OPENING_HOURS
 
 UTC = timezone.utc
 NY = "America/New_York"
 PROTOCOLS = {p["kind"]: SimpleNamespace(**{"needs_prescriber": False, "needs_therapist": False, "requires_rems": False, **p}) for p in default_protocols()}
-ESK = Timing.of(PROTOCOLS["esketamine"])
-IV = Timing.of(PROTOCOLS["ketamine_iv"])
-KAP = Timing.of(PROTOCOLS["kap"])
-INTEGRATION = Timing.of(PROTOCOLS["integration"])
+ESK = Protocol.of(PROTOCOLS["esketamine"])
+IV = Protocol.of(PROTOCOLS["ketamine_iv"])
+KAP = Protocol.of(PROTOCOLS["kap"])
+INTEGRATION = Protocol.of(PROTOCOLS["integration"])
 CAL = ClinicCalendar.build(tz=NY, opening_hours=OPENING_HOURS, settings=DEFAULT_SETTINGS)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MONDAY = date(2026, 1, 5)
@@ -35,7 +35,7 @@ def staff(day: date, role: str, start: str = "08:00", end: str = "18:00", user_i
     return OnShift(role=role, start=at(day, start), end=at(day, end), user_id=user_id)
 
 
-def booked(day: date, hhmm: str, timing: Timing, chair: int, patient: int, dose: int | None = None, id: int | None = None) -> Booked:
+def booked(day: date, hhmm: str, timing: Protocol, chair: int, patient: int, dose: int | None = None, id: int | None = None) -> Booked:
     w = timing.windows(at(day, hhmm), dose)
     return Booked(chair_id=chair, patient_id=patient, start=w.start, end=w.end, care_end=w.care_end,
                   monitored=timing.monitored, needs_therapist=timing.needs_therapist, id=id)
@@ -52,19 +52,6 @@ def test_esketamine_hold_grows_five_minutes_per_extra_device():
 
 def test_iv_hold_is_prep_infusion_recovery_turnover():
     assert IV.hold_minutes() == 15 + 40 + 30 + 10
-
-
-def test_hold_matches_the_session_type_model():
-    from clinic.scheduling.models import SessionType
-
-    for p in default_protocols():
-        model = SessionType(clinic_id=1, **p)
-        timing = Timing.of(model)
-        if timing.doses_mg:
-            for dose in timing.doses_mg:
-                assert timing.hold_minutes(dose) == model.hold_minutes(dose // 28)
-        else:
-            assert timing.hold_minutes() == model.hold_minutes()
 
 
 def test_windows_put_the_prescriber_window_after_prep_and_before_turnover():
@@ -317,8 +304,8 @@ def test_every_candidate_keeps_every_rule(existing, nurses, ratio, kind, prescri
 # ---- courses ---------------------------------------------------------------------------------------
 
 
-def template(kind: str, name: str) -> dict:
-    return next(p for p in default_protocols() if p["kind"] == kind)["protocol"]["course_templates"][name]
+def template(kind: str, name: str) -> CourseTemplate:
+    return Protocol.of(PROTOCOLS[kind]).course_templates[name]
 
 
 def test_esketamine_induction_is_twice_weekly_for_four_weeks():
@@ -356,7 +343,7 @@ def test_a_closed_date_moves_the_occurrence_but_keeps_the_spacing():
 )
 def test_course_days_keep_count_order_and_spacing(first, sessions, per_week, closed):
     gap = {0.5: 14, 1: 7, 2: 2, 3: 1}[per_week]
-    tpl = {"sessions": sessions, "per_week": per_week, "min_days_apart": gap}
+    tpl = CourseTemplate(sessions=sessions, per_week=per_week, min_days_apart=gap)
     closed_days = {first + timedelta(days=i) for i in closed}
     cal = ClinicCalendar.build(tz=NY, opening_hours=OPENING_HOURS, closed=closed_days)
     days = rules.course_days(tpl, first, cal.is_open_day)

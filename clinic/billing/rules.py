@@ -14,6 +14,7 @@ from functools import lru_cache
 import holidays
 
 from clinic.errors import RuleBroken
+from clinic.scheduling.protocols import Billing, Protocol
 
 # If a provider's billed total exceeds its GFE total by this much, the patient may dispute (45 CFR 149.620).
 GFE_DISPUTE_THRESHOLD_CENTS = 40_000
@@ -295,22 +296,22 @@ class SessionFacts:
     therapy_minutes: int | None = None
 
 
-def esketamine_code(dose_mg: float, billing: Mapping[str, str]) -> str:
+def esketamine_code(dose_mg: float, billing: Billing) -> str:
     """G2082 up to 56 mg, G2083 over 56 mg (drug and 2 h observation bundled)."""
-    return billing.get("over_56", "G2083") if dose_mg > 56 else billing.get("up_to_56", "G2082")
+    return billing.over_56 if dose_mg > 56 else billing.up_to_56
 
 
-def infusion_lines(minutes: int, billing: Mapping[str, str]) -> list[tuple[str, int]]:
+def infusion_lines(minutes: int, billing: Billing) -> list[tuple[str, int]]:
     """96374 for 15 min or less; 96365 for the first hour (16-90 min); +96366 per additional hour when the extra time exceeds 30 min."""
     if minutes <= 0:
         return []
     if minutes <= 15:
-        return [(billing.get("short_push", "96374"), 1)]
-    out = [(billing.get("first", "96365"), 1)]
+        return [(billing.short_push, 1)]
+    out = [(billing.first, 1)]
     extra = minutes - 60
     if extra > 30:
         hours = extra // 60 + (1 if extra % 60 > 30 else 0)
-        out.append((billing.get("additional_hour", "96366"), hours))
+        out.append((billing.additional_hour, hours))
     return out
 
 
@@ -333,14 +334,13 @@ def em_code(minutes: int) -> str | None:
     return None
 
 
-def charge_lines(billing: Mapping[str, object], facts: SessionFacts) -> list[tuple[str, int]]:
+def charge_lines(billing: Billing, facts: SessionFacts) -> list[tuple[str, int]]:
     """(code, units) for a session, by the protocol's billing rule; nothing when the facts needed are missing."""
-    rule = billing.get("rule")
-    codes = {k: str(v) for k, v in billing.items() if isinstance(v, str)}
+    rule = billing.rule
     if rule == "esketamine":
-        return [(esketamine_code(facts.dose_mg, codes), 1)] if facts.dose_mg else []
+        return [(esketamine_code(facts.dose_mg, billing), 1)] if facts.dose_mg else []
     if rule == "infusion":
-        return infusion_lines(facts.infusion_minutes or 0, codes)
+        return infusion_lines(facts.infusion_minutes or 0, billing)
     if rule in ("therapy_minutes", "kap"):
         code = therapy_code(facts.therapy_minutes or 0)
         return [(code, 1)] if code else []
@@ -350,16 +350,15 @@ def charge_lines(billing: Mapping[str, object], facts: SessionFacts) -> list[tup
     return []
 
 
-def expected_lines(billing: Mapping[str, object], protocol: Mapping[str, object], planned_dose_mg: int | None) -> list[tuple[str, int]]:
+def expected_lines(protocol: Protocol, planned_dose_mg: int | None) -> list[tuple[str, int]]:
     """What a booked session is expected to bill, for estimates made before it happens."""
-    rule = billing.get("rule")
-    if rule == "esketamine":
+    billing = protocol.billing
+    if billing.rule == "esketamine":
         return charge_lines(billing, SessionFacts(dose_mg=planned_dose_mg or 56))
-    if rule == "infusion":
-        return charge_lines(billing, SessionFacts(infusion_minutes=int(protocol.get("infusion_minutes", 40) or 40)))
-    if rule in ("therapy_minutes", "kap", "em_minutes"):
-        minutes = int(protocol.get("session_minutes", 0) or 0) or 55
-        return charge_lines(billing, SessionFacts(therapy_minutes=minutes))
+    if billing.rule == "infusion":
+        return charge_lines(billing, SessionFacts(infusion_minutes=protocol.infusion_minutes))
+    if billing.rule in ("therapy_minutes", "kap", "em_minutes"):
+        return charge_lines(billing, SessionFacts(therapy_minutes=protocol.session_minutes))
     return []
 
 

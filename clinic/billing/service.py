@@ -24,6 +24,7 @@ from clinic.db import register_conflicts
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, ClosedDate, SessionType
+from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 
 register_conflicts(
@@ -444,9 +445,8 @@ async def build_content(
     dx = list(patient.diagnosis_codes or [])
     out_visits, line_sets = [], []
     for appt_id, day, st in visits:
-        billing = (st.protocol or {}).get("billing", {})
         lines = []
-        for code, units in rules.expected_lines(billing, st.protocol or {}, planned_dose.get(appt_id) if appt_id else None):
+        for code, units in rules.expected_lines(Protocol.of(st), planned_dose.get(appt_id) if appt_id else None):
             fee = fee_on(fees, code, day)
             if fee is None:
                 raise RuleBroken(f"The fee schedule has no price for {code} on {day}: add it under Admin > Fees first.", field="fee_schedule")
@@ -611,7 +611,7 @@ async def record_session_charges(session: AsyncSession, *, appointment: Appointm
     fees = await fee_rows(session, clinic.id)
     existing = {c.code: c for c in (await session.exec(select(Charge).where(Charge.appointment_id == appointment.id))).all()}
     charges = list(existing.values())
-    for code, units in rules.charge_lines((st.protocol or {}).get("billing", {}), facts):
+    for code, units in rules.charge_lines(Protocol.of(st).billing, facts):
         if code in existing:
             continue
         fee = fee_on(fees, code, day)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from clinic.billing import rules
 from clinic.billing.rules import Line, Terms
 from clinic.errors import RuleBroken
+from clinic.scheduling.protocols import Billing
 
 # ---- DOMAIN.md's worked example -------------------------------------------------------------------
 
@@ -158,8 +159,8 @@ def test_deadline_state():
 
 # ---- charges from session facts --------------------------------------------------------------------
 
-ESK = {"rule": "esketamine", "up_to_56": "G2082", "over_56": "G2083"}
-IV = {"rule": "infusion", "first": "96365", "additional_hour": "96366", "short_push": "96374"}
+ESK = Billing(rule="esketamine")
+IV = Billing(rule="infusion")
 
 
 @pytest.mark.parametrize("dose,code", [(28, "G2082"), (56, "G2082"), (84, "G2083")])
@@ -186,7 +187,7 @@ def test_infusion_minutes_to_codes(minutes, lines):
 
 @pytest.mark.parametrize("minutes,code", [(15, None), (16, "90832"), (37, "90832"), (38, "90834"), (52, "90834"), (53, "90837")])
 def test_therapy_minutes_to_codes(minutes, code):
-    got = rules.charge_lines({"rule": "therapy_minutes"}, rules.SessionFacts(therapy_minutes=minutes))
+    got = rules.charge_lines(Billing(rule="therapy_minutes"), rules.SessionFacts(therapy_minutes=minutes))
     assert got == ([(code, 1)] if code else [])
 
 

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 from msgspec import Meta, Struct
 
+from clinic.errors import RuleBroken
+
 # what a scheduled check may ask to record
 MEASURES = ("bp", "hr", "spo2", "rr", "moaas", "dissociation")
 Phase = Literal["pre_dose", "monitoring", "discharge"]
@@ -186,6 +188,15 @@ class Protocol(Struct, frozen=True, dict=True):
     def from_parts(cls, protocol: Mapping[str, Any] | None, columns: Mapping[str, Any]) -> Protocol:
         return msgspec.convert({**(protocol or {}), **columns}, cls)
 
+    @classmethod
+    def checked(cls, protocol: Mapping[str, Any] | None, columns: Mapping[str, Any]) -> Protocol:
+        """from_parts for an edit: a value the protocol cannot hold is refused naming its field (e.g. course_templates.weekly.sessions)."""
+        templates = (protocol or {}).get("course_templates")
+        if isinstance(templates, Mapping):  # one by one: msgspec names an entry of a mapping [...], not by its key
+            for name, template in templates.items():
+                _fitted(template, CourseTemplate, f"course_templates.{name}")
+        return _fitted({**(protocol or {}), **columns}, cls, "")
+
     # ---- doses and the chair hold (scheduling) ----
 
     @property
@@ -229,6 +240,15 @@ class Protocol(Struct, frozen=True, dict=True):
     @functools.cached_property
     def check_keys(self) -> frozenset[str]:
         return frozenset(p.key for p in self.planned_checks)
+
+
+def _fitted(value: Any, kind: type[Any], field: str) -> Any:
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$")
+        named = (field + path.rstrip("`")).lstrip(".") or "protocol"
+        raise RuleBroken(f"The protocol cannot hold this value: {message}.", field=named, code="invalid_protocol") from None
 
 
 @functools.lru_cache(maxsize=64)

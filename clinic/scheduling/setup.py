@@ -16,6 +16,7 @@ from clinic.db import conflict_message
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.scheduling import rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, SessionType, Shift
+from clinic.scheduling.protocols import COLUMNS, Protocol
 from clinic.scheduling.service import clinic_of, count_live_between
 from clinic.timeutil import utcnow
 
@@ -229,6 +230,8 @@ async def update_session_type(session: AsyncSession, *, actor: Actor, session_ty
     total = sum(changes.get(k, getattr(st, k)) for k in MINUTE_FIELDS)
     if total <= 0:
         raise RuleBroken("A session must last at least one minute.", field="monitoring_minutes", code="out_of_range")
+    # every rule reads the protocol through Protocol: the edited one must decode
+    Protocol.checked(changes.get("protocol", st.protocol), {c: changes.get(c, getattr(st, c)) for c in COLUMNS})
     changed = {k: v for k, v in changes.items() if getattr(st, k) != v}
     for k, v in changed.items():
         setattr(st, k, v)

@@ -189,6 +189,29 @@ async def test_admin_pages_for_clinic_setup(client, factory):
     assert len([s for s in rows if s["user_id"] == nurse.id]) == 3
 
 
+async def test_an_admin_edits_a_protocol_and_a_bad_value_is_refused_naming_its_field(client, factory):
+    clinic, patient, day, chairs = await desk(client, factory, "admin")
+    h = csrf_headers(client)
+    kap = next(t for t in (await client.get("/api/v1/session-types")).json() if t["kind"] == "kap")
+    weekly = {"label": "Weekly, 6 sessions", "sessions": 6, "per_week": 1, "min_days_apart": 7, "weeks": 6}
+    r = await client.patch(f"/api/v1/session-types/{kap['id']}", json={"monitoring_minutes": 130, "course_templates": {"weekly": weekly}}, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["monitoring_minutes"] == 130 and r.json()["hold_minutes"] == 15 + 130 + 10
+    assert r.json()["course_templates"] == {"weekly": weekly}
+    for bad, field in (({**weekly, "sessions": "six"}, "course_templates.weekly.sessions"), ({**weekly, "per_week": 0}, "course_templates.weekly.per_week")):
+        r = await client.patch(f"/api/v1/session-types/{kap['id']}", json={"course_templates": {"weekly": bad}}, headers=h)
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    form = {"name": "KAP", "prep_minutes": "15", "dosing_minutes": "0", "monitoring_minutes": "120", "turnover_minutes": "10", "active": "1",
+            "template_rows": "1", "t-0-key": "weekly", "t-0-label": "Weekly", "t-0-sessions": "3", "t-0-per_week": "1", "t-0-min_days_apart": "7", "t-0-weeks": "3"}
+    assert (await client.post(f"/admin/protocols/{kap['id']}", data=form, headers={**h, **HX})).status_code == 200
+    saved = (await client.get(f"/api/v1/session-types/{kap['id']}")).json()
+    assert saved["name"] == "KAP" and saved["hold_minutes"] == 145
+    assert saved["course_templates"] == {"weekly": {"label": "Weekly", "sessions": 3, "per_week": 1, "min_days_apart": 7, "weeks": 3}}
+    r = await client.post(f"/admin/protocols/{kap['id']}", data={**form, "t-0-sessions": "60"}, headers={**h, **HX})
+    assert r.status_code == 422 and "Sessions" in r.text
+    assert "Weekly" in (await client.get("/admin/protocols")).text
+
+
 async def test_front_desk_cannot_open_clinic_setup(client, factory):
     clinic, patient, day, chairs = await desk(client, factory)
     assert (await client.get("/admin/clinic")).status_code == 403

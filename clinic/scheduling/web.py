@@ -639,7 +639,7 @@ async def admin_protocol(request: Request, db_session: DbSession, actor: Current
 
         raise NotFound("No such protocol.")
     return Template("scheduling/admin_protocol.html", context=base_context(
-        clinic, st=st, templates=Protocol.of(st).course_templates, section="protocols"))
+        clinic, st=st, protocol=Protocol.of(st), section="protocols"))
 
 
 @post("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)

@@ -210,6 +210,10 @@ async def test_an_admin_edits_a_protocol_and_a_bad_value_is_refused_naming_its_f
     r = await client.post(f"/admin/protocols/{kap['id']}", data={**form, "t-0-sessions": "60"}, headers={**h, **HX})
     assert r.status_code == 422 and "Sessions" in r.text
     assert "Weekly" in (await client.get("/admin/protocols")).text
+    page = await client.get(f"/admin/protocols/{kap['id']}")
+    assert page.status_code == 200 and 'value="weekly"' in page.text
+    esketamine = next(t for t in (await client.get("/api/v1/session-types")).json() if t["kind"] == "esketamine")
+    assert "each device after the first adds 5 minutes" in (await client.get(f"/admin/protocols/{esketamine['id']}")).text
 
 
 async def test_front_desk_cannot_open_clinic_setup(client, factory):

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor
 from clinic.errors import Conflict, RuleBroken
 from clinic.monitoring import rules
-from clinic.monitoring.service.session import MONITORED_STATES, SessionData, load_session, local, notify_board, require_monitoring
+from clinic.monitoring.service.session import MONITORED_STATES, SessionData, charted, load_session, local, require_monitoring
 from clinic.timeutil import utcnow
 
 
@@ -73,16 +73,10 @@ async def check_in(
         appt.weight_kg = float(weight)
     appt.updated_at = now
     session.add(appt)
-    record(
-        session,
-        actor=actor,
-        action="session.check_in",
-        entity="appointment",
-        entity_id=appt.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="check_in", action="session.check_in", entity="appointment", entity_id=appt.id,
         changes={"checked_in_at": at, "fasting_confirmed": True, "escort_confirmed": appt.escort_confirmed, "weight_kg": appt.weight_kg},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="check_in")  # type: ignore[arg-type]
     return data
 
 
@@ -99,6 +93,8 @@ async def confirm_escort(session: AsyncSession, *, actor: Actor, appointment_id:
     appt.escort_confirmed = True
     appt.updated_at = utcnow()
     session.add(appt)
-    record(session, actor=actor, action="session.escort_confirmed", entity="appointment", entity_id=appt.id, patient_id=appt.patient_id, changes={"escort_confirmed": True})
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="escort")  # type: ignore[arg-type]
+    await charted(
+        session, actor=actor, appointment=appt, what="escort", action="session.escort_confirmed", entity="appointment", entity_id=appt.id,
+        changes={"escort_confirmed": True},
+    )
     return data

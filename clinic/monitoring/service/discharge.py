@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor
 from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, RuleBroken
 from clinic.monitoring import rules
-from clinic.monitoring.service.session import SessionState, evaluate, load_session, notify_board, require_monitoring
+from clinic.monitoring.service.session import SessionState, charted, evaluate, load_session, require_monitoring
 from clinic.notices import hooks
 from clinic.timeutil import utcnow
 
@@ -81,15 +81,9 @@ async def discharge(
     appt.facts = facts
     appt.updated_at = now
     session.add(appt)
-    record(
-        session,
-        actor=actor,
-        action="session.discharged",
-        entity="appointment",
-        entity_id=appt.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="discharge", action="session.discharged", entity="appointment", entity_id=appt.id,
         changes={"discharged_at": now, "facts": facts},
     )
     await hooks.session_discharged(session, queue=queue, appointment=appt, patient=data.patient, clinic=data.clinic)
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="discharge")  # type: ignore[arg-type]
     return evaluate(data, now)

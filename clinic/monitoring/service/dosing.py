@@ -12,11 +12,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import DosingEntry, RemsForm
-from clinic.monitoring.service.session import load_session, local, notify_board, open_alert_of, require_monitoring
+from clinic.monitoring.service.session import charted, load_session, local, open_alert_of, require_monitoring
 from clinic.timeutil import utcnow
 
 
@@ -111,16 +111,10 @@ async def start_dosing(
             .values(clinic_id=appt.clinic_id, appointment_id=appt.id, patient_id=appt.patient_id, session_date=day, due_on=day + timedelta(days=due_days), created_at=now)
             .on_conflict_do_nothing(index_elements=["appointment_id"])
         )
-    record(
-        session,
-        actor=actor,
-        action="session.dosing_started",
-        entity="dosing_entry",
-        entity_id=dose.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="dosing", action="session.dosing_started", entity="dosing_entry", entity_id=dose.id,
         changes={"appointment_id": appt.id, "kind": dose.kind, "taken_at": at, "dose_mg": str(dose.dose_mg), "lot_number": dose.lot_number, "mg_per_kg": str(dose.mg_per_kg) if dose.mg_per_kg else None},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="dosing")  # type: ignore[arg-type]
     return DoseResult(dose, created=True)
 
 
@@ -176,16 +170,10 @@ async def record_dose(
         replay = await _dose_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
         assert replay is not None
         return replay
-    record(
-        session,
-        actor=actor,
-        action="session.dose",
-        entity="dosing_entry",
-        entity_id=dose.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="dosing", action="session.dose", entity="dosing_entry", entity_id=dose.id,
         changes={"appointment_id": appt.id, "kind": dose.kind, "taken_at": at, "device_number": dose.device_number, "lot_number": dose.lot_number},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="dosing")  # type: ignore[arg-type]
     return DoseResult(dose, created=True)
 
 
@@ -269,14 +257,8 @@ async def correct_dose(
         appt.dosing_started_at = at  # the schedule counts from the actual first dose
         appt.updated_at = now
         session.add(appt)
-    record(
-        session,
-        actor=actor,
-        action="session.dose_corrected",
-        entity="dosing_entry",
-        entity_id=dose.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="correction", action="session.dose_corrected", entity="dosing_entry", entity_id=dose.id,
         changes={"supersedes_id": old.id, "reason": reason, "taken_at": at, "lot_number": lot, "entered_in_error": entered_in_error},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="correction")  # type: ignore[arg-type]
     return DoseResult(dose, created=True)

@@ -14,12 +14,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor
 from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
-from clinic.monitoring.service.session import CURRENT_ENTRY, load_session, notify_board, reading_of
+from clinic.monitoring.service.session import CURRENT_ENTRY, charted, load_session, reading_of
 from clinic.scheduling.models import Clinic
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
@@ -237,16 +237,10 @@ async def correct_entry(
     raised: list[Alert] = []
     if not entered_in_error:
         raised = await _raise_alerts(session, protocol=data.protocol, clinic_id=appt.clinic_id, dosing_started_at=appt.dosing_started_at, entry=entry, now=now)
-    record(
-        session,
-        actor=actor,
-        action="session.entry_corrected",
-        entity="clinical_entry",
-        entity_id=entry.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="correction", action="session.entry_corrected", entity="clinical_entry", entity_id=entry.id,
         changes={"supersedes_id": old.id, "reason": reason, "entered_in_error": entered_in_error, "taken_at": at, **{k: v for k, v in cleaned.items() if v is not None}},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="correction")  # type: ignore[arg-type]
     return EntryResult(entry, raised, created=True, tz=data.tz)
 
 
@@ -279,14 +273,8 @@ async def acknowledge_alert(session: AsyncSession, *, actor: Actor, appointment_
         raise Conflict("Someone acknowledged this alert a moment ago; reload.", code="already_acknowledged")
     alert.acknowledged_by, alert.acknowledged_at, alert.note = actor.user_id, now, note
     appt = data.appointment
-    record(
-        session,
-        actor=actor,
-        action="session.alert_acknowledged",
-        entity="session_alert",
-        entity_id=alert.id,
-        patient_id=appt.patient_id,
+    await charted(
+        session, actor=actor, appointment=appt, what="alert", action="session.alert_acknowledged", entity="session_alert", entity_id=alert.id,
         changes={"appointment_id": appt.id, "level": alert.level, "code": alert.code, "note": note},
     )
-    await notify_board(session, clinic_id=appt.clinic_id, appointment_id=appt.id, what="alert")  # type: ignore[arg-type]
     return alert

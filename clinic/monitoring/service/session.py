@@ -40,6 +40,14 @@ async def notify_board(session: AsyncSession, *, clinic_id: int, appointment_id:
     await session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel(clinic_id), "payload": payload})
 
 
+async def charted(
+    session: AsyncSession, *, actor: Actor, appointment: Appointment, what: str, action: str, entity: str, entity_id: int | None, changes: dict[str, Any]
+) -> None:
+    """What every write to a session's chart ends with: its audit event, and the board's notice."""
+    record(session, actor=actor, action=action, entity=entity, entity_id=entity_id, patient_id=appointment.patient_id, changes=changes)
+    await notify_board(session, clinic_id=appointment.clinic_id, appointment_id=appointment.id, what=what)  # type: ignore[arg-type]
+
+
 def local(instant: datetime, tz: str) -> datetime:
     return instant.astimezone(ZoneInfo(tz))
 

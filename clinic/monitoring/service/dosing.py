@@ -9,14 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import DosingEntry, RemsForm
-from clinic.monitoring.service.session import charted, load_session, local, open_alert_of, require_monitoring
+from clinic.monitoring.service.session import charted, insert_once, load_session, local, open_alert_of, require_monitoring, submitted
 from clinic.timeutil import utcnow
 
 
@@ -27,17 +26,8 @@ class DoseResult:
 
 
 async def _dose_by_client_id(session: AsyncSession, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> DoseResult | None:
-    dose = (await session.exec(select(DosingEntry).where(DosingEntry.client_id == client_id))).first()
-    if dose is None:
-        return None
-    if dose.clinic_id != actor.clinic_id or dose.appointment_id != appointment_id:
-        raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
-    return DoseResult(dose, created=False)
-
-
-async def _insert_dose(session: AsyncSession, values: dict[str, Any]) -> DosingEntry | None:
-    stmt = insert(DosingEntry).values(**values).on_conflict_do_nothing(index_elements=["client_id"]).returning(DosingEntry)
-    return (await session.execute(select(DosingEntry).from_statement(stmt))).scalars().first()
+    dose = await submitted(session, DosingEntry, actor=actor, appointment_id=appointment_id, client_id=client_id)
+    return DoseResult(dose, created=False) if dose is not None else None
 
 
 def _lot(lot_number: str | None) -> str:
@@ -93,7 +83,7 @@ async def start_dosing(
         if dose_mg is None or Decimal(str(dose_mg)) <= 0:
             raise RuleBroken("Enter the dose given, in mg.", field="dose_mg")
         values |= dict(kind="dose", dose_mg=Decimal(str(dose_mg)).quantize(Decimal("0.1")), lot_number=(lot_number or "").strip()[:40] or None)
-    dose = await _insert_dose(session, values)
+    dose = await insert_once(session, DosingEntry, values)
     if dose is None:
         replay = await _dose_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
         assert replay is not None
@@ -165,7 +155,7 @@ async def record_dose(
         values |= dict(kind="infusion_end")
     else:
         raise RuleBroken("kind must be 'device' or 'infusion_end'.", field="kind")
-    dose = await _insert_dose(session, values)
+    dose = await insert_once(session, DosingEntry, values)
     if dose is None:
         replay = await _dose_by_client_id(session, actor=actor, appointment_id=appointment_id, client_id=client_id)
         assert replay is not None
@@ -229,8 +219,9 @@ async def correct_dose(
     lot = old.lot_number
     if lot_number is not None:
         lot = _lot(lot_number) if old.kind == "device" else (lot_number.strip()[:40] or None)
-    dose = await _insert_dose(
+    dose = await insert_once(
         session,
+        DosingEntry,
         dict(
             clinic_id=appt.clinic_id,
             appointment_id=appt.id,

@@ -10,7 +10,6 @@ from typing import Any
 
 from msgspec import UNSET
 from sqlalchemy import text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,7 +18,7 @@ from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
-from clinic.monitoring.service.session import CURRENT_ENTRY, charted, load_session, reading_of
+from clinic.monitoring.service.session import CURRENT_ENTRY, charted, insert_once, load_session, reading_of, submitted
 from clinic.scheduling.models import Clinic
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
@@ -77,11 +76,9 @@ class EntryResult:
 
 
 async def _entry_by_client_id(session: AsyncSession, *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> EntryResult | None:
-    entry = (await session.exec(select(ClinicalEntry).where(ClinicalEntry.client_id == client_id))).first()
+    entry = await submitted(session, ClinicalEntry, actor=actor, appointment_id=appointment_id, client_id=client_id)
     if entry is None:
         return None
-    if entry.clinic_id != actor.clinic_id or entry.appointment_id != appointment_id:
-        raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
     raised = list((await session.exec(select(Alert).where(Alert.entry_id == entry.id).order_by(col(Alert.id)))).all())
     clinic = await session.get(Clinic, entry.clinic_id)
     return EntryResult(entry, raised, created=False, tz=clinic.timezone if clinic else "UTC")
@@ -94,13 +91,6 @@ def valid_check_key(protocol: Protocol, key: str | None) -> str | None:
     if key in protocol.check_keys or key.startswith("repeat_bp@"):
         return key[:40]
     raise RuleBroken(f"{key!r} is not a check of this protocol.", field="check_key")
-
-
-async def _insert_entry(session: AsyncSession, values: dict[str, Any]) -> ClinicalEntry | None:
-    """INSERT .. ON CONFLICT (client_id) DO NOTHING: None when a concurrent request stored this submission first."""
-    stmt = insert(ClinicalEntry).values(**values).on_conflict_do_nothing(index_elements=["client_id"]).returning(ClinicalEntry)
-    row = (await session.execute(select(ClinicalEntry).from_statement(stmt))).scalars().first()
-    return row
 
 
 _PREVIOUS_BP = text(
@@ -214,8 +204,9 @@ async def correct_entry(
         if merged.dissociation_form is None:
             merged.dissociation_items = None
         cleaned = merged.cleaned()
-    entry = await _insert_entry(
+    entry = await insert_once(
         session,
+        ClinicalEntry,
         dict(
             clinic_id=appt.clinic_id,
             appointment_id=appt.id,

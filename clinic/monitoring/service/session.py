@@ -8,12 +8,14 @@ pg_notify('board_<clinic>') inside the transaction so every board hears of it on
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -206,6 +208,23 @@ async def load_session(
         if ids:
             data.staff = {u.id: u for u in (await session.exec(select(StaffUser).where(col(StaffUser.id).in_(ids)))).all()}  # type: ignore[misc]
     return data
+
+
+Submitted = TypeVar("Submitted", ClinicalEntry, DosingEntry)
+
+
+async def submitted(session: AsyncSession, model: type[Submitted], *, actor: Actor, appointment_id: int, client_id: uuid.UUID) -> Submitted | None:
+    """The row a tablet submission with this client_id stored, if it was stored; a client_id of another session is refused."""
+    row = (await session.exec(select(model).where(model.client_id == client_id))).first()
+    if row is not None and (row.clinic_id != actor.clinic_id or row.appointment_id != appointment_id):
+        raise Conflict("This client_id was already used for another entry; generate a new one.", field="client_id", code="client_id_reused")
+    return row
+
+
+async def insert_once(session: AsyncSession, model: type[Submitted], values: dict[str, Any]) -> Submitted | None:
+    """INSERT .. ON CONFLICT (client_id) DO NOTHING: None when a concurrent request stored this submission first."""
+    stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=["client_id"]).returning(model)
+    return (await session.execute(select(model).from_statement(stmt))).scalars().first()
 
 
 def require_state(*, status: str, monitored: bool, type_name: str, discharged_at: datetime | None, tz: str, what: str) -> None:

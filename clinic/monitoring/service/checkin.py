@@ -10,8 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor
 from clinic.errors import Conflict, RuleBroken
 from clinic.monitoring import rules
-from clinic.monitoring.service.session import MONITORED_STATES, SessionData, charted, load_session, local, require_monitoring
-from clinic.timeutil import utcnow
+from clinic.monitoring.service.session import MONITORED_STATES, SessionData, charted, load_session, require_monitoring
+from clinic.timeutil import to_local, utcnow
 
 
 async def check_in(
@@ -39,10 +39,10 @@ async def check_in(
     at = taken_at or now
     rules.check_taken_at(at, now)
     if abs(at - appt.starts_at) > rules.BACKCHART_LIMIT:
-        day = local(appt.starts_at, data.tz).strftime("%a %d %b %Y %H:%M")
+        day = to_local(appt.starts_at, data.tz).strftime("%a %d %b %Y %H:%M")
         raise Conflict(f"This appointment is booked for {day}; check the patient in on the day.", code="not_today")
     if protocol.requires_rems:
-        session_day = local(at, data.tz).date()
+        session_day = to_local(at, data.tz).date()
         if not patient.rems_enrolled_on or not (patient.rems_patient_id or "").strip():
             raise Conflict(
                 "The patient is not enrolled in the Spravato REMS (enrollment date and REMS patient id are required before the first session).",

@@ -15,8 +15,8 @@ from clinic.audit.service import Actor
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import DosingEntry, RemsForm
-from clinic.monitoring.service.session import charted, insert_once, load_session, local, open_alert_of, require_monitoring, submitted
-from clinic.timeutil import utcnow
+from clinic.monitoring.service.session import charted, insert_once, load_session, open_alert_of, require_monitoring, submitted
+from clinic.timeutil import to_local, utcnow
 
 
 @dataclass
@@ -94,7 +94,7 @@ async def start_dosing(
     appt.updated_at = now
     session.add(appt)
     if data.requires_rems:
-        day = local(at, data.tz).date()
+        day = to_local(at, data.tz).date()
         due_days = int((data.clinic.settings or {}).get("rems_form_due_days", 7))
         await session.execute(
             insert(RemsForm)

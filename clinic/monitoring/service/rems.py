@@ -13,11 +13,11 @@ from clinic.audit.service import Actor, record
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import RemsForm
-from clinic.monitoring.service.session import MONITORED_STATES, SessionState, evaluate, load_session, local, lock_chart
+from clinic.monitoring.service.session import MONITORED_STATES, SessionState, evaluate, load_session, lock_chart
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, SessionType
 from clinic.scheduling.protocols import PreDoseCaution
-from clinic.timeutil import utcnow
+from clinic.timeutil import to_local, utcnow
 
 
 MEDICATION_LABELS = {
@@ -90,7 +90,7 @@ async def rems_form(session: AsyncSession, *, actor: Actor, appointment_id: int,
     add("Monitoring provider", "Email", prescriber.email if prescriber else None)
     add("Healthcare setting", "Name", clinic.name)
     add("Healthcare setting", "Address", clinic.address or None)
-    add("Session", "Date of session", local(started, tz).strftime("%m/%d/%Y") if started else None)
+    add("Session", "Date of session", to_local(started, tz).strftime("%m/%d/%Y") if started else None)
     add("Session", "First treatment", _yes_no(earlier == 0) if started else None)
     add("Session", "Dose", f"{protocol.mg_per_device * len(devices)} mg ({len(devices)} device{'s' if len(devices) != 1 else ''})" if devices else None)
     add("Session", "Device lot number(s)", ", ".join(d.lot_number or "?" for d in sorted(devices, key=lambda d: d.device_number or 0)) or None)
@@ -156,7 +156,7 @@ async def rems_tracker(session: AsyncSession, *, actor: Actor, today: date | Non
     """(forms still to submit, oldest due first; forms submitted in the last `submitted_days` days, newest first; today)."""
     clinic = await session.get(Clinic, actor.clinic_id)
     tz = clinic.timezone if clinic else "UTC"
-    today = today or local(utcnow(), tz).date()
+    today = today or to_local(utcnow(), tz).date()
     base = (
         select(RemsForm, Patient.first_name, Patient.last_name, Appointment.status)
         .join(Patient, col(Patient.id) == RemsForm.patient_id)
@@ -192,7 +192,7 @@ async def record_rems_submission(session: AsyncSession, *, actor: Actor, appoint
     if appt_status in MONITORED_STATES:
         raise Conflict("The session is still in progress; the form is sent after discharge.", code="session_open")
     clinic = await session.get(Clinic, actor.clinic_id)
-    today = local(now, clinic.timezone if clinic else "UTC").date()
+    today = to_local(now, clinic.timezone if clinic else "UTC").date()
     if submitted_on > today:
         raise RuleBroken("The submission date is in the future.", field="submitted_on")
     if submitted_on < form.session_date:

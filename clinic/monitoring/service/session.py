@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -48,10 +47,6 @@ async def charted(
     """What every write to a session's chart ends with: its audit event, and the board's notice."""
     record(session, actor=actor, action=action, entity=entity, entity_id=entity_id, patient_id=appointment.patient_id, changes=changes)
     await notify_board(session, clinic_id=appointment.clinic_id, appointment_id=appointment.id, what=what)  # type: ignore[arg-type]
-
-
-def local(instant: datetime, tz: str) -> datetime:
-    return instant.astimezone(ZoneInfo(tz))
 
 
 # ---- what stands: an entry or dose not superseded by a correction, not withdrawn as entered in error ----------

@@ -193,7 +193,7 @@ async def _build(database_url: str, *, total: int, small: int, name: str) -> Sce
     from clinic.cli import run_migrations
     from clinic.db import Database, make_sessionmaker
 
-    await asyncio.to_thread(run_migrations, database_url)
+    await asyncio.to_thread(run_migrations, database_url)  # the load below alters tables: it runs as the owner
     scenario_times: dict[str, float] = {}
     # bulk loads and index builds outlast the app's 30-second statement limit
     engine = create_async_engine(database_url, pool_size=2, connect_args={"command_timeout": 1800})
@@ -302,6 +302,7 @@ async def run(ctx: dict | None = None) -> dict:
         admin = await asyncpg.connect(admin_dsn)
         for n in names.values():
             await admin.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+            await admin.execute(f'DROP ROLE IF EXISTS "{n}_app"')
         await admin.close()
         if started:
             started.stop()

@@ -93,7 +93,7 @@ async def run(ctx: dict | None = None) -> dict:
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    database_url = with_database(server_url, name)
+    owner_url = with_database(server_url, name)
     db = None
     app = None
     queue = Queue(redis_url)  # notices are queued after commit; an absent Redis only leaves them to the sweep
@@ -102,7 +102,7 @@ async def run(ctx: dict | None = None) -> dict:
     winners_per_round: list[int] = []
     rows_per_slot: list[int] = []
     try:
-        await asyncio.to_thread(run_migrations, database_url)
+        database_url = await asyncio.to_thread(run_migrations, owner_url)
         engine = create_async_engine(database_url, pool_size=20, max_overflow=20, pool_timeout=30)
         db = Database(engine=engine, sessionmaker=make_sessionmaker(engine))
         setup = await _setup(db, rounds=rounds, concurrency=concurrency)
@@ -139,6 +139,7 @@ async def run(ctx: dict | None = None) -> dict:
             await db.dispose()
         admin = await asyncpg.connect(admin_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}_app"')
         await admin.close()
         if started:
             started.stop()

@@ -162,7 +162,8 @@ async def servers() -> AsyncIterator[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def fresh_database(server_url: str, prefix: str = "clinic_bench") -> AsyncIterator[str]:
-    """A new database on the server, migrated with Alembic; dropped afterwards."""
+    """A new database on the server, migrated with Alembic as the owner; yields the URL of its runtime role (what the
+    app connects as in production); both are dropped afterwards."""
     import asyncpg
 
     from clinic.cli import run_migrations
@@ -174,14 +175,13 @@ async def fresh_database(server_url: str, prefix: str = "clinic_bench") -> Async
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = with_database(server_url, name)
     try:
-        await asyncio.to_thread(run_migrations, url)
-        yield url
+        yield await asyncio.to_thread(run_migrations, with_database(server_url, name))
     finally:
         admin = await asyncpg.connect(admin_url)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'DROP ROLE IF EXISTS "{name}_app"')
         finally:
             await admin.close()
 

@@ -139,14 +139,14 @@ async def run(ctx: dict | None = None) -> dict:
     admin = await asyncpg.connect(plain)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    database_url = server_url.rsplit("/", 1)[0] + "/" + name
+    owner_url = server_url.rsplit("/", 1)[0] + "/" + name
     sink = CountingSink()
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     procs: list[subprocess.Popen] = []
     try:
-        await asyncio.to_thread(run_migrations, database_url)
+        database_url = await asyncio.to_thread(run_migrations, owner_url)
         await Redis.from_url(redis_url).flushdb()
         clinic_id = await _prepare(database_url, redis_url, count)
         log = open(ctx.get("worker_log", os.devnull), "ab")
@@ -168,6 +168,7 @@ async def run(ctx: dict | None = None) -> dict:
         controller.stop()
         admin = await asyncpg.connect(base + "/postgres")
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}_app"')
         await admin.close()
         if started:
             started.stop()

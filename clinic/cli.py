@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import click
+from sqlalchemy.engine import make_url
 
 from clinic.config import ConfigError, Settings
 
@@ -34,11 +36,16 @@ def load_settings() -> Settings:
 
 
 @contextmanager
-def services_for(settings: Settings, *, need_redis: bool = True):
-    """Yield settings with URLs filled in, starting embedded servers for whatever is not configured."""
-    from clinic import embedded
+def services_for(settings: Settings, *, need_redis: bool = True, keep_app_password: bool = False):
+    """Yield settings with URLs filled in, starting embedded servers for whatever is not configured.
 
-    want_pg = settings.database_url is None
+    The yielded settings name both database roles: database_owner_url (migrations, operator commands) and
+    database_url (the app). With one URL given, it is the owner's and the app's role is `<database>_app`; `clinic dev`
+    gives that role a password of its own, kept under the data directory."""
+    from clinic import embedded
+    from clinic.dbroles import default_runtime_url
+
+    want_pg = not (settings.database_url or settings.database_owner_url)
     want_redis = need_redis and settings.redis_url is None
     started = None
     if want_pg or want_redis:
@@ -49,15 +56,30 @@ def services_for(settings: Settings, *, need_redis: bool = True):
         except Exception as exc:
             fail(f"could not start embedded servers under {settings.data_dir}/: {exc}. "
                  "Set DATABASE_URL and REDIS_URL to use your own servers instead.")
-        settings = settings.with_(
-            database_url=settings.database_url or started.database_url,
-            redis_url=settings.redis_url or started.redis_url,
-        )
+        settings = settings.with_(redis_url=settings.redis_url or started.redis_url)
+    owner = started.database_url if want_pg else (settings.database_owner_url or settings.database_url)
+    if settings.database_owner_url and settings.database_url:
+        runtime = settings.database_url
+    else:
+        runtime = default_runtime_url(owner, kept_secret(settings.data_dir, "database-app-password") if keep_app_password else None)
+    settings = settings.with_(database_owner_url=owner, database_url=runtime)
     try:
         yield settings
     finally:
         if started:
             started.stop()
+
+
+def kept_secret(data_dir: str, name: str) -> str:
+    """A random secret made on first use and kept in a file only this user can read (dev only)."""
+    path = Path(data_dir) / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value
 
 
 def describe_db_error(url: str, exc: BaseException) -> str:
@@ -72,21 +94,30 @@ def describe_db_error(url: str, exc: BaseException) -> str:
     return f"cannot reach Postgres at {where} ({text}): is it running? Check DATABASE_URL."
 
 
-def run_migrations(database_url: str) -> None:
+def run_migrations(owner_url: str, runtime_url: str | None = None) -> str:
+    """Migrate as the tables' owner, then grant the runtime role (`<database>_app` unless `runtime_url` names one)
+    what the app needs on every table; returns the URL the app connects with."""
     from alembic import command
     from alembic.config import Config
 
+    from clinic.dbroles import default_runtime_url, grant_runtime_role
+
+    runtime_url = runtime_url or default_runtime_url(owner_url)
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.attributes["database_url"] = database_url
+    cfg.attributes["database_url"] = owner_url
     try:
         command.upgrade(cfg, "head")
+        asyncio.run(grant_runtime_role(owner_url, runtime_url))
+    except ConfigError as exc:
+        fail(str(exc))
     except (OSError, ConnectionError) as exc:
-        fail(describe_db_error(database_url, exc))
+        fail(describe_db_error(owner_url, exc))
     except Exception as exc:
         if type(exc).__module__.startswith(("asyncpg", "sqlalchemy")) or "connect" in str(exc).lower():
-            fail(describe_db_error(database_url, exc))
+            fail(describe_db_error(owner_url, exc))
         raise
+    return runtime_url
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -152,7 +183,7 @@ async def run_web_and_worker(settings: Settings, host: str, port: int, *, with_w
     from workers.settings import worker_settings
 
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **proxy_options(settings)))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = stop_on_signals()
     tasks = [asyncio.create_task(server.serve())]
@@ -172,6 +203,36 @@ async def run_web_and_worker(settings: Settings, host: str, port: int, *, with_w
     waiter.cancel()
 
 
+def check_production(settings: Settings, *, database_may_be_away: bool = False) -> None:
+    """What `clinic serve` and `clinic worker` refuse to start with: no or a known SECRET_KEY, or a database role
+    that could rewrite the audit trail (a superuser or the tables' owner). The worker waits out a database that is
+    away; it checks the role whenever the database answers at its start."""
+    from clinic.config import check_secret_key
+    from clinic.dbroles import is_privileged
+
+    try:
+        check_secret_key(os.environ.get("SECRET_KEY"))
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        why = asyncio.run(is_privileged(settings.database_url))
+    except Exception as exc:
+        if not database_may_be_away:
+            fail(describe_db_error(settings.database_url, exc))
+        log.warning("database role not checked, the database is away: %s", type(exc).__name__)
+        return
+    if why:
+        fail(f"DATABASE_URL's role {why}: the app must connect as a role of its own that `clinic migrate` grants "
+             "(DATABASE_OWNER_URL for migrations, DATABASE_URL for the app; see README).")
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn believes X-Forwarded-For only from the proxies listed in TRUSTED_PROXIES (by default: from nobody)."""
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies)}
+
+
 @click.group()
 def main() -> None:
     """Clinic: scheduling and supervised-session monitoring."""
@@ -189,8 +250,10 @@ def dev(host: str, port: int) -> None:
     check_port_free(host, port)
     if settings.base_url == "http://localhost:8000" and port != 8000:
         settings = settings.with_(base_url=f"http://localhost:{port}")
-    with services_for(settings) as settings:
-        run_migrations(settings.database_url)
+    if not os.environ.get("SECRET_KEY"):
+        settings = settings.with_(secret_key=kept_secret(settings.data_dir, "secret-key"))
+    with services_for(settings, keep_app_password=True) as settings:
+        run_migrations(settings.database_owner_url, settings.database_url)
         if asyncio.run(_seed(settings.database_url, 30, 14, only_if_empty=True)):
             click.echo("Demo data seeded.")
         sink = None
@@ -216,10 +279,11 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
     if not settings.database_url:
         fail("DATABASE_URL is not set: `clinic serve` needs your Postgres (use `clinic dev` for the embedded one).")
+    check_production(settings)
     check_port_free(host, port)
     import uvicorn
 
-    uvicorn.run("clinic.asgi:app", host=host, port=port, workers=workers, proxy_headers=True, log_level="info")
+    uvicorn.run("clinic.asgi:app", host=host, port=port, workers=workers, log_level="info", **proxy_options(settings))
 
 
 @main.command()
@@ -231,6 +295,7 @@ def worker(check: bool) -> None:
         sys.exit(0 if asyncio.run(_worker_alive(settings)) else 1)
     if not settings.database_url or not settings.redis_url:
         fail("DATABASE_URL and REDIS_URL must be set for `clinic worker` (use `clinic dev` for embedded ones).")
+    check_production(settings, database_may_be_away=True)
     from workers.runner import run_worker
     from workers.settings import worker_settings
 
@@ -260,8 +325,9 @@ def migrate() -> None:
     """Apply every Alembic migration (alembic upgrade head)."""
     settings = load_settings()
     with services_for(settings, need_redis=False) as settings:
-        run_migrations(settings.database_url)
-        click.echo("Database is at the latest migration.")
+        run_migrations(settings.database_owner_url, settings.database_url)
+        role = make_url(settings.database_url).username
+        click.echo(f"Database is at the latest migration; the app connects as the role {role}.")
 
 
 @main.command("seed-demo")
@@ -271,8 +337,8 @@ def seed_demo_cmd(patients: int, days: int) -> None:
     """Load a demo clinic (migrates first). Refuses if the database already holds a clinic."""
     settings = load_settings()
     with services_for(settings, need_redis=False) as settings:
-        run_migrations(settings.database_url)
-        if not asyncio.run(_seed(settings.database_url, patients, days, only_if_empty=True)):
+        run_migrations(settings.database_owner_url, settings.database_url)
+        if not asyncio.run(_seed(settings.database_owner_url, patients, days, only_if_empty=True)):
             fail("the database already holds a clinic; seed-demo only fills an empty database.")
         click.echo("Demo data seeded.")
 
@@ -286,7 +352,7 @@ def create_user(email: str, roles: tuple[str, ...], password: str, name: str) ->
     """Create a staff account in the (first) clinic."""
     settings = load_settings()
     with services_for(settings, need_redis=False) as settings:
-        run_migrations(settings.database_url)
+        run_migrations(settings.database_owner_url, settings.database_url)
 
         async def run() -> int:
             from sqlmodel import select
@@ -297,7 +363,7 @@ def create_user(email: str, roles: tuple[str, ...], password: str, name: str) ->
             from clinic.errors import ClinicError
             from clinic.scheduling.models import Clinic
 
-            db = Database.connect(settings.database_url, pool_size=1)
+            db = Database.connect(settings.database_owner_url, pool_size=1)
             try:
                 async with db.transaction() as session:
                     clinic = (await session.exec(select(Clinic).order_by(Clinic.id))).first()
@@ -337,7 +403,7 @@ def create_token(email: str, name: str) -> None:
             from clinic.auth.models import StaffUser
             from clinic.db import Database
 
-            db = Database.connect(settings.database_url, pool_size=1)
+            db = Database.connect(settings.database_owner_url, pool_size=1)
             try:
                 async with db.transaction() as session:
                     user = (await session.exec(select(StaffUser).where(StaffUser.email == email.strip().lower()))).first()

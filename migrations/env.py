@@ -15,7 +15,8 @@ target_metadata = metadata
 
 
 def database_url() -> str:
-    url = config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
+    # migrations run as the tables' owner; DATABASE_URL alone is taken as the owner's (clinic.dbroles)
+    url = config.attributes.get("database_url") or os.environ.get("DATABASE_OWNER_URL") or os.environ.get("DATABASE_URL")
     if url:
         return url
     # no URL given: the same embedded server `clinic dev` uses

@@ -20,6 +20,7 @@ from clinic.app import create_app
 from clinic.cli import run_migrations
 from clinic.config import Settings
 from clinic.db import Database
+from clinic.dbroles import default_runtime_url
 from clinic.queue import Queue, redis_settings
 from tests.factories import Factory
 from tests.smtp_sink import SmtpSink
@@ -76,20 +77,41 @@ def _servers():
         started.stop()
 
 
-@pytest.fixture(scope="session")
-async def database_url(_servers) -> AsyncIterator[str]:
-    """A fresh database for this run (so parallel runs never share one), migrated with Alembic."""
-    server_url = _servers[0]
-    name = f"clinic_test_{os.getpid()}_{secrets.token_hex(3)}"
+@asynccontextmanager
+async def migrated_database(server_url: str, prefix: str) -> AsyncIterator[tuple[str, str]]:
+    """A fresh database on the server (so parallel runs never share one), migrated with Alembic as the owner, and its
+    runtime role: yields (the owner's URL, the app's URL); drops both afterwards."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(_asyncpg_dsn(server_url))
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    url = _with_db(server_url, name)
-    await asyncio.to_thread(run_migrations, url)
-    yield url
-    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    owner = _with_db(server_url, name)
+    try:
+        runtime = await asyncio.to_thread(run_migrations, owner, default_runtime_url(owner, secrets.token_urlsafe(16)))
+        yield owner, runtime
+    finally:
+        admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}_app"')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def _databases(_servers) -> AsyncIterator[tuple[str, str]]:
+    async with migrated_database(_servers[0], "clinic_test") as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def owner_database_url(_databases) -> str:
+    """The tables' owner: migrations, and tests that reach past what the app itself may do."""
+    return _databases[0]
+
+
+@pytest.fixture(scope="session")
+def database_url(_databases) -> str:
+    """The app's own role (neither superuser nor owner): what every app and pool in the tests connects as."""
+    return _databases[1]
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +123,14 @@ def redis_url(_servers) -> str:
 async def engine_db(database_url) -> AsyncIterator[Database]:
     """A real pool on the test database; work done through it is committed."""
     db = Database.connect(database_url, pool_size=20)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture(scope="session")
+async def owner_db(owner_database_url) -> AsyncIterator[Database]:
+    """A pool signed in as the tables' owner: for tests proving the database's own rules hold even for it."""
+    db = Database.connect(owner_database_url, pool_size=2)
     yield db
     await db.dispose()
 

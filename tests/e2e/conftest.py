@@ -25,6 +25,7 @@ from tests.servers import ThreadedServer
 
 from clinic.app import create_app
 from clinic.cli import run_migrations
+from clinic.dbroles import default_runtime_url
 from clinic.config import Settings
 from clinic.db import Database
 from clinic.seed import DEMO_PASSWORD
@@ -102,15 +103,16 @@ async def _create_database(server_url: str, name: str) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_db(server_url, name)
-    await asyncio.to_thread(run_migrations, url)
-    return url
+    owner = _with_db(server_url, name)
+    # the browser tests' app connects as the runtime role, like production
+    return await asyncio.to_thread(run_migrations, owner, default_runtime_url(owner, secrets.token_urlsafe(16)))
 
 
 async def _drop_database(server_url: str, name: str) -> None:
     admin = await asyncpg.connect(_asyncpg_dsn(server_url))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}_app"')
     finally:
         await admin.close()
 

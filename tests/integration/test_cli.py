@@ -11,7 +11,7 @@ import pytest
 
 
 def run_clinic(*args: str, env: dict[str, str] | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "SECRET_KEY")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "clinic.cli", *args], capture_output=True, text=True, env=full_env, timeout=timeout
@@ -32,10 +32,10 @@ def test_bad_database_url_gives_one_clear_line(url, expected):
     assert "Traceback" not in r.stderr
 
 
-def test_missing_database_is_named(database_url):
+def test_missing_database_is_named(owner_database_url):
     from tests.conftest import _with_db
 
-    missing = _with_db(database_url, "no_such_database_here")
+    missing = _with_db(owner_database_url, "no_such_database_here")
     r = run_clinic("migrate", env={"DATABASE_URL": missing})
     assert r.returncode == 2
     assert "no_such_database_here does not exist" in r.stderr
@@ -53,12 +53,12 @@ def test_port_in_use_is_reported_before_anything_starts():
     assert "Traceback" not in r.stderr
 
 
-def test_migrate_is_idempotent_and_check_is_clean(database_url):
-    r = run_clinic("migrate", env={"DATABASE_URL": database_url})
+def test_migrate_is_idempotent_and_check_is_clean(owner_database_url, database_url):
+    r = run_clinic("migrate", env={"DATABASE_OWNER_URL": owner_database_url, "DATABASE_URL": database_url})
     assert r.returncode == 0, r.stderr
     check = subprocess.run(
         [sys.executable, "-m", "alembic", "check"],
-        capture_output=True, text=True, env={**os.environ, "DATABASE_URL": database_url}, timeout=60,
+        capture_output=True, text=True, env={**os.environ, "DATABASE_OWNER_URL": owner_database_url}, timeout=60,
     )
     assert check.returncode == 0, check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr

@@ -72,8 +72,9 @@ async def test_bearer_token_authenticates_without_csrf(client, factory):
     assert r.status_code == 200
 
 
-async def test_audit_rows_cannot_be_updated_or_deleted(engine_db):
-    async with engine_db.engine.connect() as conn:
+async def test_audit_rows_cannot_be_updated_or_deleted(owner_db):
+    # even the tables' owner (the app itself may not try: tests/integration/test_db_roles.py)
+    async with owner_db.engine.connect() as conn:
         trans = await conn.begin()
         await conn.execute(text("INSERT INTO audit_events (at, action, entity, changes) VALUES (now(), 'test.row', 't', '{}')"))
         with pytest.raises(DBAPIError, match="append-only"):

@@ -419,7 +419,8 @@ async def test_a_correction_raises_its_alerts_but_not_one_whose_code_is_still_op
     assert await count(db, Alert, appointment_id=s.appt.id) == 3
 
 
-async def test_the_database_refuses_to_change_or_delete_an_entry(engine_db, factory):
+async def test_the_database_refuses_to_change_or_delete_an_entry(engine_db, owner_db, factory):
+    """Even for the tables' owner (the app's own role may not even try: tests/integration/test_db_roles.py)."""
     from tests.factories import Factory
 
     f = Factory(engine_db)
@@ -429,14 +430,14 @@ async def test_the_database_refuses_to_change_or_delete_an_entry(engine_db, fact
     appt = await appointment(f, clinic, patient, utcnow(), status="arrived", checked_in_at=utcnow())
     entry = ClinicalEntry(clinic_id=clinic.id, appointment_id=appt.id, client_id=uuid.uuid4(), taken_at=utcnow(), recorded_by=nurse.id, spo2=97)
     await f.add(entry)
-    async with engine_db.engine.connect() as conn:
+    async with owner_db.engine.connect() as conn:
         for sql in ("UPDATE clinical_entries SET spo2 = 80 WHERE id = :id", "DELETE FROM clinical_entries WHERE id = :id"):
             with pytest.raises(DBAPIError, match="append-only"):
                 async with conn.begin():
                     await conn.execute(text(sql), {"id": entry.id})
     alert = Alert(clinic_id=clinic.id, appointment_id=appt.id, entry_id=entry.id, level="alert", code="x", message="m")
     await f.add(alert)
-    async with engine_db.engine.connect() as conn:
+    async with owner_db.engine.connect() as conn:
         async with conn.begin():
             await conn.execute(text("UPDATE session_alerts SET acknowledged_at = now(), acknowledged_by = :u, note = 'seen' WHERE id = :id"), {"id": alert.id, "u": nurse.id})
         with pytest.raises(DBAPIError, match="first acknowledgement"):

@@ -14,8 +14,9 @@ from clinic.audit.models import AuditEvent
 from tests.factories import bearer, login
 
 
-async def test_the_database_refuses_update_delete_and_truncate_of_audit_rows(engine_db):
-    async with engine_db.engine.connect() as conn:
+async def test_the_database_refuses_update_delete_and_truncate_of_audit_rows(owner_db):
+    # even for the tables' owner; the app's own role may not even try (tests/integration/test_db_roles.py)
+    async with owner_db.engine.connect() as conn:
         trans = await conn.begin()
         row_id = (await conn.execute(text("INSERT INTO audit_events (at, action, entity, changes) VALUES (now(), 'test.row', 't', '{}') RETURNING id"))).scalar_one()
         for statement in (

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -126,40 +123,27 @@ class Demo:
 @asynccontextmanager
 async def demo_database(server_url: str, redis_url: str, *, patients: int = 10, days: int = 3) -> AsyncIterator[Demo]:
     """Create, migrate and seed a database for one test module; dropped afterwards whatever the tests did to it."""
-    import asyncpg
-
     from clinic.auth.models import ApiToken, WebSession
     from clinic.auth.rules import new_token
-    from clinic.cli import run_migrations
     from clinic.db import Database
     from clinic.seed import seed_demo
-    from tests.conftest import _asyncpg_dsn, _with_db
+    from tests.conftest import migrated_database
 
-    name = f"clinic_rel_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _with_db(server_url, name)
-    db = None
-    try:
-        await asyncio.to_thread(run_migrations, url)
+    async with migrated_database(server_url, "clinic_rel") as (_, url):
         db = Database.connect(url, pool_size=5)
-        clinic = await seed_demo(db, patients=patients, days=days)
-        f = Factory(db)
-        tokens, sessions = {}, {}
-        for i, role in enumerate(ROLE_PREFERENCE):
-            user = await f.user(clinic, role, id=OWN_IDS + i, email=f"reliability-{role}@fuzz.clinic")
-            bearer_raw, bearer_hash = new_token("ct_")
-            session_raw, session_hash = new_token()
-            await f.add(ApiToken(id=OWN_IDS + i, token_hash=bearer_hash, user_id=user.id, name="reliability"),
-                        WebSession(id=OWN_IDS + i, token_hash=session_hash, user_id=user.id))
-            tokens[role], sessions[role] = bearer_raw, session_raw
-        settings = Settings(database_url=url, redis_url=redis_url, secret_key="reliability-secret-key-" + "x" * 16,
-                            base_url="http://testserver.local")
-        yield Demo(url, db, settings, clinic.id, tokens, sessions)
-    finally:
-        if db is not None:
+        try:
+            clinic = await seed_demo(db, patients=patients, days=days)
+            f = Factory(db)
+            tokens, sessions = {}, {}
+            for i, role in enumerate(ROLE_PREFERENCE):
+                user = await f.user(clinic, role, id=OWN_IDS + i, email=f"reliability-{role}@fuzz.clinic")
+                bearer_raw, bearer_hash = new_token("ct_")
+                session_raw, session_hash = new_token()
+                await f.add(ApiToken(id=OWN_IDS + i, token_hash=bearer_hash, user_id=user.id, name="reliability"),
+                            WebSession(id=OWN_IDS + i, token_hash=session_hash, user_id=user.id))
+                tokens[role], sessions[role] = bearer_raw, session_raw
+            settings = Settings(database_url=url, redis_url=redis_url, secret_key="reliability-secret-key-" + "x" * 16,
+                                base_url="http://testserver.local")
+            yield Demo(url, db, settings, clinic.id, tokens, sessions)
+        finally:
             await db.dispose()
-        admin = await asyncpg.connect(_asyncpg_dsn(server_url))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()

@@ -55,3 +55,23 @@ def test_dockerfile_copies_what_the_app_needs():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for part in ("clinic", "workers", "templates", "migrations", "alembic.ini", "constraints.txt"):
         assert part in dockerfile
+
+
+def test_no_secret_has_a_published_default():
+    text = (ROOT / "compose.yaml").read_text()
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "APP_DATABASE_PASSWORD"):
+        uses = [line for line in text.splitlines() if "${" + name in line]
+        assert uses, name
+        assert all("${" + name + ":?" in line for line in uses), f"{name} must be required, never defaulted: {uses}"
+
+
+def test_web_and_worker_connect_as_the_apps_role_and_only_migrate_as_the_owner():
+    services = compose()["services"]
+    owner = services["migrate"]["environment"]["DATABASE_OWNER_URL"].split("://", 1)[1].split(":", 1)[0]
+    assert owner == services["db"]["environment"]["POSTGRES_USER"]
+    app_role = services["migrate"]["environment"]["DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+    assert app_role != owner
+    for name in ("web", "worker"):
+        env = services[name]["environment"]
+        assert "DATABASE_OWNER_URL" not in env
+        assert env["DATABASE_URL"].split("://", 1)[1].split(":", 1)[0] == app_role

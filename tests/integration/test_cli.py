@@ -73,3 +73,30 @@ async def test_worker_check_answers_the_compose_healthcheck_from_the_heartbeat(r
     assert run_clinic("worker", "--check", env={"REDIS_URL": redis_url}).returncode == 0
     down = run_clinic("worker", "--check", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert down.returncode == 1 and "Redis did not answer" in down.stderr and "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (None, "SECRET_KEY is not set"),
+        ("change-me-to-a-long-random-string", "SECRET_KEY is a published example value"),
+        ("short-key", "SECRET_KEY is too short or too repetitive"),
+        ("x" * 64, "SECRET_KEY is too short or too repetitive"),
+    ],
+)
+def test_serve_and_worker_refuse_a_missing_short_or_known_secret_key(key, expected, database_url, redis_url):
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    if key is not None:
+        env["SECRET_KEY"] = key
+    for command in (("serve", "--port", "0"), ("worker",)):
+        r = run_clinic(*command, env=env)
+        assert r.returncode == 2, r.stderr
+        assert expected in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dev_keeps_the_key_it_generated(tmp_path):
+    from clinic.cli import kept_secret
+
+    first = kept_secret(str(tmp_path), "secret-key")
+    assert len(first) >= 32 and kept_secret(str(tmp_path), "secret-key") == first
+    assert (tmp_path / "secret-key").stat().st_mode & 0o077 == 0  # only its owner can read it

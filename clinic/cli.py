@@ -391,7 +391,7 @@ def create_user(email: str, roles: tuple[str, ...], password: str, name: str) ->
 @click.option("--email", required=True)
 @click.option("--name", default="cli", show_default=True)
 def create_token(email: str, name: str) -> None:
-    """Print a new API token for a staff user (shown once; stored hashed)."""
+    """Print a new API token for an integration account (shown once; stored hashed)."""
     settings = load_settings()
     with services_for(settings, need_redis=False) as settings:
 
@@ -402,6 +402,7 @@ def create_token(email: str, name: str) -> None:
             from clinic.auth import service
             from clinic.auth.models import StaffUser
             from clinic.db import Database
+            from clinic.errors import ClinicError
 
             db = Database.connect(settings.database_owner_url, pool_size=1)
             try:
@@ -409,8 +410,12 @@ def create_token(email: str, name: str) -> None:
                     user = (await session.exec(select(StaffUser).where(StaffUser.email == email.strip().lower()))).first()
                     if user is None:
                         fail(f"email: no staff user {email}")
-                    actor = Actor(user_id=user.id, clinic_id=user.clinic_id, roles=tuple(user.roles), via="system", name="cli")
-                    _, raw = await service.create_token(session, actor=actor, user_id=user.id, name=name)
+                    # the operator acts as an admin would: for integration accounts only (people make their own)
+                    actor = Actor(user_id=None, clinic_id=user.clinic_id, roles=("admin",), via="system", name="cli")
+                    try:
+                        _, raw = await service.create_token(session, actor=actor, user_id=user.id, name=name)
+                    except ClinicError as exc:
+                        fail(f"{exc.field or 'email'}: {exc.detail}")
                     return raw
             finally:
                 await db.dispose()

@@ -9,9 +9,12 @@ class ClinicError(Exception):
     """A refusal with a sentence for a person; answered as {"detail", "field"?, "code"?} with its status."""
 
     status_code = 422
+    headers: dict[str, str] = {}  # e.g. Retry-After on a 429 or 503
 
-    def __init__(self, detail: str, *, field: str | None = None, code: str | None = None, extra: dict[str, Any] | None = None):
+    def __init__(self, detail: str, *, field: str | None = None, code: str | None = None, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(detail)
+        self.headers = headers or type(self).headers
         self.detail = detail
         self.field = field
         self.code = code

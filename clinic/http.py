@@ -53,6 +53,7 @@ def provide_actor(request: Request) -> Actor:
         ip=client.host if client else None,
         name=user.full_name,
         via=user.via,
+        credential_id=user.credential_id,
     )
 
 
@@ -73,25 +74,25 @@ def json_answer(status: int, body: dict[str, Any], headers: dict[str, str] | Non
     return Response(content={"status_code": status, **body}, status_code=status, headers=headers, media_type="application/json")
 
 
-def html_answer(request: Request, status: int, body: dict[str, Any]) -> Response:
+def html_answer(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     if request.headers.get("hx-request"):
         # htmx swaps this fragment into the form's error slot
         return Template(
             template_name="partials/error.html",
             context={"error": body},
             status_code=status,
-            headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
+            headers={**(headers or {}), "HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
         )
-    return Template(template_name="error.html", context={"error": body, "status": status}, status_code=status)
+    return Template(template_name="error.html", context={"error": body, "status": status}, status_code=status, headers=headers)
 
 
 def answer(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """An error as a page (or htmx fragment) for people, as JSON for programs."""
-    return html_answer(request, status, body) if wants_html(request) else json_answer(status, body, headers)
+    return html_answer(request, status, body, headers) if wants_html(request) else json_answer(status, body, headers)
 
 
 def clinic_error_handler(request: Request, exc: ClinicError) -> Response:
-    return answer(request, exc.status_code, exc.body())
+    return answer(request, exc.status_code, exc.body(), exc.headers or None)
 
 
 def integrity_error_handler(request: Request, exc: IntegrityError | asyncpg.IntegrityConstraintViolationError) -> Response:

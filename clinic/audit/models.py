@@ -20,6 +20,9 @@ class AuditEvent(SQLModel, table=True):
     at: datetime = TimestampField(default_now=True, index=True)
     user_id: int | None = Field(default=None, index=True)
     ip: str | None = Field(default=None, sa_type=String(64))
+    # which credential acted: a browser session or an API token (their ids), or the system itself
+    via: str | None = Field(default=None, sa_type=String(10))
+    credential_id: int | None = None
     action: str = Field(sa_type=String(80), index=True)  # e.g. "appointment.book", "chart.read"
     entity: str = Field(default="", sa_type=String(40))
     entity_id: str | None = Field(default=None, sa_type=String(40))

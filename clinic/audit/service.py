@@ -21,7 +21,8 @@ class Actor:
     roles: tuple[str, ...] = ()
     ip: str | None = None
     name: str = ""
-    via: str = "session"  # session | bearer | system
+    via: str = "session"  # session | bearer | system | password (a sign-in attempt)
+    credential_id: int | None = None  # the web_sessions or api_tokens row the request came with
 
     def has_role(self, *roles: str) -> bool:
         return any(r in self.roles for r in roles)
@@ -55,6 +56,8 @@ def record(
         clinic_id=clinic_id if clinic_id is not None else (actor.clinic_id or None),
         user_id=actor.user_id,
         ip=actor.ip,
+        via=actor.via,
+        credential_id=actor.credential_id,
         action=action,
         entity=entity,
         entity_id=None if entity_id is None else str(entity_id),

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor, AuditFilter, list_events
 from clinic.auth import service
 from clinic.auth.models import ROLES
+from clinic.auth.permissions import INTEGRATION
 from clinic.auth.rules import MIN_PASSWORD_LENGTH
 from clinic.errors import ClinicError, RuleBroken
 from clinic.http import CurrentActor, DbSession
@@ -28,6 +29,7 @@ ROLE_LABELS = {
     "prescriber": "Prescriber",
     "billing": "Billing",
     "admin": "Admin",
+    "integration": "Integration",
 }
 ROLE_HINTS = {
     "front_desk": "books appointments, edits patients",
@@ -35,6 +37,7 @@ ROLE_HINTS = {
     "prescriber": "runs sessions, acknowledges cautions, signs discharges",
     "billing": "estimates, claims, balances",
     "admin": "staff, chairs, protocols, fees, audit trail",
+    "integration": "a program, not a person: API tokens an admin creates, read only, never signs; no password",
 }
 # outcomes shown after a redirect; fixed sentences, so nothing from the request is echoed
 DONE_MESSAGES = {
@@ -207,7 +210,8 @@ async def staff_reset_password(request: Request, db_session: DbSession, actor: C
 
 async def _tokens_context(session: AsyncSession, actor: Actor, **extra: Any) -> dict[str, Any]:
     tokens = await service.list_tokens(session, clinic_id=actor.clinic_id)
-    users = [u for u in await service.list_users(session, clinic_id=actor.clinic_id) if u.active]
+    # admins make tokens for programs only; a person makes their own on the Your account page
+    users = [u for u in await service.list_users(session, clinic_id=actor.clinic_id) if u.active and u.has_role(INTEGRATION)]
     tz = await clinic_timezone(session, actor.clinic_id)
     defaults = {"new_token": None, "error": None, "ok": None, "selected_user": None}
     return _common(tokens=tokens, users=users, tz=tz, section="tokens", **{**defaults, **extra})
@@ -225,13 +229,15 @@ async def tokens_page(db_session: DbSession, actor: CurrentActor, done: str | No
 async def tokens_create(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
     form = await request.form()
     raw_user = _text(form, "user_id")
+    # ASCII digits only: "³".isdigit() is true, but int("³") raises
+    user_id = int(raw_user) if raw_user.isascii() and raw_user.isdigit() and len(raw_user) <= 10 else None
     try:
-        if not raw_user.isdigit():
+        if user_id is None:
             raise RuleBroken("Choose whose token this is.", field="user_id")
-        token, raw = await service.create_token(db_session, actor=actor, user_id=int(raw_user), name=_text(form, "name"))
+        token, raw = await service.create_token(db_session, actor=actor, user_id=user_id, name=_text(form, "name"))
     except ClinicError as exc:
         await db_session.rollback()
-        context = await _tokens_context(db_session, actor, error=exc.body(), selected_user=int(raw_user) if raw_user.isdigit() else None)
+        context = await _tokens_context(db_session, actor, error=exc.body(), selected_user=user_id)
         return Template("admin/tokens.html", context=context, status_code=exc.status_code)
     await db_session.flush()
     # the secret exists only in this response: it is stored hashed and cannot be shown again

@@ -51,7 +51,9 @@ class PasswordReset(Struct, forbid_unknown_fields=True):
 
 
 class TokenCreate(Struct, forbid_unknown_fields=True):
-    user_id: int
+    """Without user_id (or with your own) a token of your own; an admin may name an integration account."""
+
+    user_id: int | None = None
     name: str = ""
 
 
@@ -177,23 +179,24 @@ async def staff_reset_password(db_session: DbSession, actor: CurrentActor, user_
 # ---- tokens --------------------------------------------------------------------------------
 
 
-@get("/tokens", opt={"permission": "admin"}, tags=TAGS, summary="List API tokens (admin; the secrets are never shown again)")
+@get("/tokens", opt={"permission": "staff"}, tags=TAGS, summary="List API tokens: your own, or the clinic's for an admin (secrets are never shown again)")
 async def tokens_index(db_session: DbSession, actor: CurrentActor, user_id: int | None = None) -> list[dict[str, Any]]:
     tz = await clinic_timezone(db_session, actor.clinic_id)
-    rows = await service.list_tokens(db_session, clinic_id=actor.clinic_id)
+    rows = await service.list_tokens(db_session, clinic_id=actor.clinic_id, user_id=service.tokens_visible_to(actor))
     return [token_json(t, u, tz) for t, u in rows if user_id is None or u.id == user_id]
 
 
-@post("/tokens", opt={"permission": "admin"}, tags=TAGS, status_code=201,
-      summary="Create an API token for a staff member; the response is the only time the secret is shown (admin)")
+@post("/tokens", opt={"permission": "staff"}, tags=TAGS, status_code=201,
+      summary="Create an API token of your own (signed in with a browser), or an admin one for an integration account; "
+              "the response is the only time the secret is shown")
 async def tokens_create(db_session: DbSession, actor: CurrentActor, data: TokenCreate) -> dict[str, Any]:
     token, raw = await service.create_token(db_session, actor=actor, user_id=data.user_id, name=data.name)
     _, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token.id)
     return {**token_json(token, owner, await clinic_timezone(db_session, actor.clinic_id)), "token": raw}
 
 
-@post("/tokens/{token_id:int}/revoke", opt={"permission": "admin"}, tags=TAGS, status_code=200,
-      summary="Revoke an API token; its next request is refused (admin)")
+@post("/tokens/{token_id:int}/revoke", opt={"permission": "staff"}, tags=TAGS, status_code=200,
+      summary="Revoke an API token (your own, or any of the clinic's for an admin); its next request is refused")
 async def tokens_revoke(db_session: DbSession, actor: CurrentActor, token_id: int) -> dict[str, Any]:
     await service.revoke_token(db_session, actor=actor, token_id=token_id)
     token, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token_id)
@@ -235,6 +238,8 @@ async def audit_events(
             "at_local": both_zones(e.at, tz)["local"],  # type: ignore[index]
             "user_id": e.user_id,
             "ip": e.ip,
+            "via": e.via,
+            "credential_id": e.credential_id,
             "action": e.action,
             "entity": e.entity,
             "entity_id": e.entity_id,

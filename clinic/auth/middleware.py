@@ -43,7 +43,7 @@ _SESSION_SQL = """
     SELECT s.id AS cid, s.last_seen_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles,
            c.settings ->> 'idle_timeout_minutes' AS clinic_idle
     FROM web_sessions s JOIN staff_users u ON u.id = s.user_id JOIN clinics c ON c.id = u.clinic_id
-    WHERE s.token_hash = $1 AND s.ended_at IS NULL AND u.active
+    WHERE s.token_hash = $1 AND s.ended_at IS NULL AND u.active AND NOT u.roles @> ARRAY['integration']::varchar[]
 """
 _TOKEN_SQL = """
     SELECT t.id AS cid, t.last_used_at AS seen, u.id, u.clinic_id, u.email, u.full_name, u.roles
@@ -53,8 +53,8 @@ _TOKEN_SQL = """
 # ending an idle session and recording it, as one statement (so one commit)
 _IDLE_LOGOFF_SQL = """
     WITH ended AS (UPDATE web_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL RETURNING id)
-    INSERT INTO audit_events (clinic_id, at, user_id, ip, action, entity, entity_id, changes)
-    SELECT $3, $1, $4, $5, 'auth.idle_logoff', 'web_session', $2::text, jsonb_build_object('idle_minutes', $6::integer) FROM ended
+    INSERT INTO audit_events (clinic_id, at, user_id, ip, via, credential_id, action, entity, entity_id, changes)
+    SELECT $3, $1, $4, $5, 'session', $2, 'auth.idle_logoff', 'web_session', $2::text, jsonb_build_object('idle_minutes', $6::integer) FROM ended
 """
 _TOUCH_SQL = {
     "session": "UPDATE web_sessions SET last_seen_at = $1 WHERE id = $2",
@@ -162,12 +162,12 @@ def sign_in_cache(litestar_app: Any) -> SignInCache | None:
 
 
 def idle_minutes(clinic_value: str | None, default: int) -> int:
-    """The clinic's own idle limit when it set a sane one, else the server's setting."""
+    """The clinic's own idle limit when it set a sane one, else the server's setting: a clinic may shorten it only."""
     try:
         value = int(clinic_value) if clinic_value is not None else default
     except ValueError:
         return default
-    return value if 1 <= value <= 720 else default
+    return value if 1 <= value <= default else default
 
 
 def _is_background(scope: Scope) -> bool:

@@ -10,7 +10,9 @@ from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
 
-ROLES = ("front_desk", "nurse", "prescriber", "billing", "admin")
+ROLES = ("front_desk", "nurse", "prescriber", "billing", "admin", "integration")
+# an integration account's password hash: verifies nothing, so it never signs in with a browser
+NO_PASSWORD = "!"
 
 
 class StaffUser(SQLModel, table=True):

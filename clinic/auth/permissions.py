@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 FRONT_DESK, NURSE, PRESCRIBER, BILLING, ADMIN = "front_desk", "nurse", "prescriber", "billing", "admin"
-ALL_ROLES = frozenset({FRONT_DESK, NURSE, PRESCRIBER, BILLING, ADMIN})
+# a program, not a person: holds API tokens an admin creates for it, reads what an export needs, never signs clinically
+INTEGRATION = "integration"
+STAFF_ROLES = frozenset({FRONT_DESK, NURSE, PRESCRIBER, BILLING, ADMIN})
+ALL_ROLES = STAFF_ROLES | {INTEGRATION}
+# roles that never sign in with a browser (no password, no session)
+NO_BROWSER = frozenset({INTEGRATION})
 
 PERMISSIONS: dict[str, frozenset[str]] = {
-    # any signed-in staff member: home page, own account, logout
+    # anyone signed in: home page, own account and API tokens, logout, "who am I"
     "staff": ALL_ROLES,
-    # patients: front desk books and edits; clinical and billing staff read charts
+    # patients: front desk books and edits; clinical and billing staff (and integrations) read charts
     "patients.read": ALL_ROLES,
     "patients.write": frozenset({FRONT_DESK, ADMIN}),
     # the schedule: everyone sees it; front desk (and admin) change it
     "schedule.read": ALL_ROLES,
     "schedule.write": frozenset({FRONT_DESK, ADMIN}),
     # supervised sessions: nurses and prescribers run them
-    "session.read": frozenset({NURSE, PRESCRIBER, ADMIN}),
+    "session.read": frozenset({NURSE, PRESCRIBER, ADMIN, INTEGRATION}),
     "session.run": frozenset({NURSE, PRESCRIBER}),
     # only prescribers acknowledge pre-dose cautions and sign discharges
     "session.sign": frozenset({PRESCRIBER}),
     "board.read": frozenset({NURSE, PRESCRIBER, FRONT_DESK, ADMIN}),
     # billing sees billing
-    "billing.read": frozenset({BILLING, ADMIN}),
+    "billing.read": frozenset({BILLING, ADMIN, INTEGRATION}),
     "billing.write": frozenset({BILLING}),
     # coverage (insurance card details): billing, or the front desk entering it at registration
     "coverage.write": frozenset({FRONT_DESK, BILLING, ADMIN}),

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 from msgspec import Struct
 
 from clinic.auth import service
+from clinic.auth.admin import clinic_timezone
 from clinic.auth.middleware import SESSION_COOKIE, idle_minutes
 from clinic.errors import ClinicError, RuleBroken
 from clinic.http import CurrentActor, DbSession
@@ -70,7 +71,8 @@ async def login_submit(
     ip = request.client.host if request.client else "unknown"
     try:
         user, raw = await service.login(
-            db_session, email=data.email, password=data.password, ip=ip, previous_token=request.cookies.get(SESSION_COOKIE)
+            db_session, request.app.state.db, email=data.email, password=data.password, ip=ip,
+            previous_token=request.cookies.get(SESSION_COOKIE),
         )
     except ClinicError as exc:
         # the failed attempt is still recorded: commit it, then answer
@@ -79,6 +81,7 @@ async def login_submit(
             "auth/login.html",
             context={"next": safe_next(data.next) or "", "error": exc.detail, "email": data.email[:254], "notice": None},
             status_code=exc.status_code,
+            headers=exc.headers or None,
         )
     settings = request.app.state.settings
     target = safe_next(data.next) or home_for(user.roles)
@@ -114,19 +117,54 @@ async def home(request: Request) -> Redirect:
     return Redirect(path=home_for(request.scope["user"].roles))
 
 
+ACCOUNT_DONE = {
+    "password": "Your password was changed. Other devices were signed out and your API tokens revoked.",
+    "revoked": "Token revoked. It is refused from its next request on.",
+}
+
+
 @get("/account", opt={"permission": "staff"}, include_in_schema=False)
-async def account(request: Request, done: str | None = None) -> Template:
-    return _account_page(request, ok="Your password was changed. Other devices were signed out." if done == "password" else None)
+async def account(request: Request, db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
+    return await _account_page(request, db_session, actor, ok=ACCOUNT_DONE.get(done or ""))
 
 
-def _account_page(request: Request, *, ok: str | None = None, error: dict | None = None, status_code: int = 200) -> Template:
+async def _account_page(request: Request, db_session: DbSession, actor: CurrentActor, *, ok: str | None = None,
+                        error: dict | None = None, status_code: int = 200, new_token: dict | None = None) -> Template:
     from clinic.auth.rules import MIN_PASSWORD_LENGTH
 
     return Template(
         "auth/account.html",
-        context={"ok": ok, "error": error, "min_password": MIN_PASSWORD_LENGTH},
+        context={"ok": ok, "error": error, "min_password": MIN_PASSWORD_LENGTH, "new_token": new_token,
+                 "tokens": await service.list_tokens(db_session, clinic_id=actor.clinic_id, user_id=actor.user_id),
+                 "tz": await clinic_timezone(db_session, actor.clinic_id)},
         status_code=status_code,
     )
+
+
+class TokenForm(Struct):
+    name: str = ""
+
+
+@post("/account/tokens", opt={"permission": "staff"}, include_in_schema=False)
+async def create_own_token(
+    request: Request,
+    db_session: DbSession,
+    actor: CurrentActor,
+    data: Annotated[TokenForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response:
+    try:
+        token, raw = await service.create_token(db_session, actor=actor, name=data.name)
+    except ClinicError as exc:
+        await db_session.rollback()
+        return await _account_page(request, db_session, actor, error=exc.body(), status_code=exc.status_code)
+    # the secret exists only in this response: it is stored hashed and cannot be shown again
+    return await _account_page(request, db_session, actor, status_code=201, new_token={"raw": raw, "name": token.name or "unnamed"})
+
+
+@post("/account/tokens/{token_id:int}/revoke", opt={"permission": "staff"}, include_in_schema=False)
+async def revoke_own_token(db_session: DbSession, actor: CurrentActor, token_id: int) -> Redirect:
+    await service.revoke_token(db_session, actor=actor, token_id=token_id)
+    return Redirect(path="/account?done=revoked", status_code=303)
 
 
 class PasswordChangeForm(Struct):
@@ -156,8 +194,8 @@ async def change_password(
     except ClinicError as exc:
         # the failed attempt's audit row is kept
         await db_session.commit()
-        return _account_page(request, error=exc.body(), status_code=exc.status_code)
+        return await _account_page(request, db_session, actor, error=exc.body(), status_code=exc.status_code)
     return Redirect(path="/account?done=password", status_code=303)
 
 
-routes = [login_page, login_submit, logout, home, account, change_password]
+routes = [login_page, login_submit, logout, home, account, change_password, create_own_token, revoke_own_token]

@@ -252,9 +252,9 @@ async def test_account_page_changes_own_password_and_signs_out_other_devices(cli
 
 async def test_admin_forms_without_csrf_token_are_refused(client, factory):
     clinic, admin = await _admin_client(client, factory)
-    r = await client.post("/admin/staff", data={"full_name": "Eve", "email": "eve@example.org", "roles": "admin", "password": "x" * 20})
+    r = await client.post("/admin/staff", data={"full_name": "Eve", "email": "eve@example.org", "roles": "admin", "password": "eve-passphrase-2030"})
     assert r.status_code == 403
-    r = await client.post("/api/v1/staff", json={"email": "eve@example.org", "full_name": "Eve", "roles": ["admin"], "password": "x" * 20})
+    r = await client.post("/api/v1/staff", json={"email": "eve@example.org", "full_name": "Eve", "roles": ["admin"], "password": "eve-passphrase-2030"})
     assert r.status_code == 403 and r.json()["code"] == "csrf"
-    r = await client.post("/api/v1/staff", json={"email": "eve@example.org", "full_name": "Eve", "roles": ["admin"], "password": "x" * 20}, headers=csrf_headers(client))
+    r = await client.post("/api/v1/staff", json={"email": "eve@example.org", "full_name": "Eve", "roles": ["admin"], "password": "eve-passphrase-2030"}, headers=csrf_headers(client))
     assert r.status_code == 201

@@ -237,13 +237,14 @@ async def test_tampered_csrf_cookie_is_replaced_instead_of_breaking_every_form(c
 async def test_revoked_token_is_refused_on_its_next_request(client, factory):
     clinic = await factory.clinic()
     admin = await factory.user(clinic, "admin")
-    admin_h = bearer(await factory.token(admin))
-    nurse = await factory.user(clinic, "nurse")
-    r = await client.post("/api/v1/tokens", json={"user_id": nurse.id, "name": "EHR sync"}, headers=admin_h)
+    sync = await factory.user(clinic, "integration")
+    await login(client, admin.email)
+    r = await client.post("/api/v1/tokens", json={"user_id": sync.id, "name": "EHR sync"}, headers=csrf_headers(client))
     assert r.status_code == 201
     token_id, raw = r.json()["id"], r.json()["token"]
-    assert (await client.get("/api/v1/me", headers=bearer(raw))).json()["via"] == "bearer"
+    assert (await client.get("/api/v1/me", headers={**bearer(raw), "Cookie": ""})).json()["via"] == "bearer"
 
-    assert (await client.post(f"/api/v1/tokens/{token_id}/revoke", headers=admin_h)).json()["active"] is False
+    assert (await client.post(f"/api/v1/tokens/{token_id}/revoke", headers=csrf_headers(client))).json()["active"] is False
+    client.cookies.clear()
     r = await client.get("/api/v1/me", headers=bearer(raw))
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"

@@ -1,4 +1,5 @@
-"""API tokens: created by an admin (page or API), shown once, stored hashed, scoped to the owner's roles, revocable."""
+"""API tokens: created by their owner (or by an admin for an integration account), shown once, stored hashed, scoped
+to the owner's roles, revocable."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.factories import bearer, csrf_headers, login
 async def test_admin_page_shows_a_new_token_once_and_it_works_with_the_owners_roles(client, factory, db):
     clinic = await factory.clinic()
     admin = await factory.user(clinic, "admin")
-    billing = await factory.user(clinic, "billing", full_name="Bill Ing")
+    billing = await factory.user(clinic, "integration", full_name="Bill Ing")
     await login(client, admin.email)
 
     r = await client.post("/admin/tokens", data={"user_id": str(billing.id), "name": "Clearinghouse", "_csrf_token": client.cookies.get("csrftoken")})
@@ -30,8 +31,8 @@ async def test_admin_page_shows_a_new_token_once_and_it_works_with_the_owners_ro
 
     client.cookies.clear()
     me = await client.get("/api/v1/me", headers=bearer(raw))
-    assert me.json()["roles"] == ["billing"] and me.json()["via"] == "bearer"
-    assert (await client.get("/api/v1/staff", headers=bearer(raw))).status_code == 403  # billing is not admin
+    assert me.json()["roles"] == ["integration"] and me.json()["via"] == "bearer"
+    assert (await client.get("/api/v1/staff", headers=bearer(raw))).status_code == 403  # an integration is not admin
 
 
 async def test_revoke_from_the_page_with_htmx_swaps_the_row_and_the_token_stops(client, factory, db):
@@ -59,7 +60,7 @@ async def test_revoke_from_the_page_with_htmx_swaps_the_row_and_the_token_stops(
 async def test_token_page_refuses_missing_owner_and_deactivated_owner(client, factory):
     clinic = await factory.clinic()
     admin = await factory.user(clinic, "admin")
-    gone = await factory.user(clinic, "nurse", active=False)
+    gone = await factory.user(clinic, "integration", active=False)
     await login(client, admin.email)
     csrf = client.cookies.get("csrftoken")
     r = await client.post("/admin/tokens", data={"user_id": "", "name": "x", "_csrf_token": csrf})
@@ -71,28 +72,30 @@ async def test_token_page_refuses_missing_owner_and_deactivated_owner(client, fa
 async def test_token_api_lists_without_secrets_and_keeps_clinics_apart(client, factory, db):
     clinic = await factory.clinic()
     admin = await factory.user(clinic, "admin")
-    h = bearer(await factory.token(admin))
+    await factory.token(admin)
+    await login(client, admin.email)
     elsewhere_admin = await factory.user(await factory.clinic(), "admin")
     elsewhere_token = await factory.token(elsewhere_admin)
 
-    created = (await client.post("/api/v1/tokens", json={"user_id": admin.id, "name": "Reports"}, headers=h)).json()
-    assert created["token"].startswith("ct_") and created["active"] is True
+    created = (await client.post("/api/v1/tokens", json={"name": "Reports"}, headers=csrf_headers(client))).json()
+    assert created["token"].startswith("ct_") and created["active"] is True and created["user_id"] == admin.id
 
-    listed = (await client.get("/api/v1/tokens", headers=h)).json()
+    listed = (await client.get("/api/v1/tokens")).json()
     assert {t["name"] for t in listed} == {"test", "Reports"}
     assert all("token" not in t and "token_hash" not in t for t in listed)
-    assert (await client.get(f"/api/v1/tokens?user_id={admin.id}", headers=h)).json()[0]["user_id"] == admin.id
+    assert (await client.get(f"/api/v1/tokens?user_id={admin.id}")).json()[0]["user_id"] == admin.id
 
     async with db.sessionmaker() as s:
         other_id = (await s.execute(text("SELECT id FROM api_tokens WHERE token_hash = :h"), {"h": token_hash(elsewhere_token)})).scalar_one()
-    assert (await client.post(f"/api/v1/tokens/{other_id}/revoke", headers=h)).status_code == 404
-    assert (await client.get("/api/v1/me", headers=bearer(elsewhere_token))).status_code == 200
-    r = await client.post("/api/v1/tokens", json={"user_id": elsewhere_admin.id}, headers=h)
+    assert (await client.post(f"/api/v1/tokens/{other_id}/revoke", headers=csrf_headers(client))).status_code == 404
+    assert (await client.get("/api/v1/me", headers={**bearer(elsewhere_token), "Cookie": ""})).status_code == 200
+    r = await client.post("/api/v1/tokens", json={"user_id": elsewhere_admin.id}, headers=csrf_headers(client))
     assert r.status_code == 404
 
     async with db.sessionmaker() as s:
-        row = (await s.execute(text("SELECT user_id, changes FROM audit_events WHERE action = 'token.create' AND entity_id = :e"), {"e": str(created["id"])})).one()
-    assert row.user_id == admin.id and created["token"] not in str(row.changes)
+        row = (await s.execute(text("SELECT user_id, via, credential_id, changes FROM audit_events WHERE action = 'token.create' AND entity_id = :e"),
+                               {"e": str(created["id"])})).one()
+    assert row.user_id == admin.id and row.via == "session" and created["token"] not in str(row.changes)
 
 
 async def test_token_last_used_is_recorded(client, factory, db):

@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from clinic.billing.models import Estimate
@@ -102,5 +103,5 @@ def test_serve_and_worker_refuse_a_superuser_or_owner_database_url(owner_databas
 def test_migrate_with_one_url_creates_the_apps_role_and_names_it(owner_database_url):
     r = run_clinic("migrate", env={"DATABASE_URL": owner_database_url})
     assert r.returncode == 0, r.stderr
-    database = owner_database_url.rsplit("/", 1)[1].split("?")[0]
+    database = make_url(owner_database_url).database
     assert f"the app connects as the role {database}_app" in r.stdout

@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from clinic.app import create_app
 from clinic.auth.models import ApiToken, WebSession
-from clinic.auth.permissions import ALL_ROLES, PERMISSIONS, allows
+from clinic.auth.permissions import ALL_ROLES, NO_BROWSER, PERMISSIONS, allows
 from clinic.auth.rules import new_token
 from clinic.auth.guard import ROLE_DENIED
 
@@ -281,12 +281,21 @@ async def _in_savepoint(db, call):
             await savepoint.rollback()
 
 
+def _sent_to_sign_in(ep: Endpoint, status: int, headers: dict[str, str]) -> bool:
+    if ep.path.startswith("/api/"):
+        return status == 401
+    return status in (302, 303) and headers.get("location", "").startswith("/login")
+
+
 def _check(ep: Endpoint, role: str, auth: str, status: int, headers: dict[str, str], body: bytes) -> str | None:
     where = f"{ep} as {role} via {auth}: {status}"
     if status >= 500:
         return f"{where} (server error: {body[:200]!r})"
     if ep.opt.get("public"):  # may still answer 401 on its own terms (e.g. a wrong password at /login)
         return f"{where} (public route refused by role)" if _role_denied(status, headers, body) else None
+    if auth == "session" and role in NO_BROWSER:
+        # a program's account has no browser sign-in: even a session row in the database signs nobody in
+        return None if _sent_to_sign_in(ep, status, headers) else f"{where} (a browserless role was let in with a session)"
     if status == 401:
         return f"{where} (credential not accepted)"
     expected_allow = allows(ep.opt.get("permission", ""), [role])
@@ -356,10 +365,6 @@ async def test_anonymous_requests_get_the_login_page_or_401(app, db, world):
             continue
         headers = {"host": "testserver.local", "cookie": f"csrftoken={world.csrf}", "x-csrftoken": world.csrf}
         status, out_headers, _ = await _in_savepoint(db, lambda: client.request(ep.method, fill_path(ep, world.ids), headers))
-        if ep.path.startswith("/api/"):
-            ok = status == 401
-        else:
-            ok = status in (302, 303) and out_headers.get("location", "").startswith("/login")
-        if not ok:
+        if not _sent_to_sign_in(ep, status, out_headers):
             problems.append(f"{ep}: {status} for an anonymous request")
     assert not problems, "\n".join(problems)

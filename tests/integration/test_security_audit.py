@@ -138,7 +138,7 @@ async def test_admin_writes_and_sign_ins_leave_audit_rows_with_who_and_where(cli
     admin = await factory.user(clinic, "admin")
     await login(client, admin.email)
     csrf = client.cookies.get("csrftoken")
-    r = await client.post("/admin/staff", data={"_csrf_token": csrf, "full_name": "New Nurse", "email": "new@example.org", "roles": "nurse", "password": "x" * 14})
+    r = await client.post("/admin/staff", data={"_csrf_token": csrf, "full_name": "New Nurse", "email": "new@example.org", "roles": "nurse", "password": "nurse-passphrase-14"})
     new_id = int(r.headers["location"].split("/")[3].split("?")[0])
     await client.post(f"/admin/staff/{new_id}/deactivate", data={"_csrf_token": csrf})
     await client.post("/logout", data={"_csrf_token": csrf})

@@ -44,3 +44,10 @@ def test_matrix_names_only_real_roles():
     for permission, roles in PERMISSIONS.items():
         assert roles <= ALL_ROLES, permission
         assert roles, permission
+
+
+def test_integrations_read_but_never_run_sign_book_nor_manage():
+    for permission in ("session.run", "session.sign", "schedule.write", "patients.write", "billing.write", "coverage.write",
+                       "admin", "audit.read", "board.read"):
+        assert "integration" not in holders(permission), permission
+    assert {"patients.read", "schedule.read", "session.read", "billing.read"} <= {p for p in PERMISSIONS if "integration" in holders(p)}

@@ -14,7 +14,7 @@ from clinic.errors import ClinicError
 
 # Argon2 takes ~64 MB and one core per hash: more at once only queues them in the kernel instead of here
 SLOTS = max(2, min(4, os.cpu_count() or 2))
-WAIT_SECONDS = 3.0
+WAIT_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 2
 
 

@@ -2,8 +2,9 @@
 
 Every API request looks its token up; for a client sending vitals at a steady rate that lookup is one of the
 request's three round trips. The database announces every change that could end or narrow a token's sign-in
-(a revoked token, a deactivated user, changed roles or name) with NOTIFY clinic_sign_ins, from triggers
-(migration 0006), so no writer can forget to. Each web process LISTENs on a connection of its own and forgets
+(a revoked token, a deactivated user, changed roles or name, an ended browser session) with NOTIFY clinic_sign_ins,
+from triggers (migrations 0006 and 0018), so no writer can forget to; live streams wait on the same notices
+(clinic.auth.streams). Each web process LISTENs on a connection of its own and forgets
 everything it remembered when a notice arrives, while that connection is down (nothing is remembered or
 answered from memory then), when it comes back (a notice may have been missed), and TTL seconds after it
 learned it whatever happens. A change made in this process also forgets at once, after its commit.
@@ -51,6 +52,8 @@ class SignInCache:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        # woken by every forget: live streams re-check their sign-in then
+        self._changed: asyncio.Event | None = None
         _CACHES.add(self)
 
     @property
@@ -79,6 +82,18 @@ class SignInCache:
     def forget_all(self, *_: Any) -> None:
         self.generation += 1
         self._entries.clear()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def changed(self, *, timeout: float) -> None:
+        """Return at the next change that could end a sign-in, or after `timeout` seconds, whichever comes first."""
+        if not self.listening:
+            self._start()
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=timeout)
 
     def _start(self) -> None:
         if self._stopped or (self._task is not None and not self._task.done()):

@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from litestar import Request
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from clinic.auth.streams import while_signed_in
 from clinic.monitoring.board import load_board
 from clinic.monitoring.service import channel
 
@@ -28,7 +30,7 @@ log = logging.getLogger("clinic.monitoring.live")
 RECONNECTED = "__reconnected__"  # told to subscribers after a lost connection: they may have missed events
 TICK_SECONDS = 30.0  # overdue checks advance with time even when nobody writes
 COALESCE_SECONDS = 0.05  # a burst of notifications becomes one render
-STREAM_SECONDS = 300.0  # streams end and reconnect, so a revoked login stops receiving
+STREAM_SECONDS = 300.0  # streams end and reconnect now and then (a revoked login stops at once: clinic.auth.streams)
 RETRY_MS = 2000
 
 
@@ -247,5 +249,6 @@ def _appointment_of(payload: str) -> int | None:
         return None
 
 
-def sse(stream: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:
-    return ServerSentEvent(stream, headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+def sse(request: Request, stream: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:
+    """A stream that stops within seconds of its sign-in ending (clinic.auth.streams)."""
+    return ServerSentEvent(while_signed_in(request, stream), headers={"cache-control": "no-store", "x-accel-buffering": "no"})

@@ -270,7 +270,7 @@ async def board_fragment(db_session: DbSession, actor: CurrentActor) -> Template
 
 @get("/board/stream", opt={"permission": "board.read"}, include_in_schema=False)
 async def board_stream(request: Request) -> ServerSentEvent:
-    return live.sse(live.board_events(request.app, request.scope["user"].clinic_id))
+    return live.sse(request, live.board_events(request.app, request.scope["user"].clinic_id))
 
 
 # ---- the tablet session page ------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ async def session_stream(request: Request, actor: CurrentActor, appointment_id: 
     # a short session of its own: a request-scoped one would be held open for the life of the stream
     async with request.app.state.db.sessionmaker() as session:
         await service.load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, entries=False, doses=False, alerts=False)
-    return live.sse(live.session_events(request.app, actor.clinic_id, appointment_id))
+    return live.sse(request, live.session_events(request.app, actor.clinic_id, appointment_id))
 
 
 @post("/sessions/{appointment_id:int}/check-in", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)

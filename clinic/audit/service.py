@@ -1,7 +1,9 @@
-"""Writing and reading audit events; every clinical or billing write and every chart read calls record()."""
+"""Writing and reading audit events; every clinical or billing write and every chart read calls record(), every list
+or search of patient data record_read()."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -66,6 +68,23 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_read(
+    session: AsyncSession, *, actor: Actor, what: str, query: dict[str, Any], rows: int, patient_ids: Iterable[int | None]
+) -> AuditEvent:
+    """A bulk read of patient data (a list, a search, the board): who, when, which query, how many rows, which patients."""
+    return record(
+        session,
+        actor=actor,
+        action=f"read.{what}",
+        entity=what,
+        changes={
+            "query": {k: v for k, v in query.items() if v not in (None, "", [], ())},
+            "rows": rows,
+            "patient_ids": sorted({p for p in patient_ids if p is not None}),
+        },
+    )
 
 
 @dataclass

@@ -72,9 +72,9 @@ async def _tz(session, clinic_id: int) -> str:
 async def coverage_list(db_session: DbSession, actor: CurrentActor, patient_id: int | None = None) -> dict[str, Any]:
     if patient_id is not None:
         await service.get_patient(db_session, actor.clinic_id, patient_id)
-        return {"items": [coverage_json(await service.coverage_of(db_session, actor.clinic_id, patient_id), patient_id)]}
-    rows = (await db_session.exec(select(Coverage).where(Coverage.clinic_id == actor.clinic_id).order_by(Coverage.patient_id))).all()
-    return {"items": [coverage_json(c, c.patient_id) for c in rows]}
+        rows = await service.list_coverages(db_session, actor=actor, patient_id=patient_id)
+        return {"items": [coverage_json(rows[0] if rows else None, patient_id)]}
+    return {"items": [coverage_json(c, c.patient_id) for c in await service.list_coverages(db_session, actor=actor)]}
 
 
 @put("/coverage/{patient_id:int}", opt={"permission": "coverage.write"}, tags=TAGS,
@@ -89,7 +89,7 @@ async def coverage_put(request: Request, db_session: DbSession, actor: CurrentAc
 async def estimate_list(db_session: DbSession, actor: CurrentActor, patient_id: int | None = None, status: str | None = None) -> dict[str, Any]:
     if status not in (None, "draft", "issued"):
         raise RuleBroken("status is draft or issued.", field="status")
-    rows = await service.list_estimates(db_session, clinic_id=actor.clinic_id, patient_id=patient_id, status=status)
+    rows = await service.list_estimates(db_session, actor=actor, patient_id=patient_id, status=status)
     replaced = await service.superseded_ids(db_session, [e.id for e in rows])
     tz = await _tz(db_session, actor.clinic_id)
     return {"items": [estimate_json(e, tz, replaced) for e in rows]}
@@ -123,23 +123,13 @@ async def estimate_issue(request: Request, db_session: DbSession, actor: Current
 @get("/charges", opt={"permission": "billing.read"}, tags=TAGS, summary="Charges by session or patient")
 async def charge_list(db_session: DbSession, actor: CurrentActor, appointment_id: int | None = None,
                       patient_id: int | None = None) -> dict[str, Any]:
-    q = select(Charge).where(Charge.clinic_id == actor.clinic_id)
-    if appointment_id is not None:
-        q = q.where(Charge.appointment_id == appointment_id)
-    if patient_id is not None:
-        q = q.where(Charge.patient_id == patient_id)
-    rows = (await db_session.exec(q.order_by(col(Charge.service_date).desc(), Charge.id).limit(1000))).all()
+    rows = await service.list_charges(db_session, actor=actor, appointment_id=appointment_id, patient_id=patient_id)
     return {"items": [charge_json(c) for c in rows]}
 
 
 @get("/claims", opt={"permission": "billing.read"}, tags=TAGS, summary="Claims, filterable by status and patient")
 async def claim_list(db_session: DbSession, actor: CurrentActor, status: str | None = None, patient_id: int | None = None) -> dict[str, Any]:
-    q = select(Claim).where(Claim.clinic_id == actor.clinic_id)
-    if status:
-        q = q.where(Claim.status == status)
-    if patient_id is not None:
-        q = q.where(Claim.patient_id == patient_id)
-    return {"items": [claim_json(c) for c in (await db_session.exec(q.order_by(col(Claim.id).desc()).limit(1000))).all()]}
+    return {"items": [claim_json(c) for c in await service.list_claims(db_session, actor=actor, status=status, patient_id=patient_id)]}
 
 
 @post("/claims/{claim_id:int}/status", opt={"permission": "billing.write"}, tags=TAGS, status_code=200,
@@ -151,7 +141,7 @@ async def claim_status(db_session: DbSession, actor: CurrentActor, claim_id: int
 
 @get("/balances", opt={"permission": "billing.read"}, tags=TAGS, summary="What patients owe (charges and claims less payments)")
 async def balance_list(db_session: DbSession, actor: CurrentActor, patient_id: int | None = None) -> dict[str, Any]:
-    rows = await service.balances(db_session, clinic_id=actor.clinic_id, patient_ids=[patient_id] if patient_id else None)
+    rows = await service.read_balances(db_session, actor=actor, patient_id=patient_id)
     return {"items": [{"patient_id": b.patient_id, "owed_cents": b.owed_cents, "self_pay_cents": b.self_pay_cents,
                        "claims_cents": b.claims_cents, "paid_cents": b.paid_cents} for b in rows.values()]}
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor, record, record_read
 from clinic.billing import rules
 from clinic.billing.models import Charge, Claim, Coverage, Estimate, FeeScheduleEntry, Payment
 from clinic.db import register_conflicts
@@ -547,9 +547,9 @@ async def get_estimate(session: AsyncSession, *, actor: Actor, estimate_id: int)
     return e
 
 
-async def list_estimates(session: AsyncSession, *, clinic_id: int, patient_id: int | None = None, status: str | None = None,
+async def list_estimates(session: AsyncSession, *, actor: Actor, patient_id: int | None = None, status: str | None = None,
                          limit: int = 200) -> list[Estimate]:
-    q = select(Estimate).where(Estimate.clinic_id == clinic_id)
+    q = select(Estimate).where(Estimate.clinic_id == actor.clinic_id)
     if patient_id is not None:
         q = q.where(Estimate.patient_id == patient_id)
     if status == "draft":
@@ -558,7 +558,10 @@ async def list_estimates(session: AsyncSession, *, clinic_id: int, patient_id: i
         q = q.where(col(Estimate.issued_at).is_not(None)).order_by(col(Estimate.issued_at).desc())
     else:
         q = q.order_by(col(Estimate.id).desc())
-    return list((await session.exec(q.limit(limit))).all())
+    rows = list((await session.exec(q.limit(limit))).all())
+    record_read(session, actor=actor, what="estimates", query={"patient_id": patient_id, "status": status}, rows=len(rows),
+                patient_ids=[e.patient_id for e in rows])
+    return rows
 
 
 async def superseded_ids(session: AsyncSession, ids: list[int]) -> set[int]:
@@ -721,6 +724,46 @@ async def balances(session: AsyncSession, *, clinic_id: int, patient_ids: list[i
             b.patient_id = pid
             setattr(b, attr, int(total or 0))
     return dict(out)
+
+
+async def read_balances(session: AsyncSession, *, actor: Actor, patient_id: int | None = None) -> dict[int, Balance]:
+    """What patients owe, as staff read it (audited)."""
+    rows = await balances(session, clinic_id=actor.clinic_id, patient_ids=[patient_id] if patient_id is not None else None)
+    record_read(session, actor=actor, what="balances", query={"patient_id": patient_id}, rows=len(rows), patient_ids=rows)
+    return rows
+
+
+async def list_coverages(session: AsyncSession, *, actor: Actor, patient_id: int | None = None) -> list[Coverage]:
+    q = select(Coverage).where(Coverage.clinic_id == actor.clinic_id)
+    if patient_id is not None:
+        q = q.where(Coverage.patient_id == patient_id)
+    rows = list((await session.exec(q.order_by(Coverage.patient_id))).all())
+    record_read(session, actor=actor, what="coverage", query={"patient_id": patient_id}, rows=len(rows), patient_ids=[c.patient_id for c in rows])
+    return rows
+
+
+async def list_charges(session: AsyncSession, *, actor: Actor, appointment_id: int | None = None, patient_id: int | None = None) -> list[Charge]:
+    q = select(Charge).where(Charge.clinic_id == actor.clinic_id)
+    if appointment_id is not None:
+        q = q.where(Charge.appointment_id == appointment_id)
+    if patient_id is not None:
+        q = q.where(Charge.patient_id == patient_id)
+    rows = list((await session.exec(q.order_by(col(Charge.service_date).desc(), Charge.id).limit(1000))).all())
+    record_read(session, actor=actor, what="charges", query={"appointment_id": appointment_id, "patient_id": patient_id}, rows=len(rows),
+                patient_ids=[c.patient_id for c in rows])
+    return rows
+
+
+async def list_claims(session: AsyncSession, *, actor: Actor, status: str | None = None, patient_id: int | None = None) -> list[Claim]:
+    q = select(Claim).where(Claim.clinic_id == actor.clinic_id)
+    if status:
+        q = q.where(Claim.status == status)
+    if patient_id is not None:
+        q = q.where(Claim.patient_id == patient_id)
+    rows = list((await session.exec(q.order_by(col(Claim.id).desc()).limit(1000))).all())
+    record_read(session, actor=actor, what="claims", query={"status": status, "patient_id": patient_id}, rows=len(rows),
+                patient_ids=[c.patient_id for c in rows])
+    return rows
 
 
 async def gfe_overages(session: AsyncSession, *, clinic_id: int) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from litestar.response import Redirect, Template
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import record
+from clinic.audit.service import record, record_read
 from clinic.auth.permissions import allows
 from clinic.auth.models import StaffUser
 from clinic.billing import rules, service
@@ -53,11 +53,11 @@ async def patient_names(session: AsyncSession, clinic_id: int, ids: set[int]) ->
 async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
     clinic = await clinic_of(db_session, actor.clinic_id)
     today = service.clinic_today(clinic)
-    drafts = await service.list_estimates(db_session, clinic_id=clinic.id, status="draft")
-    issued = await service.list_estimates(db_session, clinic_id=clinic.id, status="issued", limit=15)
+    drafts = await service.list_estimates(db_session, actor=actor, status="draft")
+    issued = await service.list_estimates(db_session, actor=actor, status="issued", limit=15)
     replaced = await service.superseded_ids(db_session, [e.id for e in issued])
     overages = await service.gfe_overages(db_session, clinic_id=clinic.id)
-    owed = sorted((b for b in (await service.balances(db_session, clinic_id=clinic.id)).values() if b.owed_cents > 0),
+    owed = sorted((b for b in (await service.read_balances(db_session, actor=actor)).values() if b.owed_cents > 0),
                   key=lambda b: -b.owed_cents)[:20]
     claims = list((await db_session.exec(
         select(Claim).where(Claim.clinic_id == clinic.id, Claim.status != "closed").order_by(col(Claim.updated_at).desc()).limit(30)
@@ -70,6 +70,7 @@ async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None
     ids = {e.patient_id for e in drafts + issued} | {b.patient_id for b in owed} | {c.patient_id for c in claims} \
         | {s[1] for s in sessions} | {o["estimate"].patient_id for o in overages}
     failed = (await notices.counts(db_session, clinic_id=clinic.id)).get("failed", 0)
+    record_read(db_session, actor=actor, what="billing_dashboard", query={}, rows=len(ids), patient_ids=ids)
     return Template("billing/dashboard.html", context={
         "head": HEAD, "clinic": clinic, "today": today, "drafts": drafts, "issued": issued, "replaced": replaced,
         "overages": overages, "owed": owed, "claims": claims, "claim_counts": claim_counts, "claim_states": CLAIM_STATES,
@@ -103,7 +104,7 @@ async def patient_page(db_session: DbSession, actor: CurrentActor, patient_id: i
     clinic = await clinic_of(db_session, actor.clinic_id)
     patient = await service.get_patient(db_session, clinic.id, patient_id)
     coverage = await service.coverage_of(db_session, clinic.id, patient_id)
-    estimates = await service.list_estimates(db_session, clinic_id=clinic.id, patient_id=patient_id)
+    estimates = await service.list_estimates(db_session, actor=actor, patient_id=patient_id)
     replaced = await service.superseded_ids(db_session, [e.id for e in estimates])
     charges = list((await db_session.exec(select(Charge).where(Charge.patient_id == patient_id, Charge.clinic_id == clinic.id)
                                           .order_by(col(Charge.service_date).desc(), Charge.id))).all())

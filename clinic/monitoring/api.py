@@ -13,7 +13,7 @@ from msgspec import UNSET, Struct, UnsetType
 from clinic.audit.service import record
 from clinic.http import CurrentActor, DbSession, provide_actor
 from clinic.monitoring import fhir, rules, service, vitals
-from clinic.monitoring.board import board_json, load_board
+from clinic.monitoring.board import board_json, load_board, record_board_read, shows_clinical_detail
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
 from clinic.timeutil import both_zones
 
@@ -432,7 +432,9 @@ async def discharge(request: Request, db_session: DbSession, actor: CurrentActor
 
 @get("/board", opt={"permission": "board.read"}, tags=TAGS, summary="The live board: every chair, its session, next check, overdue checks and open alerts")
 async def board(db_session: DbSession, actor: CurrentActor) -> dict[str, Any]:
-    return board_json(await load_board(db_session, clinic_id=actor.clinic_id))
+    loaded = await load_board(db_session, clinic_id=actor.clinic_id)
+    record_board_read(db_session, actor=actor, board=loaded, view="api")
+    return board_json(loaded, clinical=shows_clinical_detail(actor.roles))
 
 
 @get("/appointments/{appointment_id:int}/fhir", opt={"permission": "session.read"}, tags=TAGS, summary="FHIR R4 Bundle of the session", media_type="application/fhir+json")

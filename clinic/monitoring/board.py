@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from clinic.audit.service import Actor, record_read
+from clinic.auth.permissions import allows
 from clinic.db import session_driver
 from clinic.monitoring import rules
 from clinic.monitoring.models import ALERT_LEVELS
@@ -45,6 +47,7 @@ class BoardChair:
 @dataclass(slots=True)
 class BoardAppointment:
     id: int
+    patient_id: int
     session_type_id: int
     chair_id: int
     status: str
@@ -230,7 +233,18 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
     return Board(clinic, now, list(by_chair.values()))
 
 
-def board_json(board: Board) -> dict[str, Any]:
+def shows_clinical_detail(roles: tuple[str, ...] | list[str]) -> bool:
+    """Minimum necessary: whoever may not open a session (the front desk) sees who is where and the phase, no vital
+    values, doses, checks or alert text."""
+    return allows("session.read", roles)
+
+
+def record_board_read(session: AsyncSession, *, actor: Actor, board: Board, view: str) -> None:
+    cards = [c for row in board.chairs for c in (*row.active, *row.later, *row.done)]
+    record_read(session, actor=actor, what="board", query={"view": view}, rows=len(cards), patient_ids=[c.appointment.patient_id for c in cards])
+
+
+def board_json(board: Board, *, clinical: bool) -> dict[str, Any]:
     tz = board.tz
 
     def check(s: rules.CheckState | None) -> dict[str, Any] | None:
@@ -252,7 +266,7 @@ def board_json(board: Board) -> dict[str, Any]:
             "dosing_started_at": both_zones(a.dosing_started_at, tz),
             "discharged_at": both_zones(a.discharged_at, tz),
         }
-        if c.state is not None:
+        if c.state is not None and clinical:
             out |= {
                 "minutes_since_dosing": c.state.minutes_since_dosing,
                 "next_check": check(c.state.next_check),
@@ -266,8 +280,7 @@ def board_json(board: Board) -> dict[str, Any]:
     return {
         "clinic_id": board.clinic.id,
         "generated_at": both_zones(board.now, tz),
-        "open_alerts": board.alert_count,
-        "overdue_checks": board.overdue_count,
+        **({"open_alerts": board.alert_count, "overdue_checks": board.overdue_count} if clinical else {}),
         "chairs": [
             {
                 "id": row.chair.id,

@@ -156,28 +156,29 @@ def board_listener(app: Any) -> BoardListener:
     return listener
 
 
-async def render_board_fragment(app: Any, clinic_id: int) -> str:
+async def render_board_fragment(app: Any, clinic_id: int, clinical: bool = True) -> str:
     async with app.state.db.sessionmaker() as session:
         board = await load_board(session, clinic_id=clinic_id)
         template = app.template_engine.get_template("monitoring/_board.html")
-        return template.render(board=board, tz=board.tz)
+        return template.render(board=board, tz=board.tz, clinical=clinical)
 
 
-async def shared_board_fragment(app: Any, clinic_id: int, *, not_before: float) -> str:
+async def shared_board_fragment(app: Any, clinic_id: int, *, not_before: float, clinical: bool = True) -> str:
     """One render per clinic for every board of this process woken by the same change.
 
     A render already under way is shared only if it started after `not_before` (when the
     caller learned of the change), so nobody is handed a board older than what woke it.
     """
-    flights: dict[int, tuple[float, asyncio.Task[str]]] = app.state.get("board_renders")  # type: ignore[assignment]
+    flights: dict[tuple[int, bool], tuple[float, asyncio.Task[str]]] = app.state.get("board_renders")  # type: ignore[assignment]
     if flights is None:
         flights = {}
         app.state["board_renders"] = flights
     loop = asyncio.get_running_loop()
-    current = flights.get(clinic_id)
+    key = (clinic_id, clinical)  # the clinical board and the front desk's (who is where, the phase) render apart
+    current = flights.get(key)
     if current is None or current[0] < not_before or (current[1].done() and loop.time() - current[0] > COALESCE_SECONDS):
-        current = (loop.time(), loop.create_task(render_board_fragment(app, clinic_id)))
-        flights[clinic_id] = current
+        current = (loop.time(), loop.create_task(render_board_fragment(app, clinic_id, clinical)))
+        flights[key] = current
     return await asyncio.shield(current[1])
 
 
@@ -194,7 +195,7 @@ async def _wait(queue: asyncio.Queue[str], timeout: float) -> list[str]:
     return out
 
 
-async def board_events(app: Any, clinic_id: int, *, stream_seconds: float = STREAM_SECONDS) -> AsyncIterator[ServerSentEventMessage]:
+async def board_events(app: Any, clinic_id: int, *, stream_seconds: float = STREAM_SECONDS, clinical: bool = True) -> AsyncIterator[ServerSentEventMessage]:
     """The whole board on connect (a reconnect catches up), then again on every change and every tick."""
     listener = board_listener(app)
     name = channel(clinic_id)
@@ -212,7 +213,7 @@ async def board_events(app: Any, clinic_id: int, *, stream_seconds: float = STRE
             # shows it. A (re)connect may have missed anything, so it shares only a render begun from now on.
             woke = loop.time() if first else loop.time() - COALESCE_SECONDS
             try:
-                html = await shared_board_fragment(app, clinic_id, not_before=woke)
+                html = await shared_board_fragment(app, clinic_id, not_before=woke, clinical=clinical)
             except Exception as exc:  # database away: end the stream; the browser reconnects and catches up
                 log.warning("board render failed: %s", type(exc).__name__)
                 return

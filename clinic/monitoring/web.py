@@ -18,7 +18,7 @@ from clinic.db import session_driver
 from clinic.errors import RuleBroken
 from clinic.http import CurrentActor, DbSession
 from clinic.monitoring import live, rules, service, vitals
-from clinic.monitoring.board import load_board
+from clinic.monitoring.board import load_board, record_board_read, shows_clinical_detail
 from clinic.monitoring.chart import session_chart
 from clinic.monitoring.models import ClinicalEntry, DosingEntry
 from clinic.timeutil import utcnow
@@ -258,19 +258,23 @@ async def _live(request: Request, db_session: DbSession, actor: CurrentActor, ap
 @get("/board", opt={"permission": "board.read"}, include_in_schema=False)
 async def board_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
     board = await load_board(db_session, clinic_id=actor.clinic_id)
-    record(db_session, actor=actor, action="board.view", entity="board")
-    return Template("monitoring/board.html", context={"board": board, "tz": board.tz})
+    record_board_read(db_session, actor=actor, board=board, view="page")
+    return Template("monitoring/board.html", context={"board": board, "tz": board.tz, "clinical": shows_clinical_detail(actor.roles)})
 
 
 @get("/board/fragment", opt={"permission": "board.read"}, include_in_schema=False)
 async def board_fragment(db_session: DbSession, actor: CurrentActor) -> Template:
     board = await load_board(db_session, clinic_id=actor.clinic_id)
-    return Template("monitoring/_board.html", context={"board": board, "tz": board.tz})
+    record_board_read(db_session, actor=actor, board=board, view="fragment")
+    return Template("monitoring/_board.html", context={"board": board, "tz": board.tz, "clinical": shows_clinical_detail(actor.roles)})
 
 
 @get("/board/stream", opt={"permission": "board.read"}, include_in_schema=False)
-async def board_stream(request: Request) -> ServerSentEvent:
-    return live.sse(request, live.board_events(request.app, request.scope["user"].clinic_id))
+async def board_stream(request: Request, actor: CurrentActor) -> ServerSentEvent:
+    # the stream's opening is the read audited (it reconnects every few minutes); a short transaction of its own
+    async with request.app.state.db.transaction() as session:
+        record_board_read(session, actor=actor, board=await load_board(session, clinic_id=actor.clinic_id), view="stream")
+    return live.sse(request, live.board_events(request.app, actor.clinic_id, clinical=shows_clinical_detail(actor.roles)))
 
 
 # ---- the tablet session page ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | 
     if status is not None and status not in NOTICE_STATES:
         raise RuleBroken(f"status is one of {', '.join(NOTICE_STATES)}.", field="status")
     tz = (await db_session.get(Clinic, actor.clinic_id)).timezone
-    rows = await service.list_notices(db_session, clinic_id=actor.clinic_id, status=status, limit=limit)
+    rows = await service.list_notices(db_session, actor=actor, status=status, limit=limit)
     return {"items": [notice_json(n, tz) for n in rows], "counts": await service.counts(db_session, clinic_id=actor.clinic_id)}
 
 

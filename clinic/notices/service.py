@@ -9,7 +9,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor, record, record_read
 from clinic.billing.models import CostLink, Estimate
 from clinic.errors import Conflict, NotFound
 from clinic.db import after_commit
@@ -171,12 +171,15 @@ async def staff_digest(session: AsyncSession, *, queue, clinic: Clinic, today: d
 # ---- staff view -------------------------------------------------------------------------------------
 
 
-async def list_notices(session: AsyncSession, *, clinic_id: int, status: str | None = None, limit: int = 200) -> list[Notice]:
-    q = select(Notice).where(Notice.clinic_id == clinic_id)
+async def list_notices(session: AsyncSession, *, actor: Actor, status: str | None = None, limit: int = 200) -> list[Notice]:
+    q = select(Notice).where(Notice.clinic_id == actor.clinic_id)
     if status:
         q = q.where(Notice.status == status)
     q = q.order_by(col(Notice.id).desc()).limit(min(max(limit, 1), 1000))
-    return list((await session.exec(q)).all())
+    rows = list((await session.exec(q)).all())
+    record_read(session, actor=actor, what="notices", query={"status": status, "limit": limit}, rows=len(rows),
+                patient_ids=[n.patient_id for n in rows])
+    return rows
 
 
 async def counts(session: AsyncSession, *, clinic_id: int) -> dict[str, int]:

@@ -29,7 +29,7 @@ HEAD = '<link rel="stylesheet" href="/static/css/billing.css">'
 @get("/notices", opt={"permission": "billing.read"}, include_in_schema=False)
 async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | None = None, done: str | None = None) -> Template:
     status = status if status in NOTICE_STATES else None
-    rows = await notices.list_notices(db_session, clinic_id=actor.clinic_id, status=status)
+    rows = await notices.list_notices(db_session, actor=actor, status=status)
     clinic = await db_session.get(Clinic, actor.clinic_id)
     return Template("notices/list.html", context={
         "head": HEAD, "rows": rows, "status": status, "states": NOTICE_STATES, "clinic": clinic,

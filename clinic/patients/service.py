@@ -9,7 +9,7 @@ from sqlalchemy import func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor, record, record_read
 from clinic.errors import NotFound
 from clinic.patients import rules
 from clinic.patients.models import Patient
@@ -89,7 +89,9 @@ async def search_patients(session: AsyncSession, *, actor: Actor, q: str, limit:
         stmt = stmt.order_by(Patient.last_name, Patient.first_name, Patient.id)
     else:
         stmt = stmt.order_by(col(Patient.id).desc())
-    return list((await session.exec(stmt.limit(max(1, min(limit, 100))))).all())
+    found = list((await session.exec(stmt.limit(max(1, min(limit, 100))))).all())
+    record_read(session, actor=actor, what="patients", query={"q": q, "limit": limit}, rows=len(found), patient_ids=[p.id for p in found])
+    return found
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import Actor, record
+from clinic.audit.service import Actor, record, record_read
 from clinic.db import conflict_message, register_conflicts
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.patients.models import Patient
@@ -575,7 +575,11 @@ async def list_appointments(
     if course_id is not None:
         q = q.where(Appointment.course_id == course_id)
     q = q.order_by(Appointment.starts_at, Chair.sort_order, Appointment.id).limit(max(1, min(limit, 5000)))
-    return [AppointmentRow(*r) for r in (await session.exec(q)).all()]
+    rows = [AppointmentRow(*r) for r in (await session.exec(q)).all()]
+    record_read(session, actor=actor, what="appointments", rows=len(rows), patient_ids=[r.appointment.patient_id for r in rows],
+                query={"day": day, "start": start, "end": end, "status": list(status or ()), "patient_id": patient_id,
+                       "chair_id": chair_id, "course_id": course_id})
+    return rows
 
 
 async def get_appointment(session: AsyncSession, *, actor: Actor, appointment_id: int) -> AppointmentRow:

@@ -180,10 +180,10 @@ async def test_boards_woken_by_one_change_share_one_render(settings, engine_db, 
     renders = 0
     real = live.render_board_fragment
 
-    async def counting(app_, clinic_id):
+    async def counting(app_, clinic_id, *view):
         nonlocal renders
         renders += 1
-        return await real(app_, clinic_id)
+        return await real(app_, clinic_id, *view)
 
     monkeypatch.setattr(live, "render_board_fragment", counting)
     streams = [live.board_events(app, clinic.id, stream_seconds=5) for _ in range(4)]

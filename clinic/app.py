@@ -15,12 +15,12 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.static_files import create_static_files_router
 
 from clinic import health
+from clinic.apidocs import ApiReference
 from clinic.auth import admin as auth_admin
 from clinic.auth import api as auth_api
 from clinic.auth import web as auth_web
@@ -130,7 +130,7 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             version="1.0.0",
             description="Scheduling, supervised-session monitoring and billing for ketamine and esketamine clinics.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            render_plugins=[ApiReference()],
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="clinic create-token")}
             ),

@@ -24,7 +24,7 @@ HEADERS = {
 
 def headers_for(path: str) -> dict[str, str]:
     """The headers a response to `path` carries (error answers made outside the middleware add them themselves)."""
-    out = {k: v for k, v in HEADERS.items() if not (k == "content-security-policy" and path.startswith("/schema"))}
+    out = dict(HEADERS)
     if not path.startswith("/static/"):
         # PHI must not linger in shared caches or the back-button cache of a shared tablet
         out["cache-control"] = "no-store"
@@ -64,13 +64,11 @@ def _encoded(path: str) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers_for(path).items())
 
 
-# the three sets there are, encoded once (this runs on every response)
-_SCHEMA, _STATIC, _PAGES = _encoded("/schema"), _encoded("/static/"), _encoded("/")
+# the two sets there are, encoded once (this runs on every response)
+_STATIC, _PAGES = _encoded("/static/"), _encoded("/")
 
 
 def _encoded_for(path: str) -> tuple[tuple[bytes, bytes], ...]:
-    if path.startswith("/schema"):
-        return _SCHEMA
     return _STATIC if path.startswith("/static/") else _PAGES
 
 
@@ -84,7 +82,6 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # the OpenAPI viewer pages bring their own scripts, so they go without the CSP
         wanted = _encoded_for(scope["path"])
 
         async def send_with_headers(message: Message) -> None:

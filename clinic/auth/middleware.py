@@ -193,7 +193,10 @@ class BearerAwareCSRFMiddleware(CSRFMiddleware):
     """CSRF for browser sessions; a bearer-token request carries no ambient credential, so it is exempt."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and bearer_token(scope) is not None and _cookie(scope, SESSION_COOKIE) is None:
+        if scope["type"] == "http" and _cookie(scope, SESSION_COOKIE) is None and (
+            bearer_token(scope) is not None or scope["path"].startswith("/api/")
+        ):
+            # no session cookie, nothing a forged request could ride on: the API answers for the credential (401 if none)
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http":

@@ -27,6 +27,7 @@ from clinic.auth.rules import (
 )
 from clinic.db import Database, after_commit
 from clinic.errors import ClinicError, Conflict, Forbidden, NotFound, RuleBroken
+from clinic.names import single_line
 from clinic.timeutil import utcnow
 
 
@@ -143,6 +144,7 @@ def _check_details(full_name: str, credentials: str, npi: str | None) -> tuple[s
         raise RuleBroken("Enter the person's full name.", field="full_name")
     if len(full_name) > 200:
         raise RuleBroken("The name is too long (200 characters at most).", field="full_name")
+    single_line(full_name, field="full_name", label="The name")
     credentials = (credentials or "").strip()
     if len(credentials) > 40:
         raise RuleBroken("Credentials are too long (40 characters at most), e.g. RN, MD, PhD.", field="credentials")

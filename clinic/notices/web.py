@@ -46,10 +46,13 @@ async def notice_retry(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @get("/dev/mail", opt={"permission": "billing.read"}, include_in_schema=False)
-async def dev_mail(request: Request) -> Template:
+async def dev_mail(request: Request, actor: CurrentActor) -> Template:
     if not request.app.state.settings.dev_mail:
         raise NotFound("Not found.")
-    return Template("notices/devmail.html", context={"head": HEAD, "messages": [_view(m) for m in list(devmail.RECEIVED)]})
+    # one sink for every clinic on the server: each sees only its own mail, known by the Message-ID it was sent with
+    ours = f"<notice.{actor.clinic_id}."
+    mine = [m for m in list(devmail.RECEIVED) if str(m["Message-ID"] or "").startswith(ours)]
+    return Template("notices/devmail.html", context={"head": HEAD, "messages": [_view(m) for m in mine]})
 
 
 def _view(m: EmailMessage) -> dict[str, str]:

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from clinic.errors import RuleBroken
+from clinic.names import single_line
 from clinic.patients.models import MEDICATION_FLAGS
 
 SEXES = ("female", "male", "other", "unknown")
@@ -90,7 +91,8 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
 
     for key, label in (("first_name", "First name"), ("last_name", "Last name")):
         if wanted(key):
-            out[key] = _text(data, key, required=True, max_len=100, label=label)
+            # names reach notices' greetings and headers: one line only
+            out[key] = single_line(_text(data, key, required=True, max_len=100, label=label), field=key, label=label)
     if wanted("date_of_birth"):
         dob = _date(data, "date_of_birth", "Date of birth")
         if dob is None:

@@ -434,8 +434,9 @@ async def get_clinic(db_session: DbSession, actor: CurrentActor) -> dict[str, An
 
 
 @patch("/clinic", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Change the clinic's zone, hours or settings (admin)")
-async def edit_clinic(db_session: DbSession, actor: CurrentActor, data: ClinicPatch) -> dict[str, Any]:
-    return clinic_out(await setup.update_clinic(db_session, actor=actor, data=given(data)))
+async def edit_clinic(request: Request, db_session: DbSession, actor: CurrentActor, data: ClinicPatch) -> dict[str, Any]:
+    idle_limit = request.app.state.settings.idle_timeout_minutes
+    return clinic_out(await setup.update_clinic(db_session, actor=actor, data=given(data), idle_limit_minutes=idle_limit))
 
 
 class ClosedDateIn(Struct):

@@ -14,6 +14,7 @@ from clinic.audit.service import Actor, record
 from clinic.auth.models import StaffUser
 from clinic.db import conflict_message
 from clinic.errors import Conflict, NotFound, RuleBroken
+from clinic.names import single_line
 from clinic.scheduling import rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, SessionType, Shift
 from clinic.scheduling.protocols import COLUMNS, Protocol
@@ -43,13 +44,13 @@ def _name(value: Any, field: str, label: str, max_len: int = 100) -> str:
         raise RuleBroken(f"{label} is required.", field=field, code="required")
     if len(v) > max_len:
         raise RuleBroken(f"{label} is longer than {max_len} characters.", field=field, code="too_long")
-    return v
+    return single_line(v, field=field, label=label)
 
 
 # ---- the clinic ---------------------------------------------------------------------------------
 
 
-async def update_clinic(session: AsyncSession, *, actor: Actor, data: dict[str, Any]) -> Clinic:
+async def update_clinic(session: AsyncSession, *, actor: Actor, data: dict[str, Any], idle_limit_minutes: int) -> Clinic:
     """Change any of: name, display_name, timezone, phone, address, opening_hours, settings (partial)."""
     clinic = await clinic_of(session, actor)
     changes: dict[str, Any] = {}
@@ -75,7 +76,9 @@ async def update_clinic(session: AsyncSession, *, actor: Actor, data: dict[str, 
     if "settings" in data:
         incoming = data["settings"] or {}
         new_settings = dict(clinic.settings or {})
-        for key, (lo, hi) in SETTING_LIMITS.items():
+        # the idle logoff: a clinic may shorten the server's limit, never lengthen it
+        limits = {**SETTING_LIMITS, "idle_timeout_minutes": (1, idle_limit_minutes)}
+        for key, (lo, hi) in limits.items():
             if key in incoming and incoming[key] not in (None, ""):
                 new_settings[key] = _int(incoming[key], f"settings.{key}", lo, hi, key.replace("_", " ").capitalize())
         if new_settings.get("grid_minutes", 15) not in GRID_CHOICES:

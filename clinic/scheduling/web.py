@@ -583,7 +583,7 @@ async def admin_clinic_save(request: Request, db_session: DbSession, actor: Curr
     data = {k: form.get(k) for k in ("name", "display_name", "timezone", "phone", "address")}
     data["opening_hours"] = hours
     data["settings"] = {k: form.get(k) for k in setup.SETTING_LIMITS}
-    await setup.update_clinic(db_session, actor=actor, data=data)
+    await setup.update_clinic(db_session, actor=actor, data=data, idle_limit_minutes=request.app.state.settings.idle_timeout_minutes)
     return go(request, "/admin/clinic?done=saved")
 
 

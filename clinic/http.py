@@ -157,7 +157,7 @@ def _submitted(request: Request) -> list[tuple[str, Any]]:
                 out.append((key, value))
 
         try:
-            walk(json.loads(body), "")
+            walk(json.loads(body.decode("utf-8", "replace")), "")
         except ValueError:
             return []
         return out
@@ -203,6 +203,15 @@ def _giant_number(exc: Exception) -> bool:
 
 
 def server_error_handler(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, RecursionError):
+        # the JSON decoder's answer to a body nested past its depth limit (a thousand [ in a row)
+        return answer(request, 400, {"detail": "The request body is nested too deeply.", "code": "too_deep"})
+    if isinstance(exc, UnicodeDecodeError):
+        # the JSON decoder's answer to bytes that are not UTF-8 inside a string
+        body = {"detail": "The request holds text that is not valid UTF-8.", "code": "not_utf8"}
+        if field := next((k for k, v in _submitted(request) if k and isinstance(v, str) and "\ufffd" in v), None):
+            body["field"] = field
+        return answer(request, 400, body)
     if isinstance(exc, OverflowError) or _giant_number(exc) or is_bad_value(exc):
         # a value no date or column can hold (year 1 minus a day, a NUL, a number past int4, text too long): the request's fault
         state = sqlstate_of(exc)

@@ -145,9 +145,9 @@ async def coverage_save(request: Request, db_session: DbSession, actor: CurrentA
 @post("/billing/patients/{patient_id:int}/gfe-request", opt={"permission": "billing.write"}, include_in_schema=False)
 async def gfe_request(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
     data = await form_dict(request)
-    st = int(data["session_type_id"]) if str(data.get("session_type_id") or "").isdigit() else None
-    visits = int(data["visits"]) if str(data.get("visits") or "").isdigit() else None
-    await service.request_gfe(db_session, actor=actor, patient_id=patient_id, session_type_id=st, visits=visits)
+    # the service reads the numbers (a 422 naming the field for anything else)
+    await service.request_gfe(db_session, actor=actor, patient_id=patient_id, session_type_id=data.get("session_type_id") or None,
+                              visits=data.get("visits") or None)
     return Redirect(path=f"/billing/patients/{patient_id}?done=requested")
 
 

@@ -68,7 +68,8 @@ async def session_type_of(session: AsyncSession, actor: Actor, ref: int | str | 
     if ref is None or ref == "":
         raise RuleBroken("Choose a protocol.", field=field, code="required")
     q = select(SessionType).where(SessionType.clinic_id == actor.clinic_id)
-    if isinstance(ref, int) or str(ref).isdigit():
+    # an id in ASCII digits ("³".isdigit() is true, but int("³") raises), else a kind
+    if isinstance(ref, int) or (str(ref).isascii() and str(ref).isdigit() and len(str(ref)) <= 10):
         q = q.where(SessionType.id == int(ref))
     else:
         q = q.where(SessionType.kind == str(ref))

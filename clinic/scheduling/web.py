@@ -25,6 +25,8 @@ LIVE = ("booked", "arrived", "in_progress", "fulfilled")
 KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP", "integration": "Integration", "consult": "Consult"}
 STATUS_BADGES = {"booked": "due", "arrived": "warn", "in_progress": "warn", "fulfilled": "ok", "cancelled": "bad", "noshow": "bad"}
 STATUS_LABELS = {"booked": "Booked", "arrived": "Arrived", "in_progress": "In session", "fulfilled": "Discharged", "cancelled": "Cancelled", "noshow": "No-show"}
+# rows of the course-template table a protocol form may send (the page shows the templates plus a blank row)
+MAX_TEMPLATE_ROWS = 50
 COMMON_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Phoenix", "America/Los_Angeles",
                 "America/Anchorage", "Pacific/Honolulu", "America/Puerto_Rico", "Europe/London", "Europe/Berlin", "Australia/Sydney")
 
@@ -476,7 +478,8 @@ async def course_submit(request: Request, db_session: DbSession, actor: CurrentA
     form = await form_of(request)
     args = await _course_args(db_session, actor, form)
     chosen = []
-    for key in sorted((k for k in form.keys() if k.startswith("occ-")), key=lambda k: int(k[4:])):
+    occurrences = [k for k in form.keys() if k.startswith("occ-") and k[4:].isascii() and k[4:].isdigit() and len(k) <= 8]
+    for key in sorted(occurrences, key=lambda k: int(k[4:])):
         value = form.get(key)
         if value and value != "skip":
             chosen.append(parse_slot(value, field=key))
@@ -648,7 +651,10 @@ async def admin_protocol_save(request: Request, db_session: DbSession, actor: Cu
     data: dict[str, Any] = {k: form.get(k) for k in ("name", *setup.MINUTE_FIELDS)}
     data["active"] = form.get("active") == "1"
     templates: dict[str, dict[str, Any]] = {}
-    for i in range(int(form.get("template_rows") or 0)):
+    rows = form_int(form.get("template_rows"), "template_rows") or 0
+    if not 0 <= rows <= MAX_TEMPLATE_ROWS:
+        raise RuleBroken(f"A protocol has at most {MAX_TEMPLATE_ROWS} course templates.", field="template_rows", code="out_of_range")
+    for i in range(rows):
         key = (form.get(f"t-{i}-key") or "").strip()
         if not key or form.get(f"t-{i}-remove"):
             continue

@@ -139,12 +139,12 @@ def _check_roles(roles: list[str]) -> list[str]:
 
 
 def _check_details(full_name: str, credentials: str, npi: str | None) -> tuple[str, str, str | None]:
-    full_name = " ".join((full_name or "").split())
+    # a line break is refused, not folded away: the name may reach a notice's header
+    full_name = " ".join(single_line(full_name or "", field="full_name", label="The name").split())
     if not full_name:
         raise RuleBroken("Enter the person's full name.", field="full_name")
     if len(full_name) > 200:
         raise RuleBroken("The name is too long (200 characters at most).", field="full_name")
-    single_line(full_name, field="full_name", label="The name")
     credentials = (credentials or "").strip()
     if len(credentials) > 40:
         raise RuleBroken("Credentials are too long (40 characters at most), e.g. RN, MD, PhD.", field="credentials")

@@ -95,3 +95,90 @@ async def test_invalid_utf8_in_a_query_or_a_form_is_no_server_error(client, staf
     assert (await client.get("/api/v1/patients?q=%FF%FE", headers=tokens["front_desk"])).status_code in (200, 400, 422)
     r = await client.post("/login", content=b"email=%FF%FE&password=%ED%A0%80", headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code < 500
+
+
+# ---- names that reach an email header -------------------------------------------------------------------
+
+
+INJECTIONS = ("Clinic\r\nBcc: everyone@evil.example", "Ann\nX-Evil: 1", "Ann\u2028Bcc: x", "Ann\x00")
+
+
+async def test_a_line_break_in_a_name_that_reaches_a_header_is_refused_at_input(client, staff, db):
+    from sqlalchemy import text
+
+    clinic, users, tokens, patient = staff
+    for value in INJECTIONS:
+        for key in ("display_name", "name"):
+            r = await client.patch("/api/v1/clinic", headers=tokens["admin"], json={key: value})
+            assert r.status_code == 422 and r.json()["field"] == key and r.json()["code"] == "control_characters", (key, value)
+        r = await client.post("/api/v1/patients", headers=tokens["front_desk"], json={
+            "first_name": value, "last_name": "Lee", "date_of_birth": "1980-01-02", "phone": "555-0100", "notice_channel": "none"})
+        assert r.status_code == 422 and r.json()["field"] == "first_name", value
+        r = await client.patch(f"/api/v1/patients/{patient.id}", headers=tokens["front_desk"], json={"last_name": value})
+        assert r.status_code == 422 and r.json()["field"] == "last_name", value
+        r = await client.patch(f"/api/v1/staff/{users['nurse'].id}", headers=tokens["admin"], json={"full_name": value})
+        assert r.status_code == 422 and r.json()["field"] == "full_name", value
+    async with db.sessionmaker() as s:
+        names = (await s.execute(text("SELECT display_name, name FROM clinics WHERE id = :c"), {"c": clinic.id})).one()
+    assert not any("\n" in n or "\r" in n for n in names)
+
+
+def test_email_headers_are_built_and_checked_by_the_email_library():
+    from email import message_from_bytes, policy
+
+    from clinic.notices.sender import Rendered, build_message
+
+    rendered = Rendered(subject="Your visit on Tue 3 Dec is booked", text="Hello", html="<p>Hello</p>")
+    sent = message_from_bytes(build_message(rendered, to="ann@example.org", sender_name="Clinique Été", sender="no-reply@clinic.example",
+                                            mid="<notice.1.2@clinic.example>"), policy=policy.default)
+    assert sent["From"].addresses[0].display_name == "Clinique Été" and sent["To"] == "ann@example.org"
+    assert sent.get_body(("plain",)).get_content().strip() == "Hello"
+    for name, to, subject in (("Clinic\r\nBcc: x@evil.example", "ann@example.org", "s"), ("Clinic", "ann@example.org\r\nBcc: x@evil.example", "s"),
+                              ("Clinic", "ann@example.org", "s\nBcc: x@evil.example")):
+        with pytest.raises(ValueError):
+            build_message(Rendered(subject=subject, text="t", html="h"), to=to, sender_name=name, sender="no-reply@clinic.example", mid="<n.1.3@x>")
+
+
+# ---- smaller promises -------------------------------------------------------------------------------------
+
+
+async def test_a_clinics_idle_limit_is_accepted_up_to_the_servers_and_never_longer(client, staff, settings):
+    clinic, users, tokens, patient = staff
+    limit = settings.idle_timeout_minutes
+    for minutes in (1, limit):
+        r = await client.patch("/api/v1/clinic", headers=tokens["admin"], json={"settings": {"idle_timeout_minutes": minutes}})
+        assert r.status_code == 200 and r.json()["settings"]["idle_timeout_minutes"] == minutes, r.text
+    for minutes in (0, limit + 1, 720):
+        r = await client.patch("/api/v1/clinic", headers=tokens["admin"], json={"settings": {"idle_timeout_minutes": minutes}})
+        assert r.status_code == 422 and r.json()["field"] == "settings.idle_timeout_minutes", minutes
+
+
+async def test_an_anonymous_unsafe_api_request_is_401_not_a_csrf_refusal(client):
+    for method, path in (("POST", "/api/v1/patients"), ("PATCH", "/api/v1/clinic"), ("POST", "/api/v1/tokens"), ("DELETE", "/api/v1/shifts/1")):
+        r = await client.request(method, path, json={})
+        assert r.status_code == 401 and r.json()["code"] == "unauthenticated", (method, path, r.status_code)
+
+
+async def test_dev_mail_shows_a_signed_in_person_only_their_own_clinics_mail(client, factory, settings, db, queue):
+    import aiosmtplib
+
+    from clinic.app import create_app
+    from clinic.notices import devmail
+    from clinic.notices.sender import Rendered, build_message, message_id
+    from tests.conftest import app_client
+
+    ours, theirs = await factory.clinic(), await factory.clinic()
+    billing = await factory.user(ours, "billing")
+    sink = devmail.start_dev_sink()
+    try:
+        for clinic, subject in ((ours, "Our clinic's notice"), (theirs, "Another clinic's notice")):
+            msg = build_message(Rendered(subject=subject, text="t", html="h"), to="p@example.org", sender_name="C", sender="no-reply@clinic.example",
+                                mid=message_id(1, clinic.id, settings.base_url))
+            await aiosmtplib.send(msg, sender="no-reply@clinic.example", recipients=["p@example.org"], hostname="127.0.0.1", port=sink.port)
+        async with app_client(create_app(settings.with_(dev_mail=True), db=db, queue=queue)) as c:
+            await login(c, billing.email)
+            page = (await c.get("/dev/mail")).text
+    finally:
+        sink.stop()
+    assert "Our clinic&#39;s notice" in page or "Our clinic's notice" in page
+    assert "Another clinic" not in page

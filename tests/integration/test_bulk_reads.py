@@ -12,10 +12,10 @@ from clinic.timeutil import utcnow
 from tests.factories import appointment, bearer, login
 
 
-async def _reads(db, action: str) -> list:
+async def _reads(db, action: str, clinic_id: int) -> list:
     async with db.sessionmaker() as s:
-        q = text("SELECT user_id, via, credential_id, changes FROM audit_events WHERE action = :a ORDER BY id")
-        return list((await s.execute(q, {"a": action})).all())
+        q = text("SELECT user_id, via, credential_id, changes FROM audit_events WHERE action = :a AND clinic_id = :c ORDER BY id")
+        return list((await s.execute(q, {"a": action, "c": clinic_id})).all())
 
 
 async def test_api_lists_and_searches_are_audited_with_query_rows_and_patients(client, factory, db):
@@ -32,26 +32,26 @@ async def test_api_lists_and_searches_are_audited_with_query_rows_and_patients(c
         billing_token = (await s.execute(text("SELECT id FROM api_tokens WHERE user_id = :u"), {"u": billing.id})).scalar_one()
 
     assert (await client.get("/api/v1/patients?q=Zed&limit=100", headers=h_admin)).status_code == 200
-    (search,) = await _reads(db, "read.patients")
+    (search,) = await _reads(db, "read.patients", clinic.id)
     assert search.user_id == admin.id and search.changes == {"query": {"q": "Zed", "limit": 100}, "rows": 2, "patient_ids": sorted([ann.id, bob.id])}
 
     day = (utcnow() + timedelta(days=1)).astimezone(ZoneInfo(clinic.timezone)).date().isoformat()
     assert (await client.get(f"/api/v1/appointments?date={day}", headers=h_admin)).status_code == 200
-    (listed,) = await _reads(db, "read.appointments")
+    (listed,) = await _reads(db, "read.appointments", clinic.id)
     assert listed.changes["patient_ids"] == [ann.id] and listed.changes["rows"] == 1 and listed.changes["query"]["day"] == day
 
     for path, action in (("/api/v1/coverage", "read.coverage"), (f"/api/v1/claims?patient_id={ann.id}", "read.claims"),
                          ("/api/v1/charges", "read.charges"), ("/api/v1/balances", "read.balances"),
                          ("/api/v1/estimates?status=draft", "read.estimates"), ("/api/v1/notices", "read.notices")):
         assert (await client.get(path, headers=h_billing)).status_code == 200, path
-        (event,) = await _reads(db, action)
+        (event,) = await _reads(db, action, clinic.id)
         assert event.user_id == billing.id and event.via == "bearer" and event.credential_id == billing_token, path
         assert set(event.changes) == {"query", "rows", "patient_ids"}, path
-    (claims,) = await _reads(db, "read.claims")
+    (claims,) = await _reads(db, "read.claims", clinic.id)
     assert claims.changes["query"] == {"patient_id": ann.id}
 
     assert (await client.get("/api/v1/board", headers=h_admin)).status_code == 200
-    (board,) = await _reads(db, "read.board")
+    (board,) = await _reads(db, "read.board", clinic.id)
     assert board.changes["query"] == {"view": "api"} and bob.id in board.changes["patient_ids"]
 
 
@@ -64,14 +64,14 @@ async def test_pages_listing_patients_are_audited_too(client, factory, db):
     await login(client, front.email)
     for path in ("/patients?q=Zed", "/schedule", "/board"):
         assert (await client.get(path)).status_code == 200, path
-    assert [r.changes["patient_ids"] for r in await _reads(db, "read.patients")] == [[ann.id]]
-    assert any(ann.id in r.changes["patient_ids"] for r in await _reads(db, "read.appointments"))
-    assert [r.changes["query"] for r in await _reads(db, "read.board")] == [{"view": "page"}]
+    assert [r.changes["patient_ids"] for r in await _reads(db, "read.patients", clinic.id)] == [[ann.id]]
+    assert any(ann.id in r.changes["patient_ids"] for r in await _reads(db, "read.appointments", clinic.id))
+    assert [r.changes["query"] for r in await _reads(db, "read.board", clinic.id)] == [{"view": "page"}]
     client.cookies.clear()
     await login(client, billing.email)
     for path in ("/billing", "/notices"):
         assert (await client.get(path)).status_code == 200, path
-    assert await _reads(db, "read.billing_dashboard") and await _reads(db, "read.notices")
+    assert await _reads(db, "read.billing_dashboard", clinic.id) and await _reads(db, "read.notices", clinic.id)
 
 
 async def test_the_front_desk_board_shows_who_and_where_not_vitals_or_alerts(client, factory, db):

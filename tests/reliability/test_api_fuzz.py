@@ -21,13 +21,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.core.result import Ok
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    ignored_auth,
-    negative_data_rejection,
-    response_schema_conformance,
-)
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.specs.openapi.checks import negative_data_rejection
 from sqlalchemy import text
 
 from clinic.app import create_app
@@ -63,7 +58,11 @@ def negative_data_rejected(ctx, response, case):
         raise
 
 
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, negative_data_rejected, ignored_auth]
+# every check schemathesis has (as `--checks all`) but two that need every operation to document each answer it gives
+# and each constraint its rules apply; those wait for the typed API
+AWAITING_DOCUMENTED_ANSWERS = {"status_code_conformance", "positive_data_acceptance"}
+CHECKS = [negative_data_rejected if check is negative_data_rejection else check
+          for check in REGISTERED_CHECKS.get_all() if check.__name__ not in AWAITING_DOCUMENTED_ANSWERS]
 
 CONFIG = schemathesis.Config.from_dict({
     # the bearer token is ours to send (per role); unknown query parameters are ignored, as HTTP APIs do

@@ -275,7 +275,9 @@ def is_unavailable(exc: BaseException) -> bool:
     """
     for current in _chain(exc):
         # PoolTimeout: every connection is busy (or being re-made after a restart); a 503 with Retry-After, not a 500
-        if isinstance(current, (OperationalError, InterfaceError, asyncpg.InterfaceError, ConnectionError, TimeoutError, OSError, PoolTimeout)):
+        # InternalClientError: the driver lost track of a connection the server cut mid-reply (seen during restarts)
+        if isinstance(current, (OperationalError, InterfaceError, asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionError,
+                                TimeoutError, OSError, PoolTimeout)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True

@@ -60,8 +60,8 @@ async def grant_runtime_role(owner_url: str, runtime_url: str) -> str:
         owner = await conn.fetchval("SELECT current_user")
         if role.name == owner:
             raise ConfigError(
-                "DATABASE_URL signs in as the tables' owner: give the app a role of its own "
-                "(DATABASE_URL) and migrations the owner's (DATABASE_OWNER_URL)."
+                f"migrations and the app would both sign in as {role.name!r}: migrations need the tables' owner "
+                "(DATABASE_OWNER_URL, or DATABASE_URL alone) and the app a role of its own (DATABASE_URL)."
             )
         found = await conn.fetchrow("SELECT rolsuper FROM pg_roles WHERE rolname = $1", role.name)
         if found is None:

@@ -184,10 +184,11 @@ async def test_the_worker_rides_out_a_redis_outage_and_sends_every_notice_once(
     assert "Traceback" not in log, log[-3000:]
 
 
-async def test_clinic_dev_keeps_serving_pages_while_its_worker_is_restarted(engine_db, settings, private_redis, smtp_sink, http, world, tmp_path):
+async def test_clinic_dev_keeps_serving_pages_while_its_worker_is_restarted(engine_db, owner_database_url, settings, private_redis, smtp_sink,
+                                                                           http, world, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DATABASE_URL=settings.database_url, REDIS_URL=private_redis.url, SMTP_URL=smtp_sink.url,
+    env = dict(os.environ, DATABASE_OWNER_URL=owner_database_url, DATABASE_URL=settings.database_url, REDIS_URL=private_redis.url, SMTP_URL=smtp_sink.url,
                SECRET_KEY=settings.secret_key, BASE_URL="http://testserver.local", CLINIC_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
     out = tmp_path / "dev.log"
     with out.open("wb") as sink:

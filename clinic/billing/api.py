@@ -6,7 +6,6 @@ from typing import Any
 
 from litestar import Request, get, post, put
 from litestar.params import Body
-from sqlmodel import col, select
 
 from clinic.billing import service
 from clinic.billing.models import Charge, Claim, Coverage, Estimate, FeeScheduleEntry

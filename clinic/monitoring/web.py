@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 from litestar import Request, get, post
 from litestar.response import Redirect, ServerSentEvent, Template
 
-from clinic.audit.service import record
 from clinic.auth.permissions import allows
 from clinic.db import session_driver
 from clinic.errors import RuleBroken

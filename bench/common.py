@@ -162,8 +162,8 @@ async def servers() -> AsyncIterator[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def fresh_database(server_url: str, prefix: str = "clinic_bench") -> AsyncIterator[str]:
-    """A new database on the server, migrated with Alembic as the owner; yields the URL of its runtime role (what the
-    app connects as in production); both are dropped afterwards."""
+    """A new database on the server, migrated with Alembic; yields the owner's URL (data is loaded as the owner; the app
+    is started with `app_url(...)`, its own role, as in production); the database and the role are dropped afterwards."""
     import asyncpg
 
     from clinic.cli import run_migrations
@@ -176,7 +176,9 @@ async def fresh_database(server_url: str, prefix: str = "clinic_bench") -> Async
     finally:
         await admin.close()
     try:
-        yield await asyncio.to_thread(run_migrations, with_database(server_url, name))
+        url = with_database(server_url, name)
+        await asyncio.to_thread(run_migrations, url)
+        yield url
     finally:
         admin = await asyncpg.connect(admin_url)
         try:
@@ -187,6 +189,13 @@ async def fresh_database(server_url: str, prefix: str = "clinic_bench") -> Async
 
 
 # ---- the app under a real HTTP server -------------------------------------------------------------------------------
+
+
+def app_url(owner_url: str) -> str:
+    """The URL of the role `clinic migrate` granted for the app (no password: the bench's servers trust local users)."""
+    from clinic.dbroles import default_runtime_url
+
+    return default_runtime_url(owner_url)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import fresh_database, plain_dsn, servers
+from bench.common import app_url, fresh_database, plain_dsn, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE_TABLE = """
@@ -133,8 +133,9 @@ def free_port() -> int:
 
 
 def start_app_server(url: str, port: int, redis_url: str | None = None) -> subprocess.Popen:
+    """The app on the database at `url` (the owner's), connected as its own role as in production."""
     env = os.environ | {
-        "DATABASE_URL": url,
+        "DATABASE_URL": app_url(url),
         # the vitals path never touches Redis; the app only needs a well-formed URL to start
         "REDIS_URL": redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15",
         "SECRET_KEY": "bench-secret-" + "x" * 24,
@@ -167,8 +168,9 @@ def app_with_floor():
 
 
 def start_bare_server(url: str, port: int) -> subprocess.Popen:
+    """The bare endpoint, as the same role as the app (the owner's default privileges grant it the bare table)."""
     cmd = [sys.executable, "-m", "bench.vitals", "--serve-bare", str(port)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=os.environ | {"BENCH_DSN": dsn(url)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, cwd=ROOT, env=os.environ | {"BENCH_DSN": dsn(app_url(url))}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def serve_bare(port: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import String
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -10,7 +11,18 @@ from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
 
-ROLES = ("front_desk", "nurse", "prescriber", "billing", "admin", "integration")
+
+
+class Role(StrEnum):
+    front_desk = "front_desk"
+    nurse = "nurse"
+    prescriber = "prescriber"
+    billing = "billing"
+    admin = "admin"
+    integration = "integration"
+
+
+ROLES = tuple(Role)  # for `in` on Python 3.11, where a string is not "in" an enum
 # an integration account's password hash: verifies nothing, so it never signs in with a browser
 NO_PASSWORD = "!"
 

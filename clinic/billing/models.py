@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint, text
@@ -11,12 +12,41 @@ from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
 
-COVERAGE_KINDS = ("self_pay", "insured")
-ESTIMATE_KINDS = ("gfe", "insurance")
-# why an estimate exists: booked (scheduled), asked for (request), or something it covered changed (scope_change)
-ESTIMATE_REASONS = ("scheduled", "request", "scope_change", "coverage")
-CLAIM_STATES = ("draft", "submitted", "paid", "partially_paid", "denied", "patient_balance", "closed")
-LINK_KINDS = ("visit", "estimate", "balance")
+
+
+class CoverageKind(StrEnum):
+    self_pay = "self_pay"
+    insured = "insured"
+
+
+class EstimateKind(StrEnum):
+    gfe = "gfe"
+    insurance = "insurance"
+
+
+class EstimateReason(StrEnum):
+    """Why an estimate exists: booked (scheduled), asked for (request), or something it covered changed."""
+
+    scheduled = "scheduled"
+    request = "request"
+    scope_change = "scope_change"
+    coverage = "coverage"
+
+
+class EstimateStatus(StrEnum):
+    draft = "draft"
+    issued = "issued"
+    superseded = "superseded"
+
+
+class ClaimStatus(StrEnum):
+    draft = "draft"
+    submitted = "submitted"
+    paid = "paid"
+    partially_paid = "partially_paid"
+    denied = "denied"
+    patient_balance = "patient_balance"
+    closed = "closed"
 
 
 class FeeScheduleEntry(SQLModel, table=True):

@@ -15,7 +15,7 @@ from clinic.audit.service import record, record_read
 from clinic.auth.permissions import allows
 from clinic.auth.models import StaffUser
 from clinic.billing import rules, service
-from clinic.billing.models import CLAIM_STATES, Charge, Claim, Estimate, Payment
+from clinic.billing.models import Charge, Claim, ClaimStatus, Estimate, Payment
 from clinic.errors import NotFound
 from clinic.http import CurrentActor, DbSession
 from clinic.notices import service as notices
@@ -73,7 +73,7 @@ async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None
     record_read(db_session, actor=actor, what="billing_dashboard", query={}, rows=len(ids), patient_ids=ids)
     return Template("billing/dashboard.html", context={
         "head": HEAD, "clinic": clinic, "today": today, "drafts": drafts, "issued": issued, "replaced": replaced,
-        "overages": overages, "owed": owed, "claims": claims, "claim_counts": claim_counts, "claim_states": CLAIM_STATES,
+        "overages": overages, "owed": owed, "claims": claims, "claim_counts": claim_counts, "claim_states": ClaimStatus,
         "claim_next": rules.CLAIM_NEXT, "sessions": sessions, "patients": await patient_names(db_session, clinic.id, ids),
         "deadline_state": rules.deadline_state, "failed_notices": failed, "done": DONE.get(done or ""),
         "notices_delayed_since": await notices.delayed_since(db_session, clinic=clinic),

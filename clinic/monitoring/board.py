@@ -21,7 +21,7 @@ from clinic.audit.service import Actor, record_read
 from clinic.auth.permissions import allows
 from clinic.db import session_driver
 from clinic.monitoring import rules
-from clinic.monitoring.models import ALERT_LEVELS
+from clinic.monitoring.models import AlertLevel
 from clinic.monitoring.service.session import CURRENT_DOSE, CURRENT_ENTRY, MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
 from clinic.scheduling.protocols import Protocol, protocol_from_json, protocol_json
 from clinic.timeutil import both_zones, utcnow
@@ -114,7 +114,7 @@ _APPOINTMENT_FIELDS = len(fields(BoardAppointment))
 def worst_level(levels: Iterable[str | None]) -> str | None:
     """The most serious alert level among `levels` (None when there is none)."""
     present = set(levels)
-    return next((lvl for lvl in reversed(ALERT_LEVELS) if lvl in present), None)
+    return next((lvl for lvl in reversed(AlertLevel) if lvl in present), None)
 
 
 def board_name(first: str, last: str) -> str:

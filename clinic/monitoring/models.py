@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -18,9 +19,26 @@ from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
 
-ALERT_LEVELS = ("caution", "alert", "urgent")
-DOSING_KINDS = ("device", "infusion_start", "infusion_end", "dose")
-DISSOCIATION_FORMS = ("cadss6", "cadss23")
+
+
+class AlertLevel(StrEnum):
+    """In rising order: a pre-dose caution, an alert, an urgent alert."""
+
+    caution = "caution"
+    alert = "alert"
+    urgent = "urgent"
+
+
+class DoseKind(StrEnum):
+    device = "device"
+    infusion_start = "infusion_start"
+    infusion_end = "infusion_end"
+    dose = "dose"
+
+
+class DissociationForm(StrEnum):
+    cadss6 = "cadss6"
+    cadss23 = "cadss23"
 
 
 class ClinicalEntry(SQLModel, table=True):

@@ -19,7 +19,8 @@ from clinic.http import CurrentActor, DbSession
 from clinic.monitoring import live, rules, service, vitals
 from clinic.monitoring.board import load_board, record_board_read, shows_clinical_detail
 from clinic.monitoring.chart import session_chart
-from clinic.monitoring.models import ClinicalEntry, DosingEntry
+from clinic.monitoring.models import ClinicalEntry, DoseKind, DosingEntry
+from clinic.scheduling.models import SessionKind
 from clinic.timeutil import utcnow
 
 MOAAS_SHORT = {5: "Normal", 4: "Lethargic", 3: "Loud or repeated name", 2: "Prodding", 1: "Trapezius squeeze", 0: "No response"}
@@ -136,12 +137,12 @@ def entry_summary(e: ClinicalEntry) -> str:
 
 def dose_summary(d: DosingEntry, tz: str) -> str:
     if d.entered_in_error:
-        return f"Device {d.device_number} withdrawn: entered in error" if d.kind == "device" else "Dosing entry withdrawn"
-    if d.kind == "device":
+        return f"Device {d.device_number} withdrawn: entered in error" if d.kind == DoseKind.device else "Dosing entry withdrawn"
+    if d.kind == DoseKind.device:
         return f"Device {d.device_number}: {d.dose_mg:.0f} mg, lot {d.lot_number}"
-    if d.kind == "infusion_start":
+    if d.kind == DoseKind.infusion_start:
         return f"Infusion started: {d.dose_mg} mg ({d.mg_per_kg} mg/kg × {d.weight_kg} kg)"
-    if d.kind == "infusion_end":
+    if d.kind == DoseKind.infusion_end:
         return "Infusion ended"
     return f"Dose given: {d.dose_mg} mg"
 
@@ -202,14 +203,14 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
     end = max(end_candidates + [r.taken_at for r in readings])
     due = state.next_check if state.next_check and state.next_check.open else None
     upcoming = state.next_check if state.next_check and state.next_check.status == "upcoming" else None
-    devices = sorted((d for d in data.current_doses() if d.kind == "device"), key=lambda d: d.device_number or 0)
+    devices = sorted((d for d in data.current_doses() if d.kind == DoseKind.device), key=lambda d: d.device_number or 0)
     planned_devices = data.planned_device_count()
     spacing = data.protocol.minutes_between_devices
     next_device = None
-    if data.kind == "esketamine" and devices and planned_devices and len(devices) < planned_devices:
+    if data.kind == SessionKind.esketamine and devices and planned_devices and len(devices) < planned_devices:
         next_device = {"number": len(devices) + 1, "of": planned_devices, "from": devices[-1].taken_at + timedelta(minutes=spacing), "lot": devices[-1].lot_number}
-    infusion = next((d for d in data.current_doses() if d.kind == "infusion_start"), None)
-    infusion_end = next((d for d in data.current_doses() if d.kind == "infusion_end"), None)
+    infusion = next((d for d in data.current_doses() if d.kind == DoseKind.infusion_start), None)
+    infusion_end = next((d for d in data.current_doses() if d.kind == DoseKind.infusion_end), None)
     iv_default = None
     if data.protocol.is_iv and appt.weight_kg:
         try:
@@ -241,7 +242,7 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
         "cadss_anchors": rules.CADSS_ANCHORS,
         "measure_labels": rules.MEASURE_LABELS,
         "phase_label": rules.PHASE_LABELS.get(state.phase, state.phase),
-        "is_esketamine": data.kind == "esketamine",
+        "is_esketamine": data.kind == SessionKind.esketamine,
         "is_iv": data.protocol.is_iv,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import String, Text
@@ -11,15 +12,26 @@ from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
 
-NOTICE_KINDS = (
-    "booking_confirmation",
-    "reminder",
-    "estimate_ready",
-    "gfe",
-    "balance",
-    "staff_digest",
-)
-NOTICE_STATES = ("pending", "sending", "sent", "failed", "cancelled")
+
+
+class NoticeKind(StrEnum):
+    booking_confirmation = "booking_confirmation"
+    reminder = "reminder"
+    estimate_ready = "estimate_ready"
+    gfe = "gfe"
+    balance = "balance"
+    staff_digest = "staff_digest"
+
+
+class NoticeStatus(StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+NOTICE_STATES = tuple(NoticeStatus)  # for `in` on Python 3.11, where a string is not "in" an enum
 
 
 class Notice(SQLModel, table=True):

@@ -12,9 +12,34 @@ from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
 
-APPOINTMENT_STATUSES = ("booked", "arrived", "in_progress", "fulfilled", "cancelled", "noshow")
-LIVE_STATUSES = ("booked", "arrived", "in_progress", "fulfilled")
-PROTOCOL_KINDS = ("esketamine", "ketamine_iv", "kap", "integration", "consult")
+
+
+class AppointmentStatus(StrEnum):
+    booked = "booked"
+    arrived = "arrived"
+    in_progress = "in_progress"
+    fulfilled = "fulfilled"
+    cancelled = "cancelled"
+    noshow = "noshow"
+
+
+APPOINTMENT_STATUSES = tuple(AppointmentStatus)  # for `in` on Python 3.11, where a string is not "in" an enum
+LIVE_STATUSES = (AppointmentStatus.booked, AppointmentStatus.arrived, AppointmentStatus.in_progress, AppointmentStatus.fulfilled)
+
+
+class SessionKind(StrEnum):
+    """A protocol's kind (SessionType.kind)."""
+
+    esketamine = "esketamine"
+    ketamine_iv = "ketamine_iv"
+    kap = "kap"
+    integration = "integration"
+    consult = "consult"
+
+
+class ChairKind(StrEnum):
+    chair = "chair"
+    room = "room"
 
 
 class Clinic(SQLModel, table=True):

@@ -16,15 +16,17 @@ from clinic.errors import Conflict, RuleBroken
 from clinic.http import CurrentActor, DbSession
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
-from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
+from clinic.scheduling.models import LIVE_STATUSES, Appointment, AppointmentStatus, Chair, ChairKind, Clinic, SessionKind, SessionType
 from clinic.scheduling.protocols import Protocol
 from clinic.scheduling.rules import ClinicCalendar
 from clinic.timeutil import utcnow
 
-LIVE = ("booked", "arrived", "in_progress", "fulfilled")
-KIND_LABELS = {"esketamine": "Esketamine", "ketamine_iv": "IV ketamine", "kap": "KAP", "integration": "Integration", "consult": "Consult"}
-STATUS_BADGES = {"booked": "due", "arrived": "warn", "in_progress": "warn", "fulfilled": "ok", "cancelled": "bad", "noshow": "bad"}
-STATUS_LABELS = {"booked": "Booked", "arrived": "Arrived", "in_progress": "In session", "fulfilled": "Discharged", "cancelled": "Cancelled", "noshow": "No-show"}
+KIND_LABELS = {SessionKind.esketamine: "Esketamine", SessionKind.ketamine_iv: "IV ketamine", SessionKind.kap: "KAP",
+               SessionKind.integration: "Integration", SessionKind.consult: "Consult"}
+STATUS_BADGES = {AppointmentStatus.booked: "due", AppointmentStatus.arrived: "warn", AppointmentStatus.in_progress: "warn",
+                 AppointmentStatus.fulfilled: "ok", AppointmentStatus.cancelled: "bad", AppointmentStatus.noshow: "bad"}
+STATUS_LABELS = {AppointmentStatus.booked: "Booked", AppointmentStatus.arrived: "Arrived", AppointmentStatus.in_progress: "In session",
+                 AppointmentStatus.fulfilled: "Discharged", AppointmentStatus.cancelled: "Cancelled", AppointmentStatus.noshow: "No-show"}
 # rows of the course-template table a protocol form may send (the page shows the templates plus a blank row)
 MAX_TEMPLATE_ROWS = 50
 COMMON_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Phoenix", "America/Los_Angeles",
@@ -113,7 +115,7 @@ def day_grid(day: date, cal: ClinicCalendar, chairs: list[Chair], rows: list, no
     tz = cal.tz
     step = cal.grid_minutes
     spans = cal.hours.get(day.weekday(), ())
-    live = [r for r in rows if r.appointment.status in LIVE]
+    live = [r for r in rows if r.appointment.status in LIVE_STATUSES]
     minutes = [t.hour * 60 + t.minute for s, e in spans for t in (s, e)]
     for r in live:
         for instant in (r.appointment.starts_at, r.appointment.ends_at):
@@ -174,7 +176,7 @@ async def day_view(request: Request, db_session: DbSession, actor: CurrentActor)
     now = utcnow()
     grid = day_grid(day, cal, chairs, rows, now)
     ctx = base_context(
-        clinic, day=day, grid=grid, rows=rows, inactive=[r for r in rows if r.appointment.status not in LIVE],
+        clinic, day=day, grid=grid, rows=rows, inactive=[r for r in rows if r.appointment.status not in LIVE_STATUSES],
         staff=await _staff_summary(db_session, actor, day, clinic.timezone), closed_reason=None,
         today=now.astimezone(ZoneInfo(clinic.timezone)).date(), can_book=can(request, "schedule.write"),
         prev_day=day - timedelta(days=1), next_day=day + timedelta(days=1), slot_value=slot_value, now=now,
@@ -195,14 +197,14 @@ async def week_view(request: Request, db_session: DbSession, actor: CurrentActor
     rows = await service.list_appointments(db_session, actor=actor, start=lo, end=hi, limit=5000)
     zone = ZoneInfo(clinic.timezone)
     days = []
-    chairs = [c for c in await service.chairs(db_session, actor) if c.kind == "chair"]
+    chairs = [c for c in await service.chairs(db_session, actor) if c.kind == ChairKind.chair]
     for i in range(7):
         d = monday + timedelta(days=i)
         todays = [r for r in rows if r.appointment.starts_at.astimezone(zone).date() == d]
         open_ = cal.is_open_day(d)
         if not open_ and not todays:
             continue
-        live = [r for r in todays if r.appointment.status in LIVE]
+        live = [r for r in todays if r.appointment.status in LIVE_STATUSES]
         spans = cal.hours.get(d.weekday(), ())
         days.append({"day": d, "open": open_, "rows": todays, "live": len(live),
                      "hours": ", ".join(f"{s.strftime('%H:%M')}-{e.strftime('%H:%M')}" for s, e in spans) if open_ else "Closed",
@@ -221,7 +223,7 @@ async def _last_booking(db_session, actor: Actor, patient_id: int) -> Appointmen
     from sqlmodel import col, select
 
     base = select(Appointment).where(Appointment.clinic_id == actor.clinic_id, Appointment.patient_id == patient_id,
-                                     col(Appointment.status).in_(LIVE))
+                                     col(Appointment.status).in_(LIVE_STATUSES))
     now = utcnow()
     last = (await db_session.exec(base.where(Appointment.starts_at <= now).order_by(col(Appointment.starts_at).desc()).limit(1))).first()
     return last or (await db_session.exec(base.order_by(Appointment.starts_at).limit(1))).first()
@@ -439,7 +441,7 @@ async def course_page(request: Request, db_session: DbSession, actor: CurrentAct
     first = today + timedelta(days=1)
     while not cal.is_open_day(first) and (first - today).days < 14:
         first += timedelta(days=1)
-    chosen = q.get("session_type") or ("esketamine" if any(t.kind == "esketamine" for t in types) else (types[0].kind if types else ""))
+    chosen = q.get("session_type") or (SessionKind.esketamine if any(t.kind == SessionKind.esketamine for t in types) else (types[0].kind if types else ""))
     return Template("scheduling/course_new.html", context=base_context(
         clinic, patient=patient, types=types, chosen=chosen, first=first, times=_grid_times(cal),
         at=(last.starts_at.astimezone(zone).strftime("%H:%M") if last else "10:00"), chairs=await service.chairs(db_session, actor),
@@ -508,7 +510,7 @@ async def course_view(request: Request, db_session: DbSession, actor: CurrentAct
     patient = await db_session.get(Patient, course.patient_id)
     tpl = Protocol.of(st).course_templates.get(course.template)
     now = utcnow()
-    remaining = [r for r in rows if r.appointment.status == "booked" and r.appointment.starts_at > now]
+    remaining = [r for r in rows if r.appointment.status == AppointmentStatus.booked and r.appointment.starts_at > now]
     cal = await service.calendar_of(db_session, clinic)
     return Template("scheduling/course.html", context=base_context(
         clinic, course=course, rows=rows, st=st, patient=patient, tpl=tpl, remaining=remaining, times=_grid_times(cal),

@@ -30,7 +30,7 @@ from clinic.billing import api as billing_api
 from clinic.billing import web as billing_web
 from clinic.config import Settings
 from clinic.db import Database
-from clinic.http import EXCEPTION_HANDLERS, provide_actor, provide_db_session
+from clinic.http import EXCEPTION_HANDLERS, document_errors, provide_actor, provide_db_session
 from clinic.monitoring import api as monitoring_api
 from clinic.monitoring import web as monitoring_web
 from clinic.monitoring.vitals import ChartMemo, EntryWriter
@@ -87,14 +87,14 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
 
     api = Router(
         path="/api/v1",
-        route_handlers=[
+        route_handlers=document_errors([
             *patients_api.routes,
             *scheduling_api.routes,
             *monitoring_api.routes,
             *billing_api.routes,
             *notices_api.routes,
             *auth_api.routes,
-        ],
+        ]),
         security=[{"bearer": []}],
     )
     static = create_static_files_router(path="/static", directories=[STATIC_DIR], opt={"public": True}, include_in_schema=False)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -16,9 +17,12 @@ from litestar.exceptions import (
     NotAuthorizedException,
     ValidationException,
 )
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Dependency
 from litestar.response import Template
 from litestar.utils.scope.state import ScopeState
+from msgspec import UNSET, Struct, UnsetType
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -62,6 +66,59 @@ CurrentActor = Annotated[Actor, Dependency(skip_validation=True)]
 
 
 # ---- error answers --------------------------------------------------------------------------
+
+
+class ErrorBody(Struct):
+    """Every JSON error: a sentence for a person, the field to fix and a stable code when there is one.
+
+    Some answers add what helps to act on them: `blockers` (409 at dosing or discharge), `alternatives` (409 for a
+    slot taken), `occurrences` (409 for a course), `errors` (422 from type checks)."""
+
+    status_code: int
+    detail: str
+    field: str | UnsetType = UNSET
+    code: str | UnsetType = UNSET
+
+
+ERROR_MEANINGS = {
+    400: "The request could not be read (not JSON, or not the expected shape); nothing was saved.",
+    401: "No valid bearer token or browser session: sign in, or send `Authorization: Bearer <token>`.",
+    403: "The role does not allow this (`code`: `role`), a browser form without its CSRF token, or a rule about who may act.",
+    404: "No such record in this clinic.",
+    409: "The request collides with what is saved (a slot taken, a state already moved on, a repeat); says with what.",
+    422: "A value is missing or refused: `field` names it, `code` names the rule; nothing was saved.",
+}
+# no framework name a handler takes besides what the client sends (path, query, body)
+_NOT_INPUT = frozenset({"request", "db_session", "actor", "data", "state", "scope", "headers", "cookies", "body"})
+
+
+def error_answers(*statuses: int) -> dict[int, ResponseSpec]:
+    return {s: ResponseSpec(ErrorBody, description=ERROR_MEANINGS[s], generate_examples=False) for s in statuses}
+
+
+def statuses_of(handler: HTTPRouteHandler) -> list[int]:
+    """The error statuses an /api/v1 operation can answer, read from its declaration."""
+    path_params = {p.split(":")[0] for path in handler.paths for p in re.findall(r"{([^}]+)}", path)}
+    params = set(inspect.signature(handler.fn).parameters)
+    statuses = [401, 403]  # every API operation has a permission, and browser sessions need the CSRF token
+    if path_params:
+        statuses.append(404)
+    if handler.http_methods - {"GET", "HEAD"}:
+        statuses.append(409)  # a write may meet a constraint or a concurrent change
+    if "data" in params or params - _NOT_INPUT:
+        statuses.append(400)  # in Litestar's words for any parameter; documented here in ours
+    if "data" in params or params - _NOT_INPUT - path_params:
+        statuses.append(422)
+    return sorted(statuses)
+
+
+def document_errors(handlers: Iterable[HTTPRouteHandler]) -> list[HTTPRouteHandler]:
+    """Put each operation's error answers (with the ErrorBody shape) in /schema/openapi.json; a handler's own win."""
+    out = []
+    for handler in handlers:
+        handler.responses = {**error_answers(*statuses_of(handler)), **(handler.responses or {})}
+        out.append(handler)
+    return out
 
 
 def wants_html(request: Request) -> bool:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import asyncpg
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -63,6 +64,11 @@ def provide_actor(request: Request) -> Actor:
 
 DbSession = Annotated[AsyncSession, Dependency(skip_validation=True)]
 CurrentActor = Annotated[Actor, Dependency(skip_validation=True)]
+
+
+def given(body: Struct) -> dict[str, Any]:
+    """The fields a PATCH body sent (msgspec leaves the others UNSET)."""
+    return {k: v for k, v in msgspec.structs.asdict(body).items() if v is not UNSET}
 
 
 # ---- error answers --------------------------------------------------------------------------

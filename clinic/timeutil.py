@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+from msgspec import Struct
 from sqlalchemy import DateTime
 from sqlmodel import Field
 
@@ -25,11 +26,17 @@ def hm(instant: datetime, tz: str) -> str:
     return f"{local.hour:02d}:{local.minute:02d}"
 
 
-def both_zones(instant: datetime | None, tz: str) -> dict[str, str] | None:
-    """JSON shape for a time: the UTC instant and the clinic's wall time, both with offsets."""
+class Instant(Struct):
+    """A time in JSON: the UTC instant and the clinic's wall time, both ISO 8601 with offsets."""
+
+    utc: str
+    local: str
+
+
+def both_zones(instant: datetime | None, tz: str) -> Instant | None:
     if instant is None:
         return None
-    return {"utc": instant.astimezone(UTC).isoformat(), "local": to_local(instant, tz).isoformat()}
+    return Instant(utc=instant.astimezone(UTC).isoformat(), local=to_local(instant, tz).isoformat())
 
 
 def TimestampField(*, nullable: bool = False, index: bool = False, default_now: bool = False):  # noqa: N802

@@ -235,7 +235,7 @@ async def audit_events(
         {
             "id": e.id,
             "at": e.at.isoformat(),
-            "at_local": both_zones(e.at, tz)["local"],  # type: ignore[index]
+            "at_local": both_zones(e.at, tz).local,  # type: ignore[union-attr]
             "user_id": e.user_id,
             "ip": e.ip,
             "via": e.via,

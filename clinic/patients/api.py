@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 import msgspec
 from litestar import get, patch, post
 from litestar.params import Parameter
-from msgspec import UNSET, Struct, UnsetType
 
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, DbSession, given
 from clinic.patients import service
 from clinic.patients.models import Patient
+from clinic.patients.schemas import PatientChart, PatientIn, PatientOut, PatientPatch
 from clinic.scheduling.api import appointment_out
 from clinic.scheduling.service import clinic_of
 from clinic.timeutil import both_zones
@@ -20,65 +19,29 @@ from clinic.timeutil import both_zones
 TAG = ["patients"]
 
 
-def patient_out(p: Patient, tz: str) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "first_name": p.first_name,
-        "last_name": p.last_name,
-        "name": p.full_name,
-        "date_of_birth": p.date_of_birth.isoformat(),
-        "sex": p.sex,
-        "email": p.email,
-        "phone": p.phone,
-        "notice_channel": p.notice_channel,
-        "notice_consent_at": both_zones(p.notice_consent_at, tz),
-        "notices_opted_out": p.notices_opted_out,
-        "escort_name": p.escort_name,
-        "escort_phone": p.escort_phone,
-        "rems_enrolled_on": p.rems_enrolled_on.isoformat() if p.rems_enrolled_on else None,
-        "rems_patient_id": p.rems_patient_id,
-        "rems_enrolled": bool(p.rems_enrolled_on and p.rems_patient_id),
-        "medication_flags": list(p.medication_flags or []),
-        "diagnosis_codes": list(p.diagnosis_codes or []),
-        "created_at": both_zones(p.created_at, tz),
-    }
-
-
-# required fields are checked by the service, so a missing one is a 422 that names it
-class PatientIn(Struct):
-    first_name: str = ""
-    last_name: str = ""
-    date_of_birth: date | None = None
-    sex: str = ""
-    email: str | None = None
-    phone: str | None = None
-    notice_channel: str = "email"
-    notice_consent: bool = False
-    notices_opted_out: bool = False
-    escort_name: str | None = None
-    escort_phone: str | None = None
-    rems_enrolled_on: date | None = None
-    rems_patient_id: str | None = None
-    medication_flags: list[str] = []
-    diagnosis_codes: list[str] = []
-
-
-class PatientPatch(Struct):
-    first_name: str | UnsetType = UNSET
-    last_name: str | UnsetType = UNSET
-    date_of_birth: date | UnsetType = UNSET
-    sex: str | UnsetType = UNSET
-    email: str | None | UnsetType = UNSET
-    phone: str | None | UnsetType = UNSET
-    notice_channel: str | UnsetType = UNSET
-    notice_consent: bool | UnsetType = UNSET
-    notices_opted_out: bool | UnsetType = UNSET
-    escort_name: str | None | UnsetType = UNSET
-    escort_phone: str | None | UnsetType = UNSET
-    rems_enrolled_on: date | None | UnsetType = UNSET
-    rems_patient_id: str | None | UnsetType = UNSET
-    medication_flags: list[str] | UnsetType = UNSET
-    diagnosis_codes: list[str] | UnsetType = UNSET
+def patient_out(p: Patient, tz: str, view: type[PatientOut] = PatientOut, **more: Any) -> PatientOut:
+    return view(
+        id=p.id,
+        first_name=p.first_name,
+        last_name=p.last_name,
+        name=p.full_name,
+        date_of_birth=p.date_of_birth,
+        sex=p.sex,
+        email=p.email,
+        phone=p.phone,
+        notice_channel=p.notice_channel,
+        notice_consent_at=both_zones(p.notice_consent_at, tz),
+        notices_opted_out=p.notices_opted_out,
+        escort_name=p.escort_name,
+        escort_phone=p.escort_phone,
+        rems_enrolled_on=p.rems_enrolled_on,
+        rems_patient_id=p.rems_patient_id,
+        rems_enrolled=bool(p.rems_enrolled_on and p.rems_patient_id),
+        medication_flags=list(p.medication_flags or []),
+        diagnosis_codes=list(p.diagnosis_codes or []),
+        created_at=both_zones(p.created_at, tz),
+        **more,
+    )
 
 
 @get("/patients", opt={"permission": "patients.read"}, tags=TAG, summary="Search patients by name, date of birth or phone")
@@ -87,34 +50,33 @@ async def search(
     actor: CurrentActor,
     q: Annotated[str, Parameter(description="name words, a date of birth (YYYY-MM-DD or MM/DD/YYYY) or phone digits")] = "",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-) -> list[dict[str, Any]]:
+) -> list[PatientOut]:
     tz = (await clinic_of(db_session, actor)).timezone
     return [patient_out(p, tz) for p in await service.search_patients(db_session, actor=actor, q=q, limit=limit)]
 
 
 @post("/patients", opt={"permission": "patients.write"}, tags=TAG, summary="Register a patient")
-async def create(db_session: DbSession, actor: CurrentActor, data: PatientIn) -> dict[str, Any]:
+async def create(db_session: DbSession, actor: CurrentActor, data: PatientIn) -> PatientOut:
     tz = (await clinic_of(db_session, actor)).timezone
     patient = await service.create_patient(db_session, actor=actor, data=msgspec.structs.asdict(data))
     return patient_out(patient, tz)
 
 
 @get("/patients/{patient_id:int}", opt={"permission": "patients.read"}, tags=TAG, summary="A patient's chart with upcoming and past sessions (audited)")
-async def read(db_session: DbSession, actor: CurrentActor, patient_id: int) -> dict[str, Any]:
+async def read(db_session: DbSession, actor: CurrentActor, patient_id: int) -> PatientChart:
     tz = (await clinic_of(db_session, actor)).timezone
     chart = await service.read_chart(db_session, actor=actor, patient_id=patient_id)
-    return {
-        **patient_out(chart.patient, tz),
-        "upcoming": [appointment_out(r, tz) for r in chart.upcoming],
-        "past": [appointment_out(r, tz) for r in chart.past],
-    }
+    return patient_out(
+        chart.patient, tz, PatientChart,
+        upcoming=[appointment_out(r, tz) for r in chart.upcoming],
+        past=[appointment_out(r, tz) for r in chart.past],
+    )
 
 
 @patch("/patients/{patient_id:int}", opt={"permission": "patients.write"}, tags=TAG, summary="Edit a patient (send only what changes)")
-async def edit(db_session: DbSession, actor: CurrentActor, patient_id: int, data: PatientPatch) -> dict[str, Any]:
+async def edit(db_session: DbSession, actor: CurrentActor, patient_id: int, data: PatientPatch) -> PatientOut:
     tz = (await clinic_of(db_session, actor)).timezone
-    values = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
-    return patient_out(await service.update_patient(db_session, actor=actor, patient_id=patient_id, data=values), tz)
+    return patient_out(await service.update_patient(db_session, actor=actor, patient_id=patient_id, data=given(data)), tz)
 
 
 routes = [search, create, read, edit]

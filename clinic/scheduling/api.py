@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.params import Parameter
-from msgspec import UNSET, Struct, UnsetType
 
-from clinic.errors import RuleBroken
-from clinic.http import CurrentActor, DbSession
+from clinic.errors import NotFound, RuleBroken
+from clinic.http import CurrentActor, DbSession, given
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import APPOINTMENT_STATUSES, Chair, Clinic, ClosedDate, SessionType, Shift
 from clinic.scheduling.protocols import Protocol
+from clinic.scheduling.schemas import (
+    AppointmentOut,
+    AvailabilityOut,
+    BookIn,
+    CancelIn,
+    ChairIn,
+    ChairOut,
+    ChairPatch,
+    ChairRef,
+    ClinicOut,
+    ClinicPatch,
+    ClosedDateAdded,
+    ClosedDateIn,
+    ClosedDateOut,
+    CourseCancelIn,
+    CourseIn,
+    CourseMoveIn,
+    CourseOut,
+    CoursePlanOut,
+    EscortOut,
+    EscortStatus,
+    MoveIn,
+    PatientRef,
+    SessionTypeOut,
+    SessionTypePatch,
+    SessionTypeRef,
+    ShiftIn,
+    ShiftOut,
+)
 from clinic.scheduling.service import AppointmentRow
 from clinic.timeutil import both_zones
 
@@ -28,72 +56,72 @@ AVAILABILITY_PAGE = 200
 # ---- shapes -------------------------------------------------------------------------------------
 
 
-def escort_out(a) -> dict[str, Any]:
-    status = "confirmed" if a.escort_confirmed else ("named" if a.escort_name else "to_confirm")
-    return {"name": a.escort_name, "phone": a.escort_phone, "status": status}
+def escort_out(a) -> EscortOut:
+    status = EscortStatus.confirmed if a.escort_confirmed else (EscortStatus.named if a.escort_name else EscortStatus.to_confirm)
+    return EscortOut(name=a.escort_name, phone=a.escort_phone, status=status)
 
 
-def appointment_out(row: AppointmentRow, tz: str) -> dict[str, Any]:
+def appointment_out(row: AppointmentRow, tz: str) -> AppointmentOut:
     a = row.appointment
-    return {
-        "id": a.id,
-        "status": a.status,
-        "patient_id": a.patient_id,
-        "patient": {"id": row.patient.id, "name": row.patient.full_name},
-        "session_type": {"id": row.session_type.id, "kind": row.session_type.kind, "name": row.session_type.name},
-        "chair_id": a.chair_id,
-        "chair": {"id": row.chair.id, "name": row.chair.name, "kind": row.chair.kind},
-        "starts_at": both_zones(a.starts_at, tz),
-        "ends_at": both_zones(a.ends_at, tz),
-        "local_date": a.starts_at.astimezone(rules.ZoneInfo(tz)).date().isoformat(),
-        "planned_dose_mg": a.planned_dose_mg,
-        "escort": escort_out(a),
-        "course_id": a.course_id,
-        "notes": a.notes,
-        "cancel_reason": a.cancel_reason,
-        "cancelled_at": both_zones(a.cancelled_at, tz),
-        "late_cancel": a.late_cancel,
-        "created_at": both_zones(a.created_at, tz),
-        "updated_at": both_zones(a.updated_at, tz),
-    }
+    return AppointmentOut(
+        id=a.id,
+        status=a.status,
+        patient_id=a.patient_id,
+        patient=PatientRef(id=row.patient.id, name=row.patient.full_name),
+        session_type=SessionTypeRef(id=row.session_type.id, kind=row.session_type.kind, name=row.session_type.name),
+        chair_id=a.chair_id,
+        chair=ChairRef(id=row.chair.id, name=row.chair.name, kind=row.chair.kind),
+        starts_at=both_zones(a.starts_at, tz),
+        ends_at=both_zones(a.ends_at, tz),
+        local_date=a.starts_at.astimezone(rules.ZoneInfo(tz)).date(),
+        planned_dose_mg=a.planned_dose_mg,
+        escort=escort_out(a),
+        course_id=a.course_id,
+        notes=a.notes,
+        cancel_reason=a.cancel_reason,
+        cancelled_at=both_zones(a.cancelled_at, tz),
+        late_cancel=a.late_cancel,
+        created_at=both_zones(a.created_at, tz),
+        updated_at=both_zones(a.updated_at, tz),
+    )
 
 
-def chair_out(c: Chair) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "kind": c.kind, "active": c.active, "sort_order": c.sort_order}
+def chair_out(c: Chair) -> ChairOut:
+    return ChairOut(id=c.id, name=c.name, kind=c.kind, active=c.active, sort_order=c.sort_order)
 
 
-def session_type_out(st: SessionType) -> dict[str, Any]:
+def session_type_out(st: SessionType) -> SessionTypeOut:
     timing = Protocol.of(st)
-    return {
-        "id": st.id,
-        "kind": st.kind,
-        "name": st.name,
-        "active": st.active,
-        "needs_chair": st.needs_chair,
-        "monitored": st.monitored,
-        "needs_prescriber": st.needs_prescriber,
-        "needs_therapist": st.needs_therapist,
-        "requires_rems": st.requires_rems,
-        "prep_minutes": st.prep_minutes,
-        "dosing_minutes": st.dosing_minutes,
-        "monitoring_minutes": st.monitoring_minutes,
-        "turnover_minutes": st.turnover_minutes,
-        "hold_minutes": {str(d): timing.hold_minutes(d) for d in timing.doses_mg} if timing.doses_mg else timing.hold_minutes(),
-        "doses_mg": list(timing.doses_mg),
-        "course_templates": msgspec.to_builtins(timing.course_templates),
-        "instructions": list(timing.instructions),
-    }
+    return SessionTypeOut(
+        id=st.id,
+        kind=st.kind,
+        name=st.name,
+        active=st.active,
+        needs_chair=st.needs_chair,
+        monitored=st.monitored,
+        needs_prescriber=st.needs_prescriber,
+        needs_therapist=st.needs_therapist,
+        requires_rems=st.requires_rems,
+        prep_minutes=st.prep_minutes,
+        dosing_minutes=st.dosing_minutes,
+        monitoring_minutes=st.monitoring_minutes,
+        turnover_minutes=st.turnover_minutes,
+        hold_minutes={str(d): timing.hold_minutes(d) for d in timing.doses_mg} if timing.doses_mg else timing.hold_minutes(),
+        doses_mg=list(timing.doses_mg),
+        course_templates=msgspec.to_builtins(timing.course_templates),
+        instructions=list(timing.instructions),
+    )
 
 
-def shift_out(s: Shift, name: str, tz: str) -> dict[str, Any]:
-    return {"id": s.id, "user_id": s.user_id, "staff": name, "role": s.role, "starts_at": both_zones(s.starts_at, tz), "ends_at": both_zones(s.ends_at, tz)}
+def shift_out(s: Shift, name: str, tz: str) -> ShiftOut:
+    return ShiftOut(id=s.id, user_id=s.user_id, staff=name, role=s.role, starts_at=both_zones(s.starts_at, tz), ends_at=both_zones(s.ends_at, tz))
 
 
-def clinic_out(c: Clinic) -> dict[str, Any]:
-    return {
-        "id": c.id, "name": c.name, "display_name": c.display_name, "timezone": c.timezone, "phone": c.phone,
-        "address": c.address, "opening_hours": c.opening_hours, "settings": c.settings,
-    }
+def clinic_out(c: Clinic) -> ClinicOut:
+    return ClinicOut(
+        id=c.id, name=c.name, display_name=c.display_name, timezone=c.timezone, phone=c.phone,
+        address=c.address, opening_hours=c.opening_hours, settings=c.settings,
+    )
 
 
 def queue_of(request: Request):
@@ -104,63 +132,35 @@ def queue_of(request: Request):
 
 
 @get("/chairs", opt={"permission": "schedule.read"}, tags=TAG, summary="List chairs and rooms")
-async def list_chairs(db_session: DbSession, actor: CurrentActor, include_inactive: bool = False) -> list[dict[str, Any]]:
+async def list_chairs(db_session: DbSession, actor: CurrentActor, include_inactive: bool = False) -> list[ChairOut]:
     return [chair_out(c) for c in await service.chairs(db_session, actor, active_only=not include_inactive)]
 
 
-class ChairIn(Struct):
-    name: str = ""
-    kind: str = "chair"
-    sort_order: int | None = None
-
-
-class ChairPatch(Struct):
-    name: str | UnsetType = UNSET
-    active: bool | UnsetType = UNSET
-    sort_order: int | UnsetType = UNSET
-
-
-def given(s: Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(s).items() if v is not UNSET}
-
-
 @post("/chairs", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Add a chair or room (admin)")
-async def create_chair(db_session: DbSession, actor: CurrentActor, data: ChairIn) -> dict[str, Any]:
+async def create_chair(db_session: DbSession, actor: CurrentActor, data: ChairIn) -> ChairOut:
     return chair_out(await setup.add_chair(db_session, actor=actor, name=data.name, kind=data.kind, sort_order=data.sort_order))
 
 
 @patch("/chairs/{chair_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Rename, reorder or retire a chair (admin)")
-async def edit_chair(db_session: DbSession, actor: CurrentActor, chair_id: int, data: ChairPatch) -> dict[str, Any]:
+async def edit_chair(db_session: DbSession, actor: CurrentActor, chair_id: int, data: ChairPatch) -> ChairOut:
     return chair_out(await setup.update_chair(db_session, actor=actor, chair_id=chair_id, data=given(data)))
 
 
 @get("/session-types", opt={"permission": "schedule.read"}, tags=TAG, summary="List protocols (session types)")
-async def list_session_types(db_session: DbSession, actor: CurrentActor, include_inactive: bool = False) -> list[dict[str, Any]]:
+async def list_session_types(db_session: DbSession, actor: CurrentActor, include_inactive: bool = False) -> list[SessionTypeOut]:
     return [session_type_out(st) for st in await service.session_types(db_session, actor, active_only=not include_inactive)]
 
 
 @get("/session-types/{session_type_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="One protocol")
-async def get_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int) -> dict[str, Any]:
+async def get_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int) -> SessionTypeOut:
     st = await db_session.get(SessionType, session_type_id)
     if st is None or st.clinic_id != actor.clinic_id:
-        from clinic.errors import NotFound
-
         raise NotFound("No such protocol.")
     return session_type_out(st)
 
 
-class SessionTypePatch(Struct):
-    name: str | UnsetType = UNSET
-    active: bool | UnsetType = UNSET
-    prep_minutes: int | UnsetType = UNSET
-    dosing_minutes: int | UnsetType = UNSET
-    monitoring_minutes: int | UnsetType = UNSET
-    turnover_minutes: int | UnsetType = UNSET
-    course_templates: dict[str, dict[str, Any]] | UnsetType = UNSET
-
-
 @patch("/session-types/{session_type_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Edit a protocol's durations and course templates (admin)")
-async def edit_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int, data: SessionTypePatch) -> dict[str, Any]:
+async def edit_session_type(db_session: DbSession, actor: CurrentActor, session_type_id: int, data: SessionTypePatch) -> SessionTypeOut:
     return session_type_out(await setup.update_session_type(db_session, actor=actor, session_type_id=session_type_id, data=given(data)))
 
 
@@ -182,7 +182,7 @@ async def availability(
     dose_mg: Annotated[int | None, Parameter(description="esketamine planned dose (changes the hold)")] = None,
     limit: Annotated[int, Parameter(ge=1, le=20000, description="candidates per page (whole start times)")] = AVAILABILITY_PAGE,
     after: Annotated[datetime | None, Parameter(description="the next page: starts after this instant (follow `next`)")] = None,
-) -> dict[str, Any]:
+) -> AvailabilityOut:
     if after is not None and after.tzinfo is None:
         raise RuleBroken("Give the time with a UTC offset.", field="after", code="timezone_required")
     found = await service.find_availability(
@@ -195,42 +195,21 @@ async def availability(
     if last is not None:
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"] + [("after", last.isoformat())]
         next_page = f"{request.url.path}?{urlencode(query)}"
-    return {
-        "session_type": found.session_type.kind,
-        "from": day_from.isoformat(),
-        "to": (day_to or day_from).isoformat(),
-        "timezone": tz,
-        "truncated": last is not None,
-        "next": next_page,
-        "candidates": [service.candidate_out(c, tz, found.chairs) for c in shown],
-    }
+    return AvailabilityOut(
+        session_type=found.session_type.kind,
+        day_from=day_from,
+        day_to=day_to or day_from,
+        timezone=tz,
+        truncated=last is not None,
+        next=next_page,
+        candidates=[service.candidate_out(c, tz, found.chairs) for c in shown],
+    )
 
 
 # ---- appointments -----------------------------------------------------------------------------------
 
 
-# required fields are checked by the service, so a missing one is a 422 that names it
-class BookIn(Struct):
-    patient_id: int | None = None
-    session_type: str | int | None = None
-    chair_id: int | None = None
-    starts_at: datetime | None = None
-    planned_dose_mg: int | None = None
-    escort_name: str | None = None
-    escort_phone: str | None = None
-    notes: str | None = None
-
-
-class MoveIn(Struct):
-    starts_at: datetime | None = None
-    chair_id: int | None = None
-
-
-class CancelIn(Struct):
-    reason: str = ""
-
-
-async def _one(db_session, actor, appointment_id: int) -> dict[str, Any]:
+async def _one(db_session, actor, appointment_id: int) -> AppointmentOut:
     row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
     tz = (await service.clinic_of(db_session, actor)).timezone
     return appointment_out(row, tz)
@@ -248,7 +227,7 @@ async def list_appointments(
     chair_id: int | None = None,
     course_id: int | None = None,
     limit: Annotated[int, Parameter(ge=1, le=5000)] = 500,
-) -> list[dict[str, Any]]:
+) -> list[AppointmentOut]:
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     for s in statuses or []:
         if s not in APPOINTMENT_STATUSES:
@@ -267,7 +246,7 @@ async def list_appointments(
 @post("/appointments", opt={"permission": "schedule.write"}, tags=TAG, summary="Book one session",
       description="422 names the field and rule for bad input; 409 names the conflict (chair, patient, nurse capacity, "
                   "prescriber or therapist coverage) and offers `alternatives: [{start, end, chair_id}]`.")
-async def book(request: Request, db_session: DbSession, actor: CurrentActor, data: BookIn) -> dict[str, Any]:
+async def book(request: Request, db_session: DbSession, actor: CurrentActor, data: BookIn) -> AppointmentOut:
     clinic = await service.clinic_of(db_session, actor)  # held here, the booking reads it from the session
     row = await service.book(
         db_session, actor=actor, queue=queue_of(request), patient_id=data.patient_id, session_type=data.session_type,
@@ -278,58 +257,29 @@ async def book(request: Request, db_session: DbSession, actor: CurrentActor, dat
 
 
 @get("/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="One appointment")
-async def get_appointment(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> dict[str, Any]:
+async def get_appointment(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> AppointmentOut:
     return await _one(db_session, actor, appointment_id)
 
 
 @post("/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, tags=TAG, summary="Move a booked session", status_code=200)
-async def move(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: MoveIn) -> dict[str, Any]:
+async def move(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: MoveIn) -> AppointmentOut:
     await service.move(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id, starts_at=data.starts_at, chair_id=data.chair_id)
     return await _one(db_session, actor, appointment_id)
 
 
 @post("/appointments/{appointment_id:int}/cancel", opt={"permission": "schedule.write"}, tags=TAG, summary="Cancel with a reason (late when under 24 h)", status_code=200)
-async def cancel(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: CancelIn) -> dict[str, Any]:
+async def cancel(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: CancelIn) -> AppointmentOut:
     await service.cancel(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id, reason=data.reason)
     return await _one(db_session, actor, appointment_id)
 
 
 @post("/appointments/{appointment_id:int}/no-show", opt={"permission": "schedule.write"}, tags=TAG, summary="Record a no-show", status_code=200)
-async def no_show(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> dict[str, Any]:
+async def no_show(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> AppointmentOut:
     await service.no_show(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id)
     return await _one(db_session, actor, appointment_id)
 
 
 # ---- courses ----------------------------------------------------------------------------------------
-
-
-class OccurrenceIn(Struct):
-    starts_at: datetime
-    chair_id: int | None = None
-
-
-class CourseIn(Struct):
-    patient_id: int | None = None
-    session_type: str | int | None = None
-    template: str = ""
-    starts_at: datetime | None = None
-    chair_id: int | None = None
-    planned_dose_mg: int | None = None
-    escort_name: str | None = None
-    escort_phone: str | None = None
-    all_or_nothing: bool = True
-    occurrences: list[OccurrenceIn] | None = None
-
-
-class CourseCancelIn(Struct):
-    reason: str = ""
-    from_appointment_id: int | None = None
-
-
-class CourseMoveIn(Struct):
-    shift_days: int = 0
-    at_time: str | None = None
-    from_appointment_id: int | None = None
 
 
 async def _course(db_session, request, actor, data: CourseIn, *, dry_run: bool) -> service.CoursePlan:
@@ -342,39 +292,39 @@ async def _course(db_session, request, actor, data: CourseIn, *, dry_run: bool) 
 
 
 @post("/courses/preview", opt={"permission": "schedule.read"}, tags=TAG, summary="Plan a course without booking it", status_code=200)
-async def preview_course(request: Request, db_session: DbSession, actor: CurrentActor, data: CourseIn) -> dict[str, Any]:
+async def preview_course(request: Request, db_session: DbSession, actor: CurrentActor, data: CourseIn) -> CoursePlanOut:
     return service.plan_out(await _course(db_session, request, actor, data, dry_run=True))
 
 
 @post("/courses", opt={"permission": "schedule.write"}, tags=TAG, summary="Book a course from a protocol's template",
       description="All-or-nothing by default: a 409 `course_conflicts` lists every occurrence with its conflict and nearest "
                   "alternatives, and nothing is booked. Send `occurrences` to book chosen starts instead of the template's.")
-async def book_course(request: Request, db_session: DbSession, actor: CurrentActor, data: CourseIn) -> dict[str, Any]:
+async def book_course(request: Request, db_session: DbSession, actor: CurrentActor, data: CourseIn) -> CoursePlanOut:
     plan = await _course(db_session, request, actor, data, dry_run=False)
     return service.plan_out(plan)
 
 
-async def _course_view(db_session, actor, course_id: int) -> dict[str, Any]:
+async def _course_view(db_session, actor, course_id: int) -> CourseOut:
     course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
     tz = (await service.clinic_of(db_session, actor)).timezone
-    return {"id": course.id, "patient_id": course.patient_id, "session_type_id": course.session_type_id, "template": course.template,
-            "created_at": both_zones(course.created_at, tz), "appointments": [appointment_out(r, tz) for r in rows]}
+    return CourseOut(id=course.id, patient_id=course.patient_id, session_type_id=course.session_type_id, template=course.template,
+                     created_at=both_zones(course.created_at, tz), appointments=[appointment_out(r, tz) for r in rows])
 
 
 @get("/courses/{course_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="A course with its sessions")
-async def get_course(db_session: DbSession, actor: CurrentActor, course_id: int) -> dict[str, Any]:
+async def get_course(db_session: DbSession, actor: CurrentActor, course_id: int) -> CourseOut:
     return await _course_view(db_session, actor, course_id)
 
 
 @post("/courses/{course_id:int}/cancel", opt={"permission": "schedule.write"}, tags=TAG, summary="Cancel all remaining sessions of a course", status_code=200)
-async def cancel_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseCancelIn) -> dict[str, Any]:
+async def cancel_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseCancelIn) -> CourseOut:
     await service.cancel_course(db_session, actor=actor, queue=queue_of(request), course_id=course_id, reason=data.reason,
                                 from_appointment_id=data.from_appointment_id)
     return await _course_view(db_session, actor, course_id)
 
 
 @post("/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, tags=TAG, summary="Move all remaining sessions of a course", status_code=200)
-async def move_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseMoveIn) -> dict[str, Any]:
+async def move_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseMoveIn) -> CourseOut:
     await service.move_course(db_session, actor=actor, queue=queue_of(request), course_id=course_id, shift_days=data.shift_days,
                               at_time=data.at_time, from_appointment_id=data.from_appointment_id)
     return await _course_view(db_session, actor, course_id)
@@ -383,20 +333,13 @@ async def move_course(request: Request, db_session: DbSession, actor: CurrentAct
 # ---- shifts and clinic setup --------------------------------------------------------------------------
 
 
-class ShiftIn(Struct):
-    user_id: int | None = None
-    role: str = ""
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-
-
 @get("/shifts", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="Staff shifts in a range")
 async def list_shifts(
     db_session: DbSession,
     actor: CurrentActor,
     day_from: Annotated[date, Parameter(query="from", description="first clinic-local day")],
     day_to: Annotated[date | None, Parameter(query="to", description="last clinic-local day (inclusive)")] = None,
-) -> list[dict[str, Any]]:
+) -> list[ShiftOut]:
     tz = (await service.clinic_of(db_session, actor)).timezone
     day_to = day_to or day_from
     if (day_to - day_from).days > 92 or day_to < day_from:
@@ -407,7 +350,7 @@ async def list_shifts(
 
 
 @post("/shifts", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Add a staff shift (admin)")
-async def create_shift(db_session: DbSession, actor: CurrentActor, data: ShiftIn) -> dict[str, Any]:
+async def create_shift(db_session: DbSession, actor: CurrentActor, data: ShiftIn) -> ShiftOut:
     tz = (await service.clinic_of(db_session, actor)).timezone
     shift = await setup.add_shift(db_session, actor=actor, user_id=data.user_id, role=data.role, starts_at=data.starts_at, ends_at=data.ends_at)
     return shift_out(shift, "", tz)
@@ -418,46 +361,31 @@ async def delete_shift(db_session: DbSession, actor: CurrentActor, shift_id: int
     await setup.remove_shift(db_session, actor=actor, shift_id=shift_id)
 
 
-class ClinicPatch(Struct):
-    name: str | UnsetType = UNSET
-    display_name: str | UnsetType = UNSET
-    timezone: str | UnsetType = UNSET
-    phone: str | UnsetType = UNSET
-    address: str | UnsetType = UNSET
-    opening_hours: dict[str, list[list[str]]] | UnsetType = UNSET
-    settings: dict[str, Any] | UnsetType = UNSET
-
-
 @get("/clinic", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="The clinic: zone, opening hours, settings")
-async def get_clinic(db_session: DbSession, actor: CurrentActor) -> dict[str, Any]:
+async def get_clinic(db_session: DbSession, actor: CurrentActor) -> ClinicOut:
     return clinic_out(await service.clinic_of(db_session, actor))
 
 
 @patch("/clinic", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Change the clinic's zone, hours or settings (admin)")
-async def edit_clinic(request: Request, db_session: DbSession, actor: CurrentActor, data: ClinicPatch) -> dict[str, Any]:
+async def edit_clinic(request: Request, db_session: DbSession, actor: CurrentActor, data: ClinicPatch) -> ClinicOut:
     idle_limit = request.app.state.settings.idle_timeout_minutes
     return clinic_out(await setup.update_clinic(db_session, actor=actor, data=given(data), idle_limit_minutes=idle_limit))
 
 
-class ClosedDateIn(Struct):
-    day: date | None = None
-    reason: str = ""
-
-
-def closed_out(c: ClosedDate) -> dict[str, Any]:
-    return {"id": c.id, "day": c.day.isoformat(), "reason": c.reason}
+def closed_out(c: ClosedDate) -> ClosedDateOut:
+    return ClosedDateOut(id=c.id, day=c.day, reason=c.reason)
 
 
 @get("/closed-dates", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="Dates the clinic is closed")
-async def list_closed(db_session: DbSession, actor: CurrentActor, since: date | None = None) -> list[dict[str, Any]]:
+async def list_closed(db_session: DbSession, actor: CurrentActor, since: date | None = None) -> list[ClosedDateOut]:
     return [closed_out(c) for c in await setup.closed_dates(db_session, actor=actor, since=since)]
 
 
 @post("/closed-dates", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Close the clinic on a date (admin)",
       description="Sessions already booked that day stay booked; `still_booked` says how many to move or cancel.")
-async def create_closed(db_session: DbSession, actor: CurrentActor, data: ClosedDateIn) -> dict[str, Any]:
+async def create_closed(db_session: DbSession, actor: CurrentActor, data: ClosedDateIn) -> ClosedDateAdded:
     row, still = await setup.add_closed_date(db_session, actor=actor, day=data.day, reason=data.reason)
-    return {**closed_out(row), "still_booked": still}
+    return ClosedDateAdded(id=row.id, day=row.day, reason=row.reason, still_booked=still)
 
 
 @delete("/closed-dates/{closed_date_id:int}", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Reopen a closed date (admin)", status_code=204)

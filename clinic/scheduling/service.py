@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+import msgspec
+from msgspec import UNSET
 from sqlalchemy import func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -27,6 +29,7 @@ from clinic.scheduling import changes, rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, ChangeKind, Clinic, ClosedDate, Course, SessionType, Shift
 from clinic.scheduling.protocols import CourseTemplate, Protocol
 from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift, Place
+from clinic.scheduling.schemas import CandidateOut, CoursePlanOut, OccurrenceConflict, OccurrenceOut
 from clinic.timeutil import both_zones, utcnow
 
 CHAIR_OVERLAP = "ex_appointments_chair_overlap"
@@ -171,11 +174,9 @@ async def lock_days(session: AsyncSession, clinic_id: int, days: Iterable[date])
         await session.exec(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))").bindparams(k=f"schedule:{clinic_id}:{day.isoformat()}"))
 
 
-def candidate_out(c: Candidate, tz: str, chair_names: dict[int, str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"start": both_zones(c.start, tz), "end": both_zones(c.end, tz), "chair_id": c.chair_id}
-    if chair_names is not None:
-        out["chair"] = chair_names.get(c.chair_id, "")
-    return out
+def candidate_out(c: Candidate, tz: str, chair_names: dict[int, str] | None = None) -> CandidateOut:
+    chair = chair_names.get(c.chair_id, "") if chair_names is not None else UNSET
+    return CandidateOut(start=both_zones(c.start, tz), end=both_zones(c.end, tz), chair_id=c.chair_id, chair=chair)
 
 
 # ---- availability ---------------------------------------------------------------------------------
@@ -629,28 +630,28 @@ class CoursePlan:
         return [o for o in self.occurrences if not o.ok]
 
 
-def occurrence_out(o: Occurrence, tz: str, chairs: dict[int, str]) -> dict[str, Any]:
-    return {
-        "index": o.index,
-        "wanted_start": both_zones(o.wanted, tz),
-        "start": both_zones(o.start, tz),
-        "chair_id": o.chair_id,
-        "chair": chairs.get(o.chair_id) if o.chair_id else None,
-        "ok": o.ok,
-        "appointment_id": o.appointment_id,
-        "conflict": None if o.problem is None else {"code": o.problem.code, "field": o.problem.field, "detail": o.problem.message},
-        "alternatives": [candidate_out(a, tz, chairs) for a in o.alternatives],
-    }
+def occurrence_out(o: Occurrence, tz: str, chairs: dict[int, str]) -> OccurrenceOut:
+    return OccurrenceOut(
+        index=o.index,
+        wanted_start=both_zones(o.wanted, tz),
+        start=both_zones(o.start, tz),
+        chair_id=o.chair_id,
+        chair=chairs.get(o.chair_id) if o.chair_id else None,
+        ok=o.ok,
+        appointment_id=o.appointment_id,
+        conflict=None if o.problem is None else OccurrenceConflict(code=o.problem.code, field=o.problem.field, detail=o.problem.message),
+        alternatives=[candidate_out(a, tz, chairs) for a in o.alternatives],
+    )
 
 
-def plan_out(plan: CoursePlan) -> dict[str, Any]:
-    return {
-        "session_type": plan.session_type.kind,
-        "template": plan.template,
-        "course_id": plan.course.id if plan.course else None,
-        "occurrences": [occurrence_out(o, plan.calendar.tz, plan.chairs) for o in plan.occurrences],
-        "conflicts": len(plan.conflicts),
-    }
+def plan_out(plan: CoursePlan) -> CoursePlanOut:
+    return CoursePlanOut(
+        session_type=plan.session_type.kind,
+        template=plan.template,
+        course_id=plan.course.id if plan.course else None,
+        occurrences=[occurrence_out(o, plan.calendar.tz, plan.chairs) for o in plan.occurrences],
+        conflicts=len(plan.conflicts),
+    )
 
 
 def _template(protocol: Protocol, name: str | None) -> CourseTemplate:
@@ -818,7 +819,7 @@ async def book_course(
 def _course_conflict(plan: CoursePlan) -> Conflict:
     n, total = len(plan.conflicts), len(plan.occurrences)
     detail = f"{n} of {total} sessions cannot be booked as planned; nothing was booked. Pick an alternative for each and try again."
-    return Conflict(detail, code="course_conflicts", extra=plan_out(plan))
+    return Conflict(detail, code="course_conflicts", extra=msgspec.structs.asdict(plan_out(plan)))
 
 
 async def get_course(session: AsyncSession, *, actor: Actor, course_id: int) -> tuple[Course, list[AppointmentRow]]:
@@ -916,7 +917,7 @@ async def move_course(
     if plan.conflicts:
         n = len(plan.conflicts)
         raise Conflict(f"{n} of {len(occs)} remaining sessions cannot move there; nothing was moved.", code="course_conflicts",
-                       extra=plan_out(plan))
+                       extra=msgspec.structs.asdict(plan_out(plan)))
     # later sessions first when moving later (earlier first when earlier) so the course never overlaps itself mid-way
     pairs = sorted(zip(rows, occs), key=lambda p: p[0].starts_at, reverse=shift_days > 0)
     for appt, occ in pairs:

@@ -341,8 +341,8 @@ async def _conflict_fragment(request: Request, db_session, actor: Actor, exc: Co
     zone = ZoneInfo(clinic.timezone)
     alts = []
     for a in exc.extra.get("alternatives", []):
-        start = datetime.fromisoformat(a["start"]["utc"])
-        alts.append({"value": slot_value(start, a["chair_id"]), "label": start.astimezone(zone).strftime("%a %d %b %H:%M"), "chair": a.get("chair", "")})
+        start = datetime.fromisoformat(a.start.utc)
+        alts.append({"value": slot_value(start, a.chair_id), "label": start.astimezone(zone).strftime("%a %d %b %H:%M"), "chair": a.chair or ""})
     body = Template("scheduling/_conflict.html", context={"error": exc.body(), "alternatives": alts, "target_form": target_form})
     if is_htmx(request):
         body.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
@@ -539,9 +539,9 @@ async def course_move(request: Request, db_session: DbSession, actor: CurrentAct
         zone = ZoneInfo(clinic.timezone)
         lines = []
         for o in exc.extra.get("occurrences", []):
-            if not o["ok"]:
-                when = datetime.fromisoformat(o["wanted_start"]["utc"]).astimezone(zone).strftime("%a %d %b %H:%M")
-                lines.append(f"{when}: {o['conflict']['detail']}")
+            if not o.ok:
+                when = datetime.fromisoformat(o.wanted_start.utc).astimezone(zone).strftime("%a %d %b %H:%M")
+                lines.append(f"{when}: {o.conflict.detail}")
         response = Template("scheduling/_move_report.html", context={"detail": exc.detail, "lines": lines})
         response.status_code = 409
         if is_htmx(request):

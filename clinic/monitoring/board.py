@@ -15,12 +15,13 @@ from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from msgspec import UNSET
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record_read
 from clinic.auth.permissions import allows
 from clinic.db import session_driver
-from clinic.monitoring import rules
+from clinic.monitoring import rules, schemas
 from clinic.monitoring.models import AlertLevel
 from clinic.monitoring.service.session import CURRENT_DOSE, CURRENT_ENTRY, MONITORED_STATES, SessionData, SessionState, dose_order, evaluate_current, open_alert_of
 from clinic.scheduling.protocols import Protocol, protocol_from_json, protocol_json
@@ -244,51 +245,54 @@ def record_board_read(session: AsyncSession, *, actor: Actor, board: Board, view
     record_read(session, actor=actor, what="board", query={"view": view}, rows=len(cards), patient_ids=[c.appointment.patient_id for c in cards])
 
 
-def board_json(board: Board, *, clinical: bool) -> dict[str, Any]:
+def board_json(board: Board, *, clinical: bool) -> schemas.BoardOut:
     tz = board.tz
 
-    def check(s: rules.CheckState | None) -> dict[str, Any] | None:
+    def check(s: rules.CheckState | None) -> schemas.BoardCheck | None:
         if s is None:
             return None
-        return {"key": s.key, "label": s.label, "status": s.status, "due_at": both_zones(s.due_at, tz), "missing": list(s.missing)}
+        return schemas.BoardCheck(key=s.key, label=s.label, status=s.status, due_at=both_zones(s.due_at, tz), missing=list(s.missing))
 
-    def card(c: BoardCard) -> dict[str, Any]:
+    def card(c: BoardCard) -> schemas.BoardCard:
         a = c.appointment
-        out: dict[str, Any] = {
-            "appointment_id": a.id,
-            "patient": c.name,
-            "kind": c.protocol.kind,
-            "status": a.status,
-            "phase": c.phase,
-            "phase_label": c.phase_label,
-            "starts_at": both_zones(a.starts_at, tz),
-            "checked_in_at": both_zones(a.checked_in_at, tz),
-            "dosing_started_at": both_zones(a.dosing_started_at, tz),
-            "discharged_at": both_zones(a.discharged_at, tz),
-        }
+        charted: dict[str, Any] = {}
         if c.state is not None and clinical:
-            out |= {
-                "minutes_since_dosing": c.state.minutes_since_dosing,
-                "next_check": check(c.state.next_check),
-                "overdue_checks": [check(s) for s in c.state.overdue],
-                "open_alerts": [{"id": al.id, "level": al.level, "code": al.code, "message": al.message, "raised_at": both_zones(al.raised_at, tz)} for al in c.open_alerts],
-                "discharge_blockers": [b.as_dict() for b in c.state.blockers],
-                "escort_confirmed": a.escort_confirmed,
-            }
-        return out
+            charted = dict(
+                minutes_since_dosing=c.state.minutes_since_dosing,
+                next_check=check(c.state.next_check),
+                overdue_checks=[check(s) for s in c.state.overdue],
+                open_alerts=[schemas.BoardAlert(id=al.id, level=al.level, code=al.code, message=al.message, raised_at=both_zones(al.raised_at, tz))
+                             for al in c.open_alerts],
+                discharge_blockers=[schemas.BlockerOut(code=b.code, message=b.message) for b in c.state.blockers],
+                escort_confirmed=a.escort_confirmed,
+            )
+        return schemas.BoardCard(
+            appointment_id=a.id,
+            patient=c.name,
+            kind=c.protocol.kind,
+            status=a.status,
+            phase=c.phase,
+            phase_label=c.phase_label,
+            starts_at=both_zones(a.starts_at, tz),
+            checked_in_at=both_zones(a.checked_in_at, tz),
+            dosing_started_at=both_zones(a.dosing_started_at, tz),
+            discharged_at=both_zones(a.discharged_at, tz),
+            **charted,
+        )
 
-    return {
-        "clinic_id": board.clinic.id,
-        "generated_at": both_zones(board.now, tz),
-        **({"open_alerts": board.alert_count, "overdue_checks": board.overdue_count} if clinical else {}),
-        "chairs": [
-            {
-                "id": row.chair.id,
-                "name": row.chair.name,
-                "current": [card(c) for c in row.active],
-                "later_today": [card(c) for c in row.later],
-                "discharged_today": [card(c) for c in row.done],
-            }
+    return schemas.BoardOut(
+        clinic_id=board.clinic.id,
+        generated_at=both_zones(board.now, tz),
+        open_alerts=board.alert_count if clinical else UNSET,
+        overdue_checks=board.overdue_count if clinical else UNSET,
+        chairs=[
+            schemas.BoardChair(
+                id=row.chair.id,
+                name=row.chair.name,
+                current=[card(c) for c in row.active],
+                later_today=[card(c) for c in row.later],
+                discharged_today=[card(c) for c in row.done],
+            )
             for row in board.chairs
         ],
-    }
+    )

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from clinic.monitoring.schemas import FhirBundle
 from clinic.monitoring.service import SessionData
 from clinic.timeutil import UTC
 
@@ -40,7 +41,7 @@ def _quantity(value: int | float, unit: str, code: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": code}
 
 
-def session_bundle(data: SessionData, *, base_url: str = "") -> dict[str, Any]:
+def session_bundle(data: SessionData, *, base_url: str = "") -> FhirBundle:
     appt, patient, clinic, protocol = data.appointment, data.patient, data.clinic, data.protocol
     patient_ref = _urn("Patient", f"{clinic.id}/{patient.id}")
     appt_ref = _urn("Appointment", appt.id)
@@ -140,10 +141,10 @@ def session_bundle(data: SessionData, *, base_url: str = "") -> dict[str, Any]:
             form = "CADSS-6" if e.dissociation_form == "cadss6" else "CADSS"
             observation(e.id, "dissociation", {"coding": [_coding(LOCAL_CODES, e.dissociation_form or "cadss", f"{form} total score")], "text": f"{form} total"}, "survey", e.taken_at, amended, valueInteger=e.dissociation_total)  # type: ignore[arg-type]
 
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid5(NAMESPACE, f"bundle/{appt.id}/{len(entries)}")),
-        "type": "collection",
-        "timestamp": _instant(datetime.now(UTC)),
-        "entry": entries,
-    }
+    return FhirBundle(
+        resource_type="Bundle",
+        id=str(uuid.uuid5(NAMESPACE, f"bundle/{appt.id}/{len(entries)}")),
+        type="collection",
+        timestamp=_instant(datetime.now(UTC)),
+        entry=entries,
+    )

@@ -1,0 +1,325 @@
+"""Monitoring's JSON shapes under /api/v1: the tablet's submissions, and the session, entry, dose, alert, board and REMS views."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
+
+from clinic.monitoring import rules
+from clinic.monitoring.models import AlertLevel, DissociationForm, DoseKind
+from clinic.scheduling.models import AppointmentStatus, SessionKind
+from clinic.timeutil import Instant
+
+# ---- bodies -------------------------------------------------------------------------------------
+
+
+class CheckIn(Struct, forbid_unknown_fields=True):
+    fasting_confirmed: bool
+    escort_confirmed: bool
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    weight_kg: float | None = None
+    taken_at: datetime | None = None
+
+
+class Escort(Struct, forbid_unknown_fields=True):
+    escort_name: str | None = None
+    escort_phone: str | None = None
+
+
+class StartDosing(Struct, forbid_unknown_fields=True):
+    client_id: UUID
+    taken_at: datetime | None = None
+    lot_number: str | None = None
+    dose_mg: int | None = None
+    mg_per_kg: float | None = None
+
+
+class Dose(Struct, forbid_unknown_fields=True):
+    client_id: UUID
+    kind: Literal["device", "infusion_end"]
+    taken_at: datetime | None = None
+    lot_number: str | None = None
+
+
+class DoseCorrection(Struct, forbid_unknown_fields=True):
+    client_id: UUID
+    reason: str
+    taken_at: datetime | None = None
+    lot_number: str | None = None
+    entered_in_error: bool = False
+
+
+class Dissociation(Struct, forbid_unknown_fields=True):
+    form: Literal["cadss6", "cadss23"]
+    items: dict[str, int]
+
+
+class Measurements(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What one check can record, declared once: the API's submissions and the tablet's form are made of these fields."""
+
+    systolic: int | None = None
+    diastolic: int | None = None
+    heart_rate: int | None = None
+    spo2: int | None = None
+    resp_rate: int | None = None
+    moaas: int | None = None
+    dissociation: Dissociation | None = None
+    note: str | None = None
+
+
+MEASURED = tuple(Measurements.__struct_fields__)
+VITAL_SIGNS = tuple(rules.LIMITS)  # the measurements with a plausible range: BP, HR, SpO2, RR
+SEDATION = ("moaas", "dissociation")
+
+
+def _measures(names: tuple[str, ...], *, optional: bool = False) -> list[tuple[str, Any, Any]]:
+    """Measurement fields for a body: as declared, or (a correction) left out unless sent."""
+    fields = [f for f in msgspec.structs.fields(Measurements) if f.name in names]
+    return [(f.name, f.type | UnsetType, UNSET) if optional else (f.name, f.type, f.default) for f in fields]
+
+
+def _submission(name: str, doc: str, measures: tuple[str, ...]) -> type[Struct]:
+    """A check submitted from a tablet: its client_id (a repeat answers the first result), time, check key and values."""
+    own = [("client_id", UUID), ("taken_at", datetime | None, None), ("check_key", str | None, None)]
+    body = msgspec.defstruct(name, own + _measures(measures), kw_only=True, forbid_unknown_fields=True, module=__name__)
+    body.__doc__ = doc
+    return body
+
+
+Vitals = _submission("Vitals", "Vital signs of one check, with an optional note.", (*VITAL_SIGNS, "note"))
+Assessment = _submission("Assessment", "MOAA/S, a dissociation score (CADSS-6 or CADSS) and/or a note.", (*SEDATION, "note"))
+Entry = _submission("Entry", "Everything a scheduled check may record, in one submission (the tablet's one-tap form).", MEASURED)
+Correction = msgspec.defstruct(
+    "Correction",
+    [("client_id", UUID), ("reason", str), ("entered_in_error", bool, False), ("taken_at", datetime | UnsetType, UNSET), *_measures(MEASURED, optional=True)],
+    kw_only=True,
+    forbid_unknown_fields=True,
+    module=__name__,
+)
+Correction.__doc__ = "The corrected values; a field left out keeps its previous value, null clears it."
+
+
+class Acknowledge(Struct, forbid_unknown_fields=True):
+    note: str
+
+
+class Discharge(Struct, forbid_unknown_fields=True):
+    ready_to_leave_at: datetime | None = None
+    note: str | None = None
+
+
+class RemsSubmission(Struct, forbid_unknown_fields=True):
+    submitted_on: date
+    confirmation: str
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+
+class AlertOut(Struct):
+    id: int
+    appointment_id: int
+    entry_id: int | None
+    level: AlertLevel
+    code: str
+    message: str
+    raised_at: Instant
+    acknowledged: bool
+    acknowledged_by: int | None
+    acknowledged_at: Instant | None
+    note: str | None
+
+
+class DissociationOut(Struct):
+    form: DissociationForm
+    items: dict[str, int]
+    total: int
+
+
+class EntryOut(Struct):
+    id: int
+    appointment_id: int
+    client_id: UUID
+    check_key: str | None
+    taken_at: Instant
+    recorded_by: int
+    recorded_at: Instant
+    systolic: int | None
+    diastolic: int | None
+    heart_rate: int | None
+    spo2: int | None
+    resp_rate: int | None
+    moaas: int | None
+    dissociation: DissociationOut | None
+    note: str | None
+    supersedes_id: int | None
+    correction_reason: str | None
+    entered_in_error: bool
+    superseded_by: int | None
+    # the alerts this entry raised (answers to a write and chart lists)
+    alerts: list[AlertOut] | UnsetType = UNSET
+
+
+class DoseOut(Struct):
+    id: int
+    appointment_id: int
+    client_id: UUID
+    kind: DoseKind
+    taken_at: Instant
+    recorded_by: int
+    recorded_at: Instant
+    device_number: int | None
+    dose_mg: float | None
+    lot_number: str | None
+    mg_per_kg: float | None
+    weight_kg: float | None
+    supersedes_id: int | None
+    correction_reason: str | None
+    entered_in_error: bool
+    superseded_by: int | None
+
+
+class BlockerOut(Struct):
+    code: str
+    message: str
+
+
+class CheckOut(Struct):
+    key: str
+    label: str
+    phase: str
+    records: list[str]
+    status: Literal["pending", "upcoming", "due", "overdue", "done"]
+    due_at: Instant | None
+    window_opens_at: Instant | None
+    window_closes_at: Instant | None
+    missing: list[str]
+    done_at: Instant | None
+    late: bool
+
+
+class SessionStateOut(Struct):
+    appointment_id: int
+    patient_id: int
+    kind: SessionKind
+    status: AppointmentStatus
+    phase: str
+    phase_label: str
+    checked_in_at: Instant | None
+    dosing_started_at: Instant | None
+    discharged_at: Instant | None
+    discharged_by: int | None
+    minutes_since_dosing: int | None
+    escort_confirmed: bool
+    fasting_confirmed: bool
+    weight_kg: float | None
+    planned_dose_mg: int | None
+    checks: list[CheckOut]
+    next_check: str | None
+    pre_dose_blockers: list[BlockerOut]
+    discharge_blockers: list[BlockerOut]
+    open_alerts: list[AlertOut]
+    dosing: list[DoseOut]
+    facts: dict[str, Any]
+
+
+class BoardCheck(Struct):
+    key: str
+    label: str
+    status: str
+    due_at: Instant | None
+    missing: list[str]
+
+
+class BoardAlert(Struct):
+    id: int
+    level: AlertLevel
+    code: str
+    message: str
+    raised_at: Instant
+
+
+class BoardCard(Struct, kw_only=True):
+    appointment_id: int
+    patient: str
+    kind: SessionKind
+    status: AppointmentStatus
+    phase: str
+    phase_label: str
+    starts_at: Instant
+    checked_in_at: Instant | None
+    dosing_started_at: Instant | None
+    discharged_at: Instant | None
+    # the rest only for sessions checked in, and only for those who may open a session
+    minutes_since_dosing: int | None | UnsetType = UNSET
+    next_check: BoardCheck | None | UnsetType = UNSET
+    overdue_checks: list[BoardCheck] | UnsetType = UNSET
+    open_alerts: list[BoardAlert] | UnsetType = UNSET
+    discharge_blockers: list[BlockerOut] | UnsetType = UNSET
+    escort_confirmed: bool | UnsetType = UNSET
+
+
+class BoardChair(Struct):
+    id: int
+    name: str
+    current: list[BoardCard]
+    later_today: list[BoardCard]
+    discharged_today: list[BoardCard]
+
+
+class BoardOut(Struct, kw_only=True):
+    clinic_id: int
+    generated_at: Instant
+    # counts for those who may open a session (the front desk sees who is where and the phase, no clinical detail)
+    open_alerts: int | UnsetType = UNSET
+    overdue_checks: int | UnsetType = UNSET
+    chairs: list[BoardChair]
+
+
+class FhirBundle(Struct, rename={"resource_type": "resourceType"}):
+    """A FHIR R4 Bundle (type collection); each entry is a FHIR resource as the FHIR specification defines it."""
+
+    resource_type: Literal["Bundle"]
+    id: str
+    type: Literal["collection"]
+    timestamp: str
+    entry: list[dict[str, Any]]
+
+
+class RemsTracking(Struct):
+    appointment_id: int
+    patient_id: int
+    session_date: date
+    due_on: date
+    submitted_on: date | None
+    confirmation: str | None
+
+
+class RemsPending(RemsTracking):
+    overdue: bool
+
+
+class RemsTrackerOut(Struct):
+    today: date
+    pending: list[RemsPending]
+    submitted: list[RemsTracking]
+
+
+class RemsFieldOut(Struct):
+    section: str
+    label: str
+    value: str | None
+    missing: bool
+    note: str | None
+
+
+class RemsFormOut(Struct):
+    appointment_id: int
+    fields: list[RemsFieldOut]
+    missing: list[str]
+    tracking: RemsTracking | None

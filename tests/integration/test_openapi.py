@@ -19,6 +19,11 @@ def api_operations(schema: dict) -> list[tuple[str, str, dict]]:
             for method, op in item.items() if method in ("get", "post", "put", "patch", "delete")]
 
 
+def named(schema: dict) -> bool:
+    """A body documented by a Struct (a component with its fields), or a list of one: not a bare object or dict."""
+    return "$ref" in schema or (schema.get("type") == "array" and "$ref" in schema.get("items", {}))
+
+
 def expected_errors(method: str, path: str, op: dict) -> set[str]:
     """401 and 403 everywhere; 404 with a path id; 409 on writes; 422 where the client sends a body or query."""
     params = op.get("parameters", [])
@@ -38,6 +43,8 @@ def test_the_expected_errors_follow_the_operation():
     assert expected_errors("GET", "/api/v1/board", {}) == {"401", "403"}
     assert expected_errors("POST", "/api/v1/patients", {"requestBody": {}}) == {"401", "403", "409", "422"}
     assert expected_errors("GET", "/api/v1/patients", {"parameters": [{"in": "query", "name": "q"}]}) == {"401", "403", "422"}
+    assert named({"$ref": "#/components/schemas/PatientOut"}) and named({"type": "array", "items": {"$ref": "#/x"}})
+    assert not named({"type": "object", "additionalProperties": {}}) and not named({"type": "array", "items": {"type": "object"}})
 
 
 async def test_every_api_operation_documents_its_success_body_and_its_errors(schema):
@@ -51,8 +58,8 @@ async def test_every_api_operation_documents_its_success_body_and_its_errors(sch
             problems.append(f"{method} {path}: no success status")
         for status in success:
             content = responses[status].get("content") or {}
-            if status != "204" and not any(media.get("schema") for media in content.values()):
-                problems.append(f"{method} {path}: {status} has no body schema")
+            if status != "204" and not any(named(media.get("schema") or {}) for media in content.values()):
+                problems.append(f"{method} {path}: {status} has no named body schema (a Struct, or a list of one)")
         for status in sorted(expected_errors(method, path, op)):
             answer = responses.get(status)
             if answer is None:

@@ -42,6 +42,7 @@ from clinic.monitoring.schemas import (
     SessionStateOut,
     StartDosing,
     Vitals,
+    measurements_of,
 )
 from clinic.timeutil import both_zones
 
@@ -161,13 +162,6 @@ def _created(body: Any, created: bool) -> Response:
 def repeat_answers(view: type) -> dict[int, ResponseSpec]:
     """A submission whose client_id was seen before is answered 200 with the first result, writing nothing."""
     return {200: ResponseSpec(view, description="A repeated client_id: the first result; nothing new was written.", generate_examples=False)}
-
-
-def measurements_of(body: Any) -> service.Measurements:
-    """The service's values from any submission made of the measurement fields (a field it lacks is None)."""
-    values = {name: getattr(body, name, None) for name in MEASURED}
-    diss = values.pop("dissociation")
-    return service.Measurements(**values, dissociation_form=diss.form if diss else None, dissociation_items=dict(diss.items) if diss else None)
 
 
 async def _record(request: Request, appointment_id: int, body: Any) -> Response[EntryOut]:

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from clinic.monitoring import rules
+from clinic.monitoring import rules, service
 from clinic.monitoring.models import AlertLevel, DissociationForm, DoseKind
 from clinic.scheduling.models import AppointmentStatus, SessionKind
 from clinic.timeutil import Instant
@@ -102,6 +102,13 @@ Correction = msgspec.defstruct(
     module=__name__,
 )
 Correction.__doc__ = "The corrected values; a field left out keeps its previous value, null clears it."
+
+
+def measurements_of(body: Any) -> service.Measurements:
+    """The service's values from any submission made of the measurement fields (a field it lacks is None)."""
+    values = {name: getattr(body, name, None) for name in MEASURED}
+    diss = values.pop("dissociation")
+    return service.Measurements(**values, dissociation_form=diss.form if diss else None, dissociation_items=dict(diss.items) if diss else None)
 
 
 class Acknowledge(Struct, forbid_unknown_fields=True):

@@ -2,76 +2,117 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import msgspec
 from litestar import Request, get, post
 from litestar.response import Redirect, ServerSentEvent, Template
+from msgspec import Struct
 
 from clinic.auth.permissions import allows
 from clinic.db import session_driver
 from clinic.errors import RuleBroken
+from clinic.forms import decode_form, read_form
 from clinic.http import CurrentActor, DbSession
 from clinic.monitoring import live, rules, service, vitals
 from clinic.monitoring.board import load_board, record_board_read, shows_clinical_detail
 from clinic.monitoring.chart import session_chart
 from clinic.monitoring.models import ClinicalEntry, DoseKind, DosingEntry
+from clinic.monitoring.schemas import MEASURED, Dissociation, Measurements, measurements_of
 from clinic.scheduling.models import SessionKind
 from clinic.timeutil import utcnow
 
 MOAAS_SHORT = {5: "Normal", 4: "Lethargic", 3: "Loud or repeated name", 2: "Prodding", 1: "Trapezius squeeze", 0: "No response"}
 
 
-# ---- form parsing ----------------------------------------------------------------------------------
+# ---- the tablet's forms: times are clinic-local HH:MM, decimals may use a comma -----------------------
 
 
-async def _form(request: Request) -> dict[str, str]:
+LABELS = {**rules.FIELD_LABELS, "client_id": "This form's submission id", "submitted_on": "The submission date"}
+
+
+class CheckInForm(Struct):
+    fasting_confirmed: bool = False
+    escort_confirmed: bool = False
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    weight_kg: Decimal | None = None
+    taken_at: str | None = None
+
+
+class EscortForm(Struct):
+    escort_name: str | None = None
+    escort_phone: str | None = None
+
+
+class EntryForm(Measurements, kw_only=True):
+    """A check as the tablet sends it: the measurement fields, the CADSS form's name and its items apart."""
+
+    client_id: UUID
+    taken_at: str | None = None
+    check_key: str | None = None
+    dissociation_form: Literal["cadss6", "cadss23"] | None = None
+
+
+class EntryCorrectionForm(EntryForm, kw_only=True):
+    reason: str = ""
+    entered_in_error: bool = False
+
+
+CadssItems = msgspec.defstruct("CadssItems", [(f"item_{n}", int | None, None) for n in rules.CADSS_ITEMS["cadss23"]])
+
+
+class StartDosingForm(Struct):
+    client_id: UUID
+    taken_at: str | None = None
+    lot_number: str | None = None
+    dose_mg: Decimal | None = None
+    mg_per_kg: Decimal | None = None
+
+
+class DoseForm(Struct):
+    client_id: UUID
+    kind: str = ""
+    taken_at: str | None = None
+    lot_number: str | None = None
+
+
+class DoseCorrectionForm(Struct):
+    client_id: UUID
+    reason: str = ""
+    taken_at: str | None = None
+    lot_number: str | None = None
+    entered_in_error: bool = False
+
+
+class AcknowledgeForm(Struct):
+    note: str = ""
+
+
+class DischargeForm(Struct):
+    ready_to_leave_at: str | None = None
+    note: str | None = None
+
+
+class RemsSubmissionForm(Struct):
+    submitted_on: date
+    confirmation: str = ""
+
+
+async def entry_form(request: Request, shape: type[EntryForm]) -> EntryForm:
+    """The check with its CADSS items, when a form was scored, gathered into the dissociation answer."""
     form = await request.form()
-    return {k: (v if isinstance(v, str) else str(v)) for k, v in form.items()}
-
-
-def _text(form: dict[str, str], name: str) -> str | None:
-    value = (form.get(name) or "").strip()
-    return value or None
-
-
-def _int(form: dict[str, str], name: str) -> int | None:
-    value = _text(form, name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        label = rules.FIELD_LABELS.get(name, name.replace("_", " "))
-        raise RuleBroken(f"{label} must be a whole number.", field=name) from None
-
-
-def _decimal(form: dict[str, str], name: str) -> Decimal | None:
-    value = _text(form, name)
-    if value is None:
-        return None
-    try:
-        number = Decimal(value.replace(",", "."))
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite() or abs(number) > 100_000:
-        raise RuleBroken(f"{rules.FIELD_LABELS.get(name, name.replace('_', ' '))} must be a number.", field=name)
-    return number
-
-
-def _flag(form: dict[str, str], name: str) -> bool:
-    return (form.get(name) or "").lower() in ("on", "yes", "true", "1")
-
-
-def _client_id(form: dict[str, str]) -> uuid.UUID:
-    try:
-        return uuid.UUID(form.get("client_id") or "")
-    except ValueError:
-        raise RuleBroken("This form has no submission id; reload the page and try again.", field="client_id") from None
+    entry = decode_form(form, shape, labels=LABELS)
+    if entry.dissociation_form:
+        scores = decode_form(form, CadssItems, labels=LABELS)
+        items = {str(n): s for n in rules.CADSS_ITEMS[entry.dissociation_form] if (s := getattr(scores, f"item_{n}")) is not None}
+        entry.dissociation = Dissociation(form=entry.dissociation_form, items=items) if items else None
+    return entry
 
 
 def local_time(value: str | None, tz: str, now: datetime, *, field: str = "taken_at") -> datetime | None:
@@ -301,86 +342,55 @@ async def session_stream(request: Request, actor: CurrentActor, appointment_id: 
 
 @post("/sessions/{appointment_id:int}/check-in", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_check_in(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    form = await _form(request)
+    form = await read_form(request, CheckInForm, labels=LABELS)
     tz = await _clinic_tz(db_session, actor)
     await service.check_in(
         db_session,
         actor=actor,
         appointment_id=appointment_id,
-        fasting_confirmed=_flag(form, "fasting_confirmed"),
-        escort_confirmed=_flag(form, "escort_confirmed"),
-        escort_name=form.get("escort_name"),
-        escort_phone=form.get("escort_phone"),
-        weight_kg=_decimal(form, "weight_kg"),
-        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
+        fasting_confirmed=form.fasting_confirmed,
+        escort_confirmed=form.escort_confirmed,
+        escort_name=form.escort_name,
+        escort_phone=form.escort_phone,
+        weight_kg=form.weight_kg,
+        taken_at=local_time(form.taken_at, tz, utcnow()),
     )
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/escort", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_escort(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    form = await _form(request)
-    await service.confirm_escort(db_session, actor=actor, appointment_id=appointment_id, escort_name=form.get("escort_name"), escort_phone=form.get("escort_phone"))
+    form = await read_form(request, EscortForm, labels=LABELS)
+    await service.confirm_escort(db_session, actor=actor, appointment_id=appointment_id, escort_name=form.escort_name, escort_phone=form.escort_phone)
     return await _live(request, db_session, actor, appointment_id)
-
-
-def _measurements(form: dict[str, str]) -> service.Measurements:
-    form_name = _text(form, "dissociation_form")
-    items = None
-    if form_name in rules.CADSS_ITEMS:
-        items = {str(n): _int(form, f"item_{n}") for n in rules.CADSS_ITEMS[form_name]}
-        if all(v is None for v in items.values()):
-            form_name, items = None, None
-        else:
-            items = {k: v for k, v in items.items() if v is not None}
-    return service.Measurements(
-        systolic=_int(form, "systolic"),
-        diastolic=_int(form, "diastolic"),
-        heart_rate=_int(form, "heart_rate"),
-        spo2=_int(form, "spo2"),
-        resp_rate=_int(form, "resp_rate"),
-        moaas=_int(form, "moaas"),
-        dissociation_form=form_name,
-        dissociation_items=items,
-        note=_text(form, "note"),
-    )
 
 
 @post("/sessions/{appointment_id:int}/entries", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_entry(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    form = await _form(request)
+    form = await entry_form(request, EntryForm)
     tz = await _clinic_tz(db_session, actor)
     await vitals.record_entry(
         await session_driver(db_session),
         actor=actor,
         appointment_id=appointment_id,
-        client_id=_client_id(form),
-        values=_measurements(form),
-        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
-        check_key=_text(form, "check_key"),
+        client_id=form.client_id,
+        values=measurements_of(form),
+        taken_at=local_time(form.taken_at, tz, utcnow()),
+        check_key=form.check_key,
     )
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/entries/{entry_id:int}/correct", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_correct_entry(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, entry_id: int) -> Template:
-    form = await _form(request)
+    form = await entry_form(request, EntryCorrectionForm)
     tz = await _clinic_tz(db_session, actor)
-    values = _measurements(form)
-    changes: dict[str, Any] = {
-        "systolic": values.systolic,
-        "diastolic": values.diastolic,
-        "heart_rate": values.heart_rate,
-        "spo2": values.spo2,
-        "resp_rate": values.resp_rate,
-        "moaas": values.moaas,
-        "note": values.note,
-    }
-    if values.dissociation_form:
-        changes["dissociation_form"], changes["dissociation_items"] = values.dissociation_form, values.dissociation_items
-    elif "dissociation_form" in form:
-        changes["dissociation_form"], changes["dissociation_items"] = None, None
-    taken = local_time(form.get("taken_at"), tz, utcnow())
+    values = measurements_of(form)
+    # the form shows every value: what is left empty is cleared; the CADSS answer only when its form was shown
+    changes: dict[str, Any] = {name: getattr(values, name) for name in MEASURED if name != "dissociation"}
+    if form.dissociation_form:
+        changes |= {"dissociation_form": values.dissociation_form, "dissociation_items": values.dissociation_items}
+    taken = local_time(form.taken_at, tz, utcnow())
     if taken is not None:
         changes["taken_at"] = taken
     await service.correct_entry(
@@ -388,84 +398,83 @@ async def session_correct_entry(request: Request, db_session: DbSession, actor: 
         actor=actor,
         appointment_id=appointment_id,
         entry_id=entry_id,
-        client_id=_client_id(form),
-        reason=form.get("reason") or "",
+        client_id=form.client_id,
+        reason=form.reason,
         changes=changes,
-        entered_in_error=_flag(form, "entered_in_error"),
+        entered_in_error=form.entered_in_error,
     )
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/start-dosing", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_start_dosing(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    form = await _form(request)
+    form = await read_form(request, StartDosingForm, labels=LABELS)
     tz = await _clinic_tz(db_session, actor)
-    dose = _decimal(form, "dose_mg")
     await service.start_dosing(
         db_session,
         actor=actor,
         appointment_id=appointment_id,
-        client_id=_client_id(form),
-        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
-        lot_number=form.get("lot_number"),
-        dose_mg=dose,
-        mg_per_kg=_decimal(form, "mg_per_kg"),
+        client_id=form.client_id,
+        taken_at=local_time(form.taken_at, tz, utcnow()),
+        lot_number=form.lot_number,
+        dose_mg=form.dose_mg,
+        mg_per_kg=form.mg_per_kg,
     )
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/dosing", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_dose(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    form = await _form(request)
+    form = await read_form(request, DoseForm, labels=LABELS)
     tz = await _clinic_tz(db_session, actor)
     await service.record_dose(
         db_session,
         actor=actor,
         appointment_id=appointment_id,
-        client_id=_client_id(form),
-        kind=form.get("kind") or "",
-        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
-        lot_number=form.get("lot_number"),
+        client_id=form.client_id,
+        kind=form.kind,
+        taken_at=local_time(form.taken_at, tz, utcnow()),
+        lot_number=form.lot_number,
     )
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/dosing/{dose_id:int}/correct", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_correct_dose(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, dose_id: int) -> Template:
-    form = await _form(request)
+    form = await read_form(request, DoseCorrectionForm, labels=LABELS)
     tz = await _clinic_tz(db_session, actor)
     await service.correct_dose(
         db_session,
         actor=actor,
         appointment_id=appointment_id,
         dose_id=dose_id,
-        client_id=_client_id(form),
-        reason=form.get("reason") or "",
-        taken_at=local_time(form.get("taken_at"), tz, utcnow()),
-        lot_number=form.get("lot_number"),
-        entered_in_error=_flag(form, "entered_in_error"),
+        client_id=form.client_id,
+        reason=form.reason,
+        taken_at=local_time(form.taken_at, tz, utcnow()),
+        lot_number=form.lot_number,
+        entered_in_error=form.entered_in_error,
     )
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/alerts/{alert_id:int}/acknowledge", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_acknowledge(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, alert_id: int) -> Template:
-    form = await _form(request)
-    await service.acknowledge_alert(db_session, actor=actor, appointment_id=appointment_id, alert_id=alert_id, note=form.get("note") or "")
+    form = await read_form(request, AcknowledgeForm, labels=LABELS)
+    await service.acknowledge_alert(db_session, actor=actor, appointment_id=appointment_id, alert_id=alert_id, note=form.note)
     return await _live(request, db_session, actor, appointment_id)
 
 
 @post("/sessions/{appointment_id:int}/discharge", opt={"permission": "session.sign"}, include_in_schema=False, status_code=200)
 async def session_discharge(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    form = await _form(request)
+    form = await read_form(request, DischargeForm, labels=LABELS)
     tz = await _clinic_tz(db_session, actor)
     await service.discharge(
         db_session,
         actor=actor,
         appointment_id=appointment_id,
         queue=request.app.state.queue,
-        ready_to_leave_at=local_time(form.get("ready_to_leave_at"), tz, utcnow(), field="ready_to_leave_at"),
-        note=form.get("note"),
+        ready_to_leave_at=local_time(form.ready_to_leave_at, tz, utcnow(), field="ready_to_leave_at"),
+        note=form.note,
     )
     return await _live(request, db_session, actor, appointment_id)
 
@@ -507,12 +516,8 @@ async def rems_form_page(request: Request, db_session: DbSession, actor: Current
 
 @post("/rems/{appointment_id:int}/submission", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def rems_submission(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template | Redirect:
-    form = await _form(request)
-    try:
-        submitted = date.fromisoformat((form.get("submitted_on") or "").strip())
-    except ValueError:
-        raise RuleBroken("Enter the submission date.", field="submitted_on") from None
-    await service.record_rems_submission(db_session, actor=actor, appointment_id=appointment_id, submitted_on=submitted, confirmation=form.get("confirmation") or "")
+    form = await read_form(request, RemsSubmissionForm, labels=LABELS)
+    await service.record_rems_submission(db_session, actor=actor, appointment_id=appointment_id, submitted_on=form.submitted_on, confirmation=form.confirmation)
     if not request.headers.get("hx-request"):
         return Redirect(path=f"/rems/{appointment_id}")  # the printable form page posts a plain form
     pending, done, today = await service.rems_tracker(db_session, actor=actor)

@@ -81,6 +81,9 @@ async def test_a_bad_value_on_the_tablet_names_the_field_in_the_flash_slot(clien
     r = await browser.post(f"/sessions/{s.appt.id}/entries", data={"client_id": str(uuid.uuid4()), "systolic": "12o", "diastolic": "80"}, headers=htmx(browser))
     assert r.status_code == 422 and r.headers["hx-retarget"] == "#flash"
     assert 'data-field="systolic"' in r.text and "whole number" in r.text
+    # "³".isdigit() is true, but it is no number: refused like any other, never a 500
+    r = await browser.post(f"/sessions/{s.appt.id}/entries", data={"client_id": str(uuid.uuid4()), "systolic": "³", "diastolic": "80"}, headers=htmx(browser))
+    assert r.status_code == 422 and 'data-field="systolic"' in r.text and "whole number" in r.text
     r = await browser.post(f"/sessions/{s.appt.id}/entries", data={"client_id": str(uuid.uuid4()), "spo2": "30"}, headers=htmx(browser))
     assert r.status_code == 422 and 'data-field="spo2"' in r.text
     r = await browser.post(f"/sessions/{s.appt.id}/entries", data={"spo2": "97"}, headers=htmx(browser))

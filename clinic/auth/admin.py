@@ -8,9 +8,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import FormMultiDict
 from litestar.params import Parameter
 from litestar.response import Redirect, Template
+from msgspec import Struct
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, AuditFilter, list_events
@@ -19,6 +19,7 @@ from clinic.auth.models import ROLES
 from clinic.auth.permissions import INTEGRATION
 from clinic.auth.rules import MIN_PASSWORD_LENGTH
 from clinic.errors import ClinicError, RuleBroken
+from clinic.forms import read_form
 from clinic.http import CurrentActor, DbSession
 from clinic.notices import service as notices
 from clinic.scheduling.models import Clinic
@@ -58,13 +59,34 @@ async def clinic_timezone(session: AsyncSession, clinic_id: int) -> str:
     return clinic.timezone if clinic else "UTC"
 
 
-def _roles_from(form: FormMultiDict) -> list[str]:
-    return [r for r in form.getall("roles") if isinstance(r, str)] if "roles" in form else []
+# ---- forms: text as typed (passwords are never trimmed) ------------------------------------
 
 
-def _text(form: FormMultiDict, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
+class StaffDetailsForm(Struct):
+    full_name: str = ""
+    credentials: str = ""
+    npi: str = ""
+    is_therapist: bool = False
+
+
+class StaffForm(StaffDetailsForm):
+    email: str = ""
+    roles: list[str] = []
+    password: str = ""
+
+
+class RolesForm(Struct):
+    roles: list[str] = []
+
+
+class PasswordForm(Struct):
+    password: str = ""
+    confirm_password: str = ""
+
+
+class TokenForm(Struct):
+    user_id: int | None = None
+    name: str = ""
 
 
 def _common(**context: Any) -> dict[str, Any]:
@@ -99,19 +121,11 @@ async def staff_new() -> Template:
 
 @post("/admin/staff", opt={"permission": "admin"}, include_in_schema=False)
 async def staff_create(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await request.form()
-    values = {
-        "full_name": _text(form, "full_name"),
-        "email": _text(form, "email"),
-        "credentials": _text(form, "credentials"),
-        "npi": _text(form, "npi"),
-        "is_therapist": bool(form.get("is_therapist")),
-        "roles": _roles_from(form),
-    }
+    form = await read_form(request, StaffForm)
+    values = {"full_name": form.full_name, "email": form.email, "credentials": form.credentials, "npi": form.npi,
+              "is_therapist": form.is_therapist, "roles": form.roles}
     try:
-        user = await service.create_user(
-            db_session, actor=actor, clinic_id=actor.clinic_id, password=_text(form, "password"), **values
-        )
+        user = await service.create_user(db_session, actor=actor, clinic_id=actor.clinic_id, password=form.password, **values)
     except ClinicError as exc:
         # the form comes back with what was typed (never the password) and the reason
         return Template(
@@ -158,22 +172,22 @@ async def _staff_write(session: AsyncSession, actor: Actor, user_id: int, done: 
 
 @post("/admin/staff/{user_id:int}/details", opt={"permission": "admin"}, include_in_schema=False)
 async def staff_update_details(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
-    form = await request.form()
+    form = await read_form(request, StaffDetailsForm)
     return await _staff_write(
         db_session, actor, user_id, "details",
         lambda: service.update_details(
-            db_session, actor=actor, user_id=user_id, full_name=_text(form, "full_name"),
-            credentials=_text(form, "credentials"), npi=_text(form, "npi"), is_therapist=bool(form.get("is_therapist")),
+            db_session, actor=actor, user_id=user_id, full_name=form.full_name, credentials=form.credentials, npi=form.npi,
+            is_therapist=form.is_therapist,
         ),
     )
 
 
 @post("/admin/staff/{user_id:int}/roles", opt={"permission": "admin"}, include_in_schema=False)
 async def staff_update_roles(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
-    form = await request.form()
+    form = await read_form(request, RolesForm)
     return await _staff_write(
         db_session, actor, user_id, "roles",
-        lambda: service.update_roles(db_session, actor=actor, user_id=user_id, roles=_roles_from(form)),
+        lambda: service.update_roles(db_session, actor=actor, user_id=user_id, roles=form.roles),
     )
 
 
@@ -195,12 +209,12 @@ async def staff_reactivate(db_session: DbSession, actor: CurrentActor, user_id: 
 
 @post("/admin/staff/{user_id:int}/password", opt={"permission": "admin"}, include_in_schema=False)
 async def staff_reset_password(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
-    form = await request.form()
+    form = await read_form(request, PasswordForm)
 
     async def write() -> None:
-        if _text(form, "password") != _text(form, "confirm_password"):
+        if form.password != form.confirm_password:
             raise RuleBroken("The password and its confirmation differ.", field="confirm_password")
-        await service.reset_password(db_session, actor=actor, user_id=user_id, password=_text(form, "password"))
+        await service.reset_password(db_session, actor=actor, user_id=user_id, password=form.password)
 
     return await _staff_write(db_session, actor, user_id, "password", write)
 
@@ -227,17 +241,15 @@ async def tokens_page(db_session: DbSession, actor: CurrentActor, done: str | No
 
 @post("/admin/tokens", opt={"permission": "admin"}, include_in_schema=False)
 async def tokens_create(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await request.form()
-    raw_user = _text(form, "user_id")
-    # ASCII digits only: "³".isdigit() is true, but int("³") raises
-    user_id = int(raw_user) if raw_user.isascii() and raw_user.isdigit() and len(raw_user) <= 10 else None
+    form = None
     try:
-        if user_id is None:
+        form = await read_form(request, TokenForm)
+        if form.user_id is None:
             raise RuleBroken("Choose whose token this is.", field="user_id")
-        token, raw = await service.create_token(db_session, actor=actor, user_id=user_id, name=_text(form, "name"))
+        token, raw = await service.create_token(db_session, actor=actor, user_id=form.user_id, name=form.name)
     except ClinicError as exc:
         await db_session.rollback()
-        context = await _tokens_context(db_session, actor, error=exc.body(), selected_user=user_id)
+        context = await _tokens_context(db_session, actor, error=exc.body(), selected_user=form.user_id if form else None)
         return Template("admin/tokens.html", context=context, status_code=exc.status_code)
     await db_session.flush()
     # the secret exists only in this response: it is stored hashed and cannot be shown again

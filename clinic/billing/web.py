@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date
-from typing import Any
 
 from litestar import Request, get, post
 from litestar.response import Redirect, Template
+from msgspec import UNSET, Struct, UnsetType
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,7 +17,8 @@ from clinic.auth.models import StaffUser
 from clinic.billing import rules, service
 from clinic.billing.models import Charge, Claim, ClaimStatus, Estimate, Payment
 from clinic.errors import NotFound
-from clinic.http import CurrentActor, DbSession
+from clinic.forms import read_form
+from clinic.http import CurrentActor, DbSession, given
 from clinic.notices import service as notices
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Clinic, SessionType
@@ -33,9 +34,54 @@ DONE = {
 }
 
 
-async def form_dict(request: Request) -> dict[str, Any]:
-    form = await request.form()
-    return {k: v for k, v in form.items() if k != "_csrf_token"}
+# ---- forms: amounts are dollars as typed (the rules read "1,250.00"); a field left out takes the service's default
+
+
+class CoverageForm(Struct):
+    kind: str | UnsetType = UNSET
+    payer: str | UnsetType = UNSET
+    member_id: str | UnsetType = UNSET
+    copay_cents: str | UnsetType = UNSET
+    coinsurance_pct: str | UnsetType = UNSET
+    deductible_remaining_cents: str | UnsetType = UNSET
+    oop_remaining_cents: str | UnsetType = UNSET
+    allowed_amounts: str | UnsetType = UNSET
+    allowed_pct: str | UnsetType = UNSET
+    not_covered: str | UnsetType = UNSET
+    files_claim: bool = False
+    in_network: bool = False
+
+
+class GfeRequestForm(Struct):
+    session_type_id: int | None = None
+    visits: int | None = None
+
+
+class PaymentForm(Struct):
+    amount: str | UnsetType = UNSET
+    method: str | UnsetType = UNSET
+    appointment_id: int | None = None
+
+
+class ClaimForm(Struct):
+    status: str | UnsetType = UNSET
+    plan_paid: str | UnsetType = UNSET
+    patient_owes: str | UnsetType = UNSET
+    payer_reference: str | UnsetType = UNSET
+    note: str | UnsetType = UNSET
+    back: str = ""  # "patient": return to the patient's page
+
+
+class FeeForm(Struct):
+    code: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    self_pay: str | UnsetType = UNSET
+    effective_from: str | UnsetType = UNSET
+    effective_to: str | UnsetType = UNSET
+
+
+class FeeEndForm(Struct):
+    effective_to: str | None = None
 
 
 async def clinic_of(session: AsyncSession, clinic_id: int) -> Clinic:
@@ -134,35 +180,31 @@ async def coverage_page(db_session: DbSession, actor: CurrentActor, patient_id: 
 
 @post("/billing/patients/{patient_id:int}/coverage", opt={"permission": "coverage.write"}, include_in_schema=False)
 async def coverage_save(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
-    data = await form_dict(request)
-    data.setdefault("files_claim", "off")
-    data.setdefault("in_network", "off")
-    await service.set_coverage(db_session, actor=actor, patient_id=patient_id, data=data, queue=request.app.state.queue)
+    form = await read_form(request, CoverageForm)
+    await service.set_coverage(db_session, actor=actor, patient_id=patient_id, data=given(form), queue=request.app.state.queue)
     target = f"/billing/patients/{patient_id}" if allows("billing.read", actor.roles) else f"/billing/patients/{patient_id}/coverage"
     return Redirect(path=f"{target}?done=coverage")
 
 
 @post("/billing/patients/{patient_id:int}/gfe-request", opt={"permission": "billing.write"}, include_in_schema=False)
 async def gfe_request(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
-    data = await form_dict(request)
-    # the service reads the numbers (a 422 naming the field for anything else)
-    await service.request_gfe(db_session, actor=actor, patient_id=patient_id, session_type_id=data.get("session_type_id") or None,
-                              visits=data.get("visits") or None)
+    form = await read_form(request, GfeRequestForm)
+    await service.request_gfe(db_session, actor=actor, patient_id=patient_id, session_type_id=form.session_type_id, visits=form.visits)
     return Redirect(path=f"/billing/patients/{patient_id}?done=requested")
 
 
 @post("/billing/patients/{patient_id:int}/payments", opt={"permission": "billing.write"}, include_in_schema=False)
 async def payment_add(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Redirect:
-    await service.add_payment(db_session, actor=actor, patient_id=patient_id, data=await form_dict(request))
+    form = await read_form(request, PaymentForm)
+    await service.add_payment(db_session, actor=actor, patient_id=patient_id, data=given(form))
     return Redirect(path=f"/billing/patients/{patient_id}?done=payment")
 
 
 @post("/billing/claims/{claim_id:int}", opt={"permission": "billing.write"}, include_in_schema=False)
 async def claim_move(request: Request, db_session: DbSession, actor: CurrentActor, claim_id: int) -> Redirect:
-    data = await form_dict(request)
-    back = data.pop("back", "")
-    claim = await service.move_claim(db_session, actor=actor, claim_id=claim_id, data=data)
-    target = f"/billing/patients/{claim.patient_id}" if back == "patient" else "/billing"
+    form = await read_form(request, ClaimForm)
+    claim = await service.move_claim(db_session, actor=actor, claim_id=claim_id, data=given(form))
+    target = f"/billing/patients/{claim.patient_id}" if form.back == "patient" else "/billing"
     return Redirect(path=f"{target}?done=claim")
 
 
@@ -208,14 +250,14 @@ async def fees_page(db_session: DbSession, actor: CurrentActor, done: str | None
 
 @post("/admin/fees", opt={"permission": "admin"}, include_in_schema=False)
 async def fees_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Redirect:
-    await service.add_fee(db_session, actor=actor, data=await form_dict(request))
+    await service.add_fee(db_session, actor=actor, data=given(await read_form(request, FeeForm)))
     return Redirect(path="/admin/fees?done=fee")
 
 
 @post("/admin/fees/{fee_id:int}/end", opt={"permission": "admin"}, include_in_schema=False)
 async def fees_end(request: Request, db_session: DbSession, actor: CurrentActor, fee_id: int) -> Redirect:
-    data = await form_dict(request)
-    await service.end_fee(db_session, actor=actor, fee_id=fee_id, effective_to=data.get("effective_to"))
+    form = await read_form(request, FeeEndForm)
+    await service.end_fee(db_session, actor=actor, fee_id=fee_id, effective_to=form.effective_to)
     return Redirect(path="/admin/fees?done=fee")
 
 

@@ -7,13 +7,15 @@ from email.message import EmailMessage
 
 from litestar import Request, get, post
 from litestar.response import Redirect, Template
+from msgspec import Struct
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import SYSTEM, record
 from clinic.billing import service as billing
 from clinic.billing.models import CostLink, Estimate
-from clinic.errors import NotFound
+from clinic.errors import NotFound, RuleBroken
+from clinic.forms import read_form
 from clinic.http import CurrentActor, DbSession
 from clinic.notices import devmail, links
 from clinic.notices import service as notices
@@ -102,9 +104,8 @@ async def cost_link_open(request: Request, db_session: DbSession, token: str) ->
     clinic = await db_session.get(Clinic, link.clinic_id) if link else None
     if problem:
         return _refusal(problem, clinic, 403 if problem == "locked" else 404)
-    form = await request.form()
     patient = await db_session.get(Patient, link.patient_id)
-    if _dob(form) != patient.date_of_birth:
+    if await _dob(request) != patient.date_of_birth:
         link.failed_attempts += 1
         if link.failed_attempts >= MAX_DOB_TRIES:
             link.locked_at = utcnow()
@@ -122,12 +123,15 @@ async def cost_link_open(request: Request, db_session: DbSession, token: str) ->
     return Template("notices/link_view.html", context={"head": HEAD, **await _what_they_see(db_session, link, clinic, patient)})
 
 
-def _dob(form) -> date | None:
-    raw = form.get("date_of_birth")
+class DobForm(Struct):
+    date_of_birth: date | None = None
+
+
+async def _dob(request: Request) -> date | None:
     try:
-        return date.fromisoformat(str(raw)) if raw else None
-    except ValueError:
-        return None
+        return (await read_form(request, DobForm)).date_of_birth
+    except RuleBroken:
+        return None  # a date that does not parse is a wrong answer, counted like any other
 
 
 async def _what_they_see(session: AsyncSession, link: CostLink, clinic: Clinic, patient: Patient) -> dict:

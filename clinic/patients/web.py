@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.response import Template
+from msgspec import Struct
 
+from clinic.forms import read_form
 from clinic.http import CurrentActor, DbSession
 from clinic.patients import service
 from clinic.patients.models import MEDICATION_FLAGS
@@ -22,8 +25,6 @@ FLAG_LABELS = {
     "maois": "MAOIs",
     "opioids": "Opioids",
 }
-FIELDS = ("first_name", "last_name", "date_of_birth", "sex", "email", "phone", "notice_channel", "escort_name", "escort_phone",
-          "rems_enrolled_on", "rems_patient_id", "diagnosis_codes")
 
 
 def _context(clinic, **kw: Any) -> dict[str, Any]:
@@ -31,13 +32,30 @@ def _context(clinic, **kw: Any) -> dict[str, Any]:
             "channels": NOTICE_CHANNELS, "kind_labels": KIND_LABELS, "status_badges": STATUS_BADGES, "status_labels": STATUS_LABELS, **kw}
 
 
-async def _form_data(request: Request) -> dict[str, Any]:
-    form = await request.form()
-    data: dict[str, Any] = {k: form.get(k) for k in FIELDS}
-    data["medication_flags"] = form.getall("medication_flags") if "medication_flags" in form else []
-    data["notice_consent"] = form.get("notice_consent") == "1"
-    data["notices_opted_out"] = form.get("notices_opted_out") == "1"
-    return data
+class PatientForm(Struct):
+    """The register and edit form: text as typed (the rules read dates, phones and code lists), the flags and boxes ticked."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    date_of_birth: str | None = None
+    sex: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    notice_channel: str | None = None
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    rems_enrolled_on: str | None = None
+    rems_patient_id: str | None = None
+    diagnosis_codes: str | None = None
+    medication_flags: list[str] = []
+    notice_consent: bool = False
+    notices_opted_out: bool = False
+    then: str = ""  # "book": go on to book the new patient
+
+
+async def _form_data(request: Request) -> tuple[dict[str, Any], str]:
+    data = msgspec.structs.asdict(await read_form(request, PatientForm))
+    return data, data.pop("then")
 
 
 @get("/patients", opt={"permission": "patients.read"}, include_in_schema=False)
@@ -67,9 +85,8 @@ async def new_patient(request: Request, db_session: DbSession, actor: CurrentAct
 
 @post("/patients", opt={"permission": "patients.write"}, include_in_schema=False)
 async def create_patient(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    data = await _form_data(request)
+    data, then = await _form_data(request)
     patient = await service.create_patient(db_session, actor=actor, data=data)
-    then = (await request.form()).get("then")
     if then == "book":
         return go(request, f"/schedule/book?patient_id={patient.id}")
     return go(request, f"/patients/{patient.id}?done=created")
@@ -96,7 +113,7 @@ async def edit_patient(request: Request, db_session: DbSession, actor: CurrentAc
 
 @post("/patients/{patient_id:int}/edit", opt={"permission": "patients.write"}, include_in_schema=False)
 async def save_patient(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
-    data = await _form_data(request)
+    data, _ = await _form_data(request)
     await service.update_patient(db_session, actor=actor, patient_id=patient_id, data=data)
     return go(request, f"/patients/{patient_id}?done=saved")
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.response import Redirect, Template
+from msgspec import Struct
 
 from clinic.audit.service import Actor
 from clinic.errors import Conflict, RuleBroken
+from clinic.forms import decode_form, read_form
 from clinic.http import CurrentActor, DbSession
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
@@ -45,19 +49,6 @@ def go(request: Request, url: str) -> Response:
     if is_htmx(request):
         return Response(content="", status_code=200, headers={"HX-Redirect": url})
     return Redirect(path=url, status_code=303)
-
-
-async def form_of(request: Request) -> Any:
-    return await request.form()
-
-
-def form_int(value: Any, field: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise RuleBroken("Choose a value from the list.", field=field, code="not_a_number") from None
 
 
 def parse_day(value: str | None, tz: str) -> date:
@@ -218,6 +209,38 @@ async def week_view(request: Request, db_session: DbSession, actor: CurrentActor
 # ---- the booking flow -------------------------------------------------------------------------------
 
 
+class Picked(Struct):
+    """What a link into the booking flow may carry."""
+
+    patient_id: int | None = None
+    chair_id: int | None = None
+
+
+class SlotsQuery(Picked):
+    days: int | None = None
+    planned_dose_mg: int | None = None
+    appointment_id: int | None = None  # the session being moved: its own time counts as free
+
+
+class SlotForm(Struct):
+    slot: str = ""
+    alt_slot: str = ""  # a time offered after a conflict
+
+
+class BookForm(SlotForm):
+    session_type: str = ""
+    patient_id: int | None = None
+    planned_dose_mg: int | None = None
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    notes: str | None = None
+
+
+class CancelForm(Struct):
+    reason: str | None = None
+    reason_other: str | None = None  # when the reason chosen is "other"
+
+
 async def _last_booking(db_session, actor: Actor, patient_id: int) -> Appointment | None:
     """The patient's latest session that has begun (else their next one): its protocol, dose and time become the defaults."""
     from sqlmodel import col, select
@@ -234,16 +257,17 @@ async def book_page(request: Request, db_session: DbSession, actor: CurrentActor
     """Patient -> protocol -> slot -> confirm. A returning patient starts with their usual protocol, dose and time."""
     clinic = await service.clinic_of(db_session, actor)
     q = request.query_params
+    picked = decode_form(q, Picked)
     patient = None
     last = None
-    if q.get("patient_id"):
-        patient = await service.patient_of(db_session, actor, form_int(q.get("patient_id"), "patient_id"))
+    if picked.patient_id is not None:
+        patient = await service.patient_of(db_session, actor, picked.patient_id)
         last = await _last_booking(db_session, actor, patient.id)
     types = await service.session_types(db_session, actor)
     by_id = {st.id: st for st in types}
     chosen = q.get("session_type") or (str(by_id[last.session_type_id].kind) if last and last.session_type_id in by_id else "")
     picked_start = q.get("start")
-    picked_chair = form_int(q.get("chair_id"), "chair_id")
+    picked_chair = picked.chair_id
     zone = ZoneInfo(clinic.timezone)
     day = parse_day(q.get("from"), clinic.timezone)
     if picked_start:
@@ -270,11 +294,12 @@ async def book_page(request: Request, db_session: DbSession, actor: CurrentActor
 async def book_slots(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
     """The slot picker fragment: one choice per free start time (the preferred chair first), seven days from `from`."""
     q = request.query_params
+    wanted = decode_form(q, SlotsQuery)
     clinic = await service.clinic_of(db_session, actor)
     day = parse_day(q.get("from"), clinic.timezone)
     today = utcnow().astimezone(ZoneInfo(clinic.timezone)).date()
     day = max(day, today)
-    days = form_int(q.get("days"), "days") or 7
+    days = wanted.days or 7
     kind = q.get("session_type")
     context = base_context(clinic, day=day, empty=None, groups=[], picked_missing=None, name=q.get("name") or "slot", picked=q.get("picked") or "",
                            usual=q.get("usual") or "", prev_from=max(today, day - timedelta(days=days)), next_from=day + timedelta(days=days),
@@ -283,13 +308,12 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
         context["empty"] = "Choose a protocol to see free times."
         return Template("scheduling/_slots.html", context=context)
     st = await service.session_type_of(db_session, actor, kind, field="session_type")
-    dose = form_int(q.get("planned_dose_mg"), "planned_dose_mg") if Protocol.of(st).doses_mg else None
-    moving = form_int(q.get("appointment_id"), "appointment_id")
+    dose = wanted.planned_dose_mg if Protocol.of(st).doses_mg else None
     found = await service.find_availability(
         db_session, actor=actor, session_type=st.id, day_from=day, day_to=day + timedelta(days=days - 1),
-        patient_id=form_int(q.get("patient_id"), "patient_id"), dose_mg=dose, ignore_appointment_id=moving,
+        patient_id=wanted.patient_id, dose_mg=dose, ignore_appointment_id=wanted.appointment_id,
     )
-    prefer = form_int(q.get("chair_id"), "chair_id")
+    prefer = wanted.chair_id
     picked_start, picked_chair = (None, None)
     if context["picked"]:
         picked_start, picked_chair = parse_slot(context["picked"])
@@ -317,18 +341,18 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
 
 @post("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def book_submit(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await form_of(request)
-    slot = form.get("alt_slot") or form.get("slot")
+    form = await read_form(request, BookForm)
+    slot = form.alt_slot or form.slot
     if not slot:
         raise RuleBroken("Choose a free time from the list.", field="slot", code="required")
     start, chair_id = parse_slot(slot)
-    st = await service.session_type_of(db_session, actor, form.get("session_type") or None, field="session_type")
+    st = await service.session_type_of(db_session, actor, form.session_type or None, field="session_type")
     try:
         booked = await service.book(
-            db_session, actor=actor, queue=request.app.state.queue, patient_id=form_int(form.get("patient_id"), "patient_id"),
+            db_session, actor=actor, queue=request.app.state.queue, patient_id=form.patient_id,
             session_type=st.id, chair_id=chair_id, starts_at=start,
-            planned_dose_mg=form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Protocol.of(st).doses_mg else None,
-            escort_name=form.get("escort_name"), escort_phone=form.get("escort_phone"), notes=form.get("notes"),
+            planned_dose_mg=form.planned_dose_mg if Protocol.of(st).doses_mg else None,
+            escort_name=form.escort_name, escort_phone=form.escort_phone, notes=form.notes,
         )
     except Conflict as exc:
         return await _conflict_fragment(request, db_session, actor, exc, target_form="book-form")
@@ -386,8 +410,8 @@ async def move_page(request: Request, db_session: DbSession, actor: CurrentActor
 
 @post("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def move_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
-    form = await form_of(request)
-    start, chair_id = parse_slot(form.get("alt_slot") or form.get("slot"))
+    form = await read_form(request, SlotForm)
+    start, chair_id = parse_slot(form.alt_slot or form.slot)
     try:
         await service.move(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id, starts_at=start, chair_id=chair_id)
     except Conflict as exc:
@@ -399,8 +423,8 @@ async def move_submit(request: Request, db_session: DbSession, actor: CurrentAct
 
 @post("/schedule/appointments/{appointment_id:int}/cancel", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def cancel_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
-    form = await form_of(request)
-    reason = form.get("reason_other") if form.get("reason") == "other" else form.get("reason")
+    form = await read_form(request, CancelForm)
+    reason = form.reason_other if form.reason == "other" else form.reason
     await service.cancel(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id, reason=reason)
     return go(request, f"/schedule/appointments/{appointment_id}?done=cancelled")
 
@@ -433,7 +457,8 @@ async def course_page(request: Request, db_session: DbSession, actor: CurrentAct
     clinic = await service.clinic_of(db_session, actor)
     cal = await service.calendar_of(db_session, clinic)
     q = request.query_params
-    patient = await service.patient_of(db_session, actor, form_int(q.get("patient_id"), "patient_id")) if q.get("patient_id") else None
+    picked = decode_form(q, Picked)
+    patient = await service.patient_of(db_session, actor, picked.patient_id) if picked.patient_id is not None else None
     last = await _last_booking(db_session, actor, patient.id) if patient else None
     types = [st for st in await service.session_types(db_session, actor) if Protocol.of(st).course_templates]
     zone = ZoneInfo(clinic.timezone)
@@ -448,28 +473,49 @@ async def course_page(request: Request, db_session: DbSession, actor: CurrentAct
         dose=(last.planned_dose_mg if last and last.planned_dose_mg else 56)))
 
 
-async def _course_args(db_session, actor: Actor, form) -> dict[str, Any]:
-    st = await service.session_type_of(db_session, actor, form.get("session_type") or None, field="session_type")
-    first_day = form.get("first_day") or ""
-    at = form.get("at") or ""
+class CourseForm(Struct):
+    session_type: str = ""
+    template: str = ""
+    first_day: str = ""
+    at: str = ""  # clinic-local HH:MM of every session
+    patient_id: int | None = None
+    chair_id: int | None = None
+    planned_dose_mg: int | None = None
+    escort_name: str | None = None
+    escort_phone: str | None = None
+    planned: str = ""  # "1" once the plan was shown: its occ-N choices follow
+
+
+class CourseCancelForm(Struct):
+    reason: str | None = None
+    from_appointment_id: int | None = None
+
+
+class CourseMoveForm(Struct):
+    shift_days: int | None = None
+    at_time: str = ""
+    from_appointment_id: int | None = None
+
+
+async def _course_args(db_session, actor: Actor, form: CourseForm) -> dict[str, Any]:
+    st = await service.session_type_of(db_session, actor, form.session_type or None, field="session_type")
     starts_at = None
-    if first_day and at:
+    if form.first_day and form.at:
         try:
-            starts_at = datetime.combine(date.fromisoformat(first_day), rules.parse_hhmm(at))
+            starts_at = datetime.combine(date.fromisoformat(form.first_day), rules.parse_hhmm(form.at))
         except ValueError:
             raise RuleBroken("Choose the first date and a time.", field="starts_at", code="datetime_format") from None
     return {
-        "patient_id": form_int(form.get("patient_id"), "patient_id"), "session_type": st.id, "template": form.get("template") or "",
-        "starts_at": starts_at, "chair_id": form_int(form.get("chair_id"), "chair_id"),
-        "planned_dose_mg": form_int(form.get("planned_dose_mg"), "planned_dose_mg") if Protocol.of(st).doses_mg else None,
-        "escort_name": form.get("escort_name"), "escort_phone": form.get("escort_phone"),
+        "patient_id": form.patient_id, "session_type": st.id, "template": form.template, "starts_at": starts_at,
+        "chair_id": form.chair_id, "planned_dose_mg": form.planned_dose_mg if Protocol.of(st).doses_mg else None,
+        "escort_name": form.escort_name, "escort_phone": form.escort_phone,
     }
 
 
 @post("/schedule/courses/preview", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def course_preview(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
-    form = await form_of(request)
+    form = await read_form(request, CourseForm)
     plan = await service.book_course(db_session, actor=actor, queue=None, dry_run=True, **(await _course_args(db_session, actor, form)))
     return Template("scheduling/_course_plan.html", context=base_context(clinic, plan=plan, slot_value=slot_value))
 
@@ -477,15 +523,16 @@ async def course_preview(request: Request, db_session: DbSession, actor: Current
 @post("/schedule/courses", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def course_submit(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
     clinic = await service.clinic_of(db_session, actor)
-    form = await form_of(request)
+    raw = await request.form()
+    form = decode_form(raw, CourseForm)
     args = await _course_args(db_session, actor, form)
     chosen = []
-    occurrences = [k for k in form.keys() if k.startswith("occ-") and k[4:].isascii() and k[4:].isdigit() and len(k) <= 8]
-    for key in sorted(occurrences, key=lambda k: int(k[4:])):
-        value = form.get(key)
+    # the plan's choices, one per session: occ-0, occ-1, ... (a slot value, or "skip")
+    for key in sorted((k for k in raw.keys() if re.fullmatch(r"occ-[0-9]{1,3}", k)), key=lambda k: int(k[4:])):
+        value = raw.get(key)
         if value and value != "skip":
             chosen.append(parse_slot(value, field=key))
-    if form.get("planned") == "1" and not chosen:
+    if form.planned == "1" and not chosen:
         raise RuleBroken("Every session was left out: choose at least one time.", field="occurrences", code="empty")
     try:
         plan = await service.book_course(db_session, actor=actor, queue=request.app.state.queue, occurrences=chosen or None, **args)
@@ -519,19 +566,19 @@ async def course_view(request: Request, db_session: DbSession, actor: CurrentAct
 
 @post("/schedule/courses/{course_id:int}/cancel", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def course_cancel(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
-    form = await form_of(request)
+    form = await read_form(request, CourseCancelForm)
     await service.cancel_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
-                                reason=form.get("reason"), from_appointment_id=form_int(form.get("from_appointment_id"), "from_appointment_id"))
+                                reason=form.reason, from_appointment_id=form.from_appointment_id)
     return go(request, f"/schedule/courses/{course_id}?done=cancelled")
 
 
 @post("/schedule/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
 async def course_move(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
-    form = await form_of(request)
+    form = await read_form(request, CourseMoveForm)
     try:
         await service.move_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
-                                  shift_days=form_int(form.get("shift_days"), "shift_days") or 0, at_time=form.get("at_time") or None,
-                                  from_appointment_id=form_int(form.get("from_appointment_id"), "from_appointment_id"))
+                                  shift_days=form.shift_days or 0, at_time=form.at_time or None,
+                                  from_appointment_id=form.from_appointment_id)
     except Conflict as exc:
         if exc.code != "course_conflicts":
             raise
@@ -556,6 +603,50 @@ async def course_move(request: Request, db_session: DbSession, actor: CurrentAct
 WEEKDAY_NAMES = rules.WEEKDAYS
 
 
+class ClinicForm(Struct):
+    """The clinic's details; the opening-hours grid (open-D, from-D-K, to-D-K) and the settings are read by name."""
+
+    name: str | None = None
+    display_name: str | None = None
+    timezone: str | None = None
+    phone: str | None = None
+    address: str | None = None
+
+
+class ClosedDateForm(Struct):
+    day: date | None = None
+    reason: str = ""
+
+
+class ChairForm(Struct):
+    name: str = ""
+    kind: str = ""
+    sort_order: int = 0
+    active: bool = False
+
+
+class ProtocolForm(Struct):
+    """A protocol's name and state; its minutes and the course-template rows (t-N-...) are read by name."""
+
+    name: str | None = None
+    active: bool = False
+    template_rows: int = 0
+
+
+class ShiftForm(Struct):
+    first_day: date | None = None
+    last_day: date | None = None
+    start: str = ""
+    end: str = ""
+    weekdays: list[int] | None = None
+    user_id: int | None = None
+    role: str = ""
+
+
+class ShiftRemoveForm(Struct):
+    week: date | None = None  # the week to show again
+
+
 @get("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_clinic(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
@@ -573,7 +664,8 @@ async def admin_clinic(request: Request, db_session: DbSession, actor: CurrentAc
 
 @post("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_clinic_save(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await form_of(request)
+    form = await request.form()
+    details = decode_form(form, ClinicForm)
     hours: dict[str, list[list[str]]] = {}
     for d in range(7):
         spans = []
@@ -585,7 +677,7 @@ async def admin_clinic_save(request: Request, db_session: DbSession, actor: Curr
             if not spans:
                 raise RuleBroken(f"{WEEKDAY_NAMES[d]}: give opening and closing times, or untick Open.", field="opening_hours", code="hours_format")
         hours[str(d)] = spans
-    data = {k: form.get(k) for k in ("name", "display_name", "timezone", "phone", "address")}
+    data: dict[str, Any] = msgspec.structs.asdict(details)
     data["opening_hours"] = hours
     data["settings"] = {k: form.get(k) for k in setup.SETTING_LIMITS}
     await setup.update_clinic(db_session, actor=actor, data=data, idle_limit_minutes=request.app.state.settings.idle_timeout_minutes)
@@ -594,8 +686,8 @@ async def admin_clinic_save(request: Request, db_session: DbSession, actor: Curr
 
 @post("/admin/clinic/closed-dates", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_closed_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await form_of(request)
-    _, still = await setup.add_closed_date(db_session, actor=actor, day=form.get("day") or None, reason=form.get("reason") or "")
+    form = await read_form(request, ClosedDateForm)
+    _, still = await setup.add_closed_date(db_session, actor=actor, day=form.day, reason=form.reason)
     return go(request, "/admin/clinic?" + urlencode({"done": "closed", "still": still}))
 
 
@@ -614,15 +706,15 @@ async def admin_chairs(request: Request, db_session: DbSession, actor: CurrentAc
 
 @post("/admin/chairs", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_chair_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await form_of(request)
-    await setup.add_chair(db_session, actor=actor, name=form.get("name") or "", kind=form.get("kind") or "chair")
+    form = await read_form(request, ChairForm)
+    await setup.add_chair(db_session, actor=actor, name=form.name, kind=form.kind or "chair")
     return go(request, "/admin/chairs?done=added")
 
 
 @post("/admin/chairs/{chair_id:int}", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_chair_save(request: Request, db_session: DbSession, actor: CurrentActor, chair_id: int) -> Response:
-    form = await form_of(request)
-    data: dict[str, Any] = {"name": form.get("name") or "", "sort_order": form.get("sort_order") or 0, "active": form.get("active") == "1"}
+    form = await read_form(request, ChairForm)
+    data: dict[str, Any] = {"name": form.name, "sort_order": form.sort_order, "active": form.active}
     await setup.update_chair(db_session, actor=actor, chair_id=chair_id, data=data)
     return go(request, "/admin/chairs?done=saved")
 
@@ -649,14 +741,13 @@ async def admin_protocol(request: Request, db_session: DbSession, actor: Current
 
 @post("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_protocol_save(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Response:
-    form = await form_of(request)
-    data: dict[str, Any] = {k: form.get(k) for k in ("name", *setup.MINUTE_FIELDS)}
-    data["active"] = form.get("active") == "1"
+    form = await request.form()
+    edited = decode_form(form, ProtocolForm)
+    data: dict[str, Any] = {"name": edited.name, "active": edited.active, **{k: form.get(k) for k in setup.MINUTE_FIELDS}}
     templates: dict[str, dict[str, Any]] = {}
-    rows = form_int(form.get("template_rows"), "template_rows") or 0
-    if not 0 <= rows <= MAX_TEMPLATE_ROWS:
+    if not 0 <= edited.template_rows <= MAX_TEMPLATE_ROWS:
         raise RuleBroken(f"A protocol has at most {MAX_TEMPLATE_ROWS} course templates.", field="template_rows", code="out_of_range")
-    for i in range(rows):
+    for i in range(edited.template_rows):
         key = (form.get(f"t-{i}-key") or "").strip()
         if not key or form.get(f"t-{i}-remove"):
             continue
@@ -684,34 +775,24 @@ async def admin_shifts(request: Request, db_session: DbSession, actor: CurrentAc
 
 @post("/admin/shifts", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_shift_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
-    form = await form_of(request)
+    form = await read_form(request, ShiftForm)
+    if form.first_day is None:
+        raise RuleBroken("Choose the first day.", field="first_day", code="date_format")
     try:
-        first = date.fromisoformat(form.get("first_day") or "")
-    except ValueError:
-        raise RuleBroken("Choose the first day.", field="first_day", code="date_format") from None
-    try:
-        last = date.fromisoformat(form.get("last_day") or "") if form.get("last_day") else first
-    except ValueError:
-        raise RuleBroken("The last day must be a date.", field="last_day", code="date_format") from None
-    try:
-        start, end = rules.parse_hhmm(form.get("start") or ""), rules.parse_hhmm(form.get("end") or "")
+        start, end = rules.parse_hhmm(form.start), rules.parse_hhmm(form.end)
     except ValueError:
         raise RuleBroken("Times must look like 08:00.", field="start", code="time_format") from None
-    try:
-        # Litestar's getall raises KeyError for a field that was not sent (no weekday ticked)
-        weekdays = {int(w) for w in form.getall("weekdays")} if "weekdays" in form else None
-    except ValueError:
-        raise RuleBroken("Choose weekdays from the list.", field="weekdays", code="weekday") from None
-    await setup.add_shifts_for_days(db_session, actor=actor, user_id=form_int(form.get("user_id"), "user_id"), role=form.get("role") or "",
-                                    first_day=first, last_day=last, start=start, end=end, weekdays=weekdays)
-    return go(request, f"/admin/shifts?date={first.isoformat()}&done=added")
+    await setup.add_shifts_for_days(db_session, actor=actor, user_id=form.user_id, role=form.role, first_day=form.first_day,
+                                    last_day=form.last_day or form.first_day, start=start, end=end,
+                                    weekdays=set(form.weekdays) if form.weekdays is not None else None)
+    return go(request, f"/admin/shifts?date={form.first_day.isoformat()}&done=added")
 
 
 @post("/admin/shifts/{shift_id:int}/delete", opt={"permission": "admin"}, include_in_schema=False)
 async def admin_shift_remove(request: Request, db_session: DbSession, actor: CurrentActor, shift_id: int) -> Response:
-    form = await form_of(request)
+    form = await read_form(request, ShiftRemoveForm)
     await setup.remove_shift(db_session, actor=actor, shift_id=shift_id)
-    return go(request, f"/admin/shifts?date={form.get('week') or ''}&done=removed")
+    return go(request, f"/admin/shifts?date={form.week.isoformat() if form.week else ''}&done=removed")
 
 
 routes = [

@@ -67,6 +67,9 @@ async def test_token_page_refuses_missing_owner_and_deactivated_owner(client, fa
     assert r.status_code == 422 and "Choose whose token" in r.text
     r = await client.post("/admin/tokens", data={"user_id": str(gone.id), "name": "x", "_csrf_token": csrf})
     assert r.status_code == 422 and "deactivated" in r.text
+    # "³".isdigit() is true, but it names nobody: the page says so instead of failing
+    r = await client.post("/admin/tokens", data={"user_id": "³", "name": "x", "_csrf_token": csrf})
+    assert r.status_code == 422 and "whole number" in r.text
 
 
 async def test_token_api_lists_without_secrets_and_keeps_clinics_apart(client, factory, db):

@@ -353,6 +353,15 @@ async def test_failed_notice_is_listed_and_retried_by_billing_staff(client, db, 
     assert r.status_code == 409 and "only a failed notice" in r.json()["detail"].lower()
 
 
+@pytest.mark.parametrize("field,value", [("visits", "³"), ("visits", "two"), ("session_type_id", "x1")])
+async def test_a_gfe_request_form_with_a_value_that_is_no_number_is_refused_naming_it(client, db, factory, field, value):
+    clinic, billing, _, patient = await world(factory)
+    await login(client, billing.email)
+    r = await client.post(f"/billing/patients/{patient.id}/gfe-request", data={field: value, "_csrf_token": client.cookies.get("csrftoken")})
+    assert r.status_code == 422 and f'data-field="{field}"' in r.text
+    assert await rows(db, Estimate, Estimate.patient_id == patient.id) == []
+
+
 async def test_dev_mail_is_hidden_unless_dev_mail_is_on(client, factory):
     clinic = await factory.clinic()
     admin = await factory.user(clinic, "admin")

@@ -21,6 +21,7 @@ from litestar.exceptions import (
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Dependency
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 from litestar.utils.scope.state import ScopeState
 from msgspec import UNSET, Struct, UnsetType
@@ -133,23 +134,27 @@ def wants_html(request: Request) -> bool:
 
 
 def json_answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    # status_code too: the OpenAPI schema documents Litestar's error shape, which requires it
+    # status_code too: ErrorBody, the documented shape, carries it
     return Response(content={"status_code": status, **body}, status_code=status, headers=headers, media_type="application/json")
 
 
-def html_answer(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    if request.headers.get("hx-request"):
+def swapped(request: HTMXRequest, template_name: str, context: dict[str, Any], *, into: str, status_code: int,
+            headers: dict[str, str] | None = None) -> Template:
+    """A fragment htmx puts into `into` instead of the form's own target (an error, a conflict, a refreshed plan)."""
+    if request.htmx:
+        return HTMXTemplate(template_name=template_name, context=context, status_code=status_code, headers=headers, re_target=into,
+                            re_swap="innerHTML")
+    return Template(template_name=template_name, context=context, status_code=status_code, headers=headers)
+
+
+def html_answer(request: HTMXRequest, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    if request.htmx:
         # htmx swaps this fragment into the form's error slot
-        return Template(
-            template_name="partials/error.html",
-            context={"error": body},
-            status_code=status,
-            headers={**(headers or {}), "HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
-        )
+        return swapped(request, "partials/error.html", {"error": body}, into="#flash", status_code=status, headers=headers)
     return Template(template_name="error.html", context={"error": body, "status": status}, status_code=status, headers=headers)
 
 
-def answer(request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def answer(request: HTMXRequest, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """An error as a page (or htmx fragment) for people, as JSON for programs."""
     return html_answer(request, status, body, headers) if wants_html(request) else json_answer(status, body, headers)
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 from msgspec import Struct
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -258,9 +259,9 @@ async def tokens_create(request: Request, db_session: DbSession, actor: CurrentA
 
 
 @post("/admin/tokens/{token_id:int}/revoke", opt={"permission": "admin"}, include_in_schema=False)
-async def tokens_revoke(request: Request, db_session: DbSession, actor: CurrentActor, token_id: int) -> Response:
+async def tokens_revoke(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, token_id: int) -> Response:
     token = await service.revoke_token(db_session, actor=actor, token_id=token_id)
-    if request.headers.get("hx-request"):
+    if request.htmx:
         token, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token.id)
         tz = await clinic_timezone(db_session, actor.clinic_id)
         return Template("admin/partials/token_row.html", context={"token": token, "owner": owner, "tz": tz})

@@ -7,6 +7,7 @@ from urllib.parse import urlencode, urlsplit
 
 from litestar import Request, Response
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -63,7 +64,7 @@ def role_denied_handler(request: Request, exc: RoleDenied) -> Response:
     return answer(request, 403, {"detail": ROLE_DENIED, "code": "role"})
 
 
-def not_authorized_handler(request: Request, exc: NotAuthorizedException) -> Response:
+def not_authorized_handler(request: HTMXRequest, exc: NotAuthorizedException) -> Response:
     """No one signed in: the login page for people (back to where they were after), 401 for programs."""
     problem = request.scope.get("auth_problem")
     if not wants_html(request):
@@ -74,9 +75,10 @@ def not_authorized_handler(request: Request, exc: NotAuthorizedException) -> Res
             detail = "That session or token is not valid (ended, revoked or unknown)."
         return json_answer(401, {"detail": detail, "code": "idle" if problem == IDLE else "unauthenticated"})
     login = login_url(request, problem, request.scope.get("idle_minutes"))
-    if request.headers.get("hx-request"):
+    if request.htmx:
         # an htmx fragment must not land inside the page: the whole page goes to the login form
-        response: Response = Response(content="", status_code=401, headers={"HX-Redirect": login})
+        response: Response = ClientRedirect(login)
+        response.status_code = 401
     else:
         response = Redirect(path=login)
     if SESSION_COOKIE in request.cookies:
@@ -84,11 +86,11 @@ def not_authorized_handler(request: Request, exc: NotAuthorizedException) -> Res
     return response
 
 
-def login_url(request: Request, problem: str | None, idle_minutes: int | None) -> str:
+def login_url(request: HTMXRequest, problem: str | None, idle_minutes: int | None) -> str:
     target: str | None = None
-    if request.headers.get("hx-request"):
+    if request.htmx:
         # the page the person is looking at, not the fragment URL htmx asked for
-        current = urlsplit(request.headers.get("hx-current-url") or "")
+        current = urlsplit(request.htmx.current_url or "")
         if current.path.startswith("/") and (not current.netloc or current.netloc == request.url.netloc):
             target = current.path + ("?" + current.query if current.query else "")
     elif request.method in ("GET", "HEAD"):

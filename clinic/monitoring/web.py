@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Request, get, post
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, ServerSentEvent, Template
 from msgspec import Struct
 
@@ -515,10 +516,10 @@ async def rems_form_page(request: Request, db_session: DbSession, actor: Current
 
 
 @post("/rems/{appointment_id:int}/submission", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
-async def rems_submission(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template | Redirect:
+async def rems_submission(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template | Redirect:
     form = await read_form(request, RemsSubmissionForm, labels=LABELS)
     await service.record_rems_submission(db_session, actor=actor, appointment_id=appointment_id, submitted_on=form.submitted_on, confirmation=form.confirmation)
-    if not request.headers.get("hx-request"):
+    if not request.htmx:
         return Redirect(path=f"/rems/{appointment_id}")  # the printable form page posts a plain form
     pending, done, today = await service.rems_tracker(db_session, actor=actor)
     return Template("monitoring/_rems_rows.html", context={"pending": pending, "done": done, "today": today, "can_run": True})

@@ -6,7 +6,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Response, get, post
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Template
 from msgspec import Struct
 
@@ -53,13 +54,13 @@ class PatientForm(Struct):
     then: str = ""  # "book": go on to book the new patient
 
 
-async def _form_data(request: Request) -> tuple[dict[str, Any], str]:
+async def _form_data(request: HTMXRequest) -> tuple[dict[str, Any], str]:
     data = msgspec.structs.asdict(await read_form(request, PatientForm))
     return data, data.pop("then")
 
 
 @get("/patients", opt={"permission": "patients.read"}, include_in_schema=False)
-async def patients_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def patients_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await clinic_of(db_session, actor)
     q = request.query_params.get("q") or ""
     results = await service.search_patients(db_session, actor=actor, q=q, limit=25)
@@ -67,7 +68,7 @@ async def patients_page(request: Request, db_session: DbSession, actor: CurrentA
 
 
 @get("/patients/search", opt={"permission": "patients.read"}, include_in_schema=False)
-async def patients_search(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def patients_search(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     """Results as the front desk types; in a booking flow each result picks the patient for it."""
     clinic = await clinic_of(db_session, actor)
     q = request.query_params.get("q") or ""
@@ -78,13 +79,13 @@ async def patients_search(request: Request, db_session: DbSession, actor: Curren
 
 
 @get("/patients/new", opt={"permission": "patients.write"}, include_in_schema=False)
-async def new_patient(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def new_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await clinic_of(db_session, actor)
     return Template("patients/form.html", context=_context(clinic, patient=None, then=request.query_params.get("then") or ""))
 
 
 @post("/patients", opt={"permission": "patients.write"}, include_in_schema=False)
-async def create_patient(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def create_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     data, then = await _form_data(request)
     patient = await service.create_patient(db_session, actor=actor, data=data)
     if then == "book":
@@ -93,7 +94,7 @@ async def create_patient(request: Request, db_session: DbSession, actor: Current
 
 
 @get("/patients/{patient_id:int}", opt={"permission": "patients.read"}, include_in_schema=False)
-async def patient_page(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
+async def patient_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
     clinic = await clinic_of(db_session, actor)
     chart = await service.read_chart(db_session, actor=actor, patient_id=patient_id)
     p = chart.patient
@@ -105,14 +106,14 @@ async def patient_page(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @get("/patients/{patient_id:int}/edit", opt={"permission": "patients.write"}, include_in_schema=False)
-async def edit_patient(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
+async def edit_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
     clinic = await clinic_of(db_session, actor)
     patient = await service.get_patient(db_session, actor=actor, patient_id=patient_id)
     return Template("patients/form.html", context=_context(clinic, patient=patient, then=""))
 
 
 @post("/patients/{patient_id:int}/edit", opt={"permission": "patients.write"}, include_in_schema=False)
-async def save_patient(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
+async def save_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
     data, _ = await _form_data(request)
     await service.update_patient(db_session, actor=actor, patient_id=patient_id, data=data)
     return go(request, f"/patients/{patient_id}?done=saved")

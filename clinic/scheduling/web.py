@@ -10,14 +10,15 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Response, get, post
+from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect, Template
 from msgspec import Struct
 
 from clinic.audit.service import Actor
 from clinic.errors import Conflict, RuleBroken
 from clinic.forms import decode_form, read_form
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, DbSession, swapped
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, AppointmentStatus, Chair, ChairKind, Clinic, SessionKind, SessionType
@@ -40,14 +41,12 @@ COMMON_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "Americ
 # ---- helpers shared with the patient pages --------------------------------------------------------
 
 
-def is_htmx(request: Request) -> bool:
-    return bool(request.headers.get("hx-request"))
-
-
-def go(request: Request, url: str) -> Response:
+def go(request: HTMXRequest, url: str) -> Response:
     """After a successful write: htmx follows HX-Redirect, a plain form a 303."""
-    if is_htmx(request):
-        return Response(content="", status_code=200, headers={"HX-Redirect": url})
+    if request.htmx:
+        redirect = ClientRedirect(url)
+        redirect.status_code = 200  # not the route's 201: nothing is shown, the browser goes to `url`
+        return redirect
     return Redirect(path=url, status_code=303)
 
 
@@ -69,7 +68,7 @@ def base_context(clinic: Clinic, **kw: Any) -> dict[str, Any]:
             "status_labels": STATUS_LABELS, **kw}
 
 
-def can(request: Request, permission: str) -> bool:
+def can(request: HTMXRequest, permission: str) -> bool:
     from clinic.auth.permissions import allows
 
     user = request.scope.get("user")
@@ -157,7 +156,7 @@ async def _staff_summary(db_session, actor: Actor, day: date, tz: str) -> list[d
 
 
 @get("/schedule", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def day_view(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def day_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     """One column per chair, the clinic's hours as rows; click an empty slot to book it."""
     clinic = await service.clinic_of(db_session, actor)
     cal = await service.calendar_of(db_session, clinic)
@@ -179,7 +178,7 @@ async def day_view(request: Request, db_session: DbSession, actor: CurrentActor)
 
 
 @get("/schedule/week", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def week_view(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def week_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     cal = await service.calendar_of(db_session, clinic)
     monday = week_start(parse_day(request.query_params.get("date"), clinic.timezone))
@@ -253,7 +252,7 @@ async def _last_booking(db_session, actor: Actor, patient_id: int) -> Appointmen
 
 
 @get("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def book_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def book_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     """Patient -> protocol -> slot -> confirm. A returning patient starts with their usual protocol, dose and time."""
     clinic = await service.clinic_of(db_session, actor)
     q = request.query_params
@@ -291,7 +290,7 @@ async def book_page(request: Request, db_session: DbSession, actor: CurrentActor
 
 
 @get("/schedule/book/slots", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def book_slots(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def book_slots(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     """The slot picker fragment: one choice per free start time (the preferred chair first), seven days from `from`."""
     q = request.query_params
     wanted = decode_form(q, SlotsQuery)
@@ -340,7 +339,7 @@ async def book_slots(request: Request, db_session: DbSession, actor: CurrentActo
 
 
 @post("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def book_submit(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def book_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     form = await read_form(request, BookForm)
     slot = form.alt_slot or form.slot
     if not slot:
@@ -359,7 +358,7 @@ async def book_submit(request: Request, db_session: DbSession, actor: CurrentAct
     return go(request, f"/schedule/appointments/{booked.appointment.id}?done=booked")
 
 
-async def _conflict_fragment(request: Request, db_session, actor: Actor, exc: Conflict, *, target_form: str) -> Response:
+async def _conflict_fragment(request: HTMXRequest, db_session, actor: Actor, exc: Conflict, *, target_form: str) -> Response:
     """A lost race or an unstaffed time: say why, and offer the nearest free times as one-click choices."""
     clinic = await service.clinic_of(db_session, actor)
     zone = ZoneInfo(clinic.timezone)
@@ -367,18 +366,15 @@ async def _conflict_fragment(request: Request, db_session, actor: Actor, exc: Co
     for a in exc.extra.get("alternatives", []):
         start = datetime.fromisoformat(a.start.utc)
         alts.append({"value": slot_value(start, a.chair_id), "label": start.astimezone(zone).strftime("%a %d %b %H:%M"), "chair": a.chair or ""})
-    body = Template("scheduling/_conflict.html", context={"error": exc.body(), "alternatives": alts, "target_form": target_form})
-    if is_htmx(request):
-        body.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
-    body.status_code = 409
-    return body
+    context = {"error": exc.body(), "alternatives": alts, "target_form": target_form}
+    return swapped(request, "scheduling/_conflict.html", context, into="#flash", status_code=409)
 
 
 # ---- an appointment ----------------------------------------------------------------------------------
 
 
 @get("/schedule/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def appointment_page(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+async def appointment_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     cal = await service.calendar_of(db_session, clinic)
     row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
@@ -399,7 +395,7 @@ async def appointment_page(request: Request, db_session: DbSession, actor: Curre
 
 
 @get("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def move_page(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+async def move_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
     zone = ZoneInfo(clinic.timezone)
@@ -409,7 +405,7 @@ async def move_page(request: Request, db_session: DbSession, actor: CurrentActor
 
 
 @post("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def move_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+async def move_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
     form = await read_form(request, SlotForm)
     start, chair_id = parse_slot(form.alt_slot or form.slot)
     try:
@@ -422,7 +418,7 @@ async def move_submit(request: Request, db_session: DbSession, actor: CurrentAct
 
 
 @post("/schedule/appointments/{appointment_id:int}/cancel", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def cancel_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+async def cancel_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
     form = await read_form(request, CancelForm)
     reason = form.reason_other if form.reason == "other" else form.reason
     await service.cancel(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id, reason=reason)
@@ -430,7 +426,7 @@ async def cancel_submit(request: Request, db_session: DbSession, actor: CurrentA
 
 
 @post("/schedule/appointments/{appointment_id:int}/no-show", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def no_show_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+async def no_show_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
     await service.no_show(db_session, actor=actor, queue=request.app.state.queue, appointment_id=appointment_id)
     return go(request, f"/schedule/appointments/{appointment_id}?done=noshow")
 
@@ -453,7 +449,7 @@ def _grid_times(cal: ClinicCalendar) -> list[str]:
 
 
 @get("/schedule/courses/new", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def course_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     cal = await service.calendar_of(db_session, clinic)
     q = request.query_params
@@ -513,7 +509,7 @@ async def _course_args(db_session, actor: Actor, form: CourseForm) -> dict[str, 
 
 
 @post("/schedule/courses/preview", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_preview(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def course_preview(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     form = await read_form(request, CourseForm)
     plan = await service.book_course(db_session, actor=actor, queue=None, dry_run=True, **(await _course_args(db_session, actor, form)))
@@ -521,7 +517,7 @@ async def course_preview(request: Request, db_session: DbSession, actor: Current
 
 
 @post("/schedule/courses", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_submit(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def course_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     clinic = await service.clinic_of(db_session, actor)
     raw = await request.form()
     form = decode_form(raw, CourseForm)
@@ -541,16 +537,13 @@ async def course_submit(request: Request, db_session: DbSession, actor: CurrentA
             raise
         # someone took a time meanwhile: show the refreshed plan with new alternatives
         plan = await service.book_course(db_session, actor=actor, queue=None, dry_run=True, occurrences=chosen or None, **args)
-        response = Template("scheduling/_course_plan.html", context=base_context(clinic, plan=plan, slot_value=slot_value, lost=exc.detail))
-        response.status_code = 409
-        if is_htmx(request):
-            response.headers.update({"HX-Retarget": "#course-plan", "HX-Reswap": "innerHTML"})
-        return response
+        context = base_context(clinic, plan=plan, slot_value=slot_value, lost=exc.detail)
+        return swapped(request, "scheduling/_course_plan.html", context, into="#course-plan", status_code=409)
     return go(request, f"/schedule/courses/{plan.course.id}?done=booked")
 
 
 @get("/schedule/courses/{course_id:int}", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def course_view(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Template:
+async def course_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, course_id: int) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
     st = await db_session.get(SessionType, course.session_type_id)
@@ -565,7 +558,7 @@ async def course_view(request: Request, db_session: DbSession, actor: CurrentAct
 
 
 @post("/schedule/courses/{course_id:int}/cancel", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_cancel(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
+async def course_cancel(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
     form = await read_form(request, CourseCancelForm)
     await service.cancel_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
                                 reason=form.reason, from_appointment_id=form.from_appointment_id)
@@ -573,7 +566,7 @@ async def course_cancel(request: Request, db_session: DbSession, actor: CurrentA
 
 
 @post("/schedule/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_move(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
+async def course_move(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
     form = await read_form(request, CourseMoveForm)
     try:
         await service.move_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
@@ -589,11 +582,7 @@ async def course_move(request: Request, db_session: DbSession, actor: CurrentAct
             if not o.ok:
                 when = datetime.fromisoformat(o.wanted_start.utc).astimezone(zone).strftime("%a %d %b %H:%M")
                 lines.append(f"{when}: {o.conflict.detail}")
-        response = Template("scheduling/_move_report.html", context={"detail": exc.detail, "lines": lines})
-        response.status_code = 409
-        if is_htmx(request):
-            response.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
-        return response
+        return swapped(request, "scheduling/_move_report.html", {"detail": exc.detail, "lines": lines}, into="#flash", status_code=409)
     return go(request, f"/schedule/courses/{course_id}?done=moved")
 
 
@@ -648,7 +637,7 @@ class ShiftRemoveForm(Struct):
 
 
 @get("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_clinic(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def admin_clinic(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     today = utcnow().astimezone(ZoneInfo(clinic.timezone)).date()
     hours = []
@@ -663,7 +652,7 @@ async def admin_clinic(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @post("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_clinic_save(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def admin_clinic_save(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     form = await request.form()
     details = decode_form(form, ClinicForm)
     hours: dict[str, list[list[str]]] = {}
@@ -685,34 +674,34 @@ async def admin_clinic_save(request: Request, db_session: DbSession, actor: Curr
 
 
 @post("/admin/clinic/closed-dates", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_closed_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def admin_closed_add(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     form = await read_form(request, ClosedDateForm)
     _, still = await setup.add_closed_date(db_session, actor=actor, day=form.day, reason=form.reason)
     return go(request, "/admin/clinic?" + urlencode({"done": "closed", "still": still}))
 
 
 @post("/admin/clinic/closed-dates/{closed_date_id:int}/delete", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_closed_remove(request: Request, db_session: DbSession, actor: CurrentActor, closed_date_id: int) -> Response:
+async def admin_closed_remove(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, closed_date_id: int) -> Response:
     await setup.remove_closed_date(db_session, actor=actor, closed_date_id=closed_date_id)
     return go(request, "/admin/clinic?done=reopened")
 
 
 @get("/admin/chairs", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_chairs(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def admin_chairs(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     return Template("scheduling/admin_chairs.html", context=base_context(
         clinic, chairs=await service.chairs(db_session, actor, active_only=False), section="chairs", done=request.query_params.get("done")))
 
 
 @post("/admin/chairs", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_chair_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def admin_chair_add(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     form = await read_form(request, ChairForm)
     await setup.add_chair(db_session, actor=actor, name=form.name, kind=form.kind or "chair")
     return go(request, "/admin/chairs?done=added")
 
 
 @post("/admin/chairs/{chair_id:int}", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_chair_save(request: Request, db_session: DbSession, actor: CurrentActor, chair_id: int) -> Response:
+async def admin_chair_save(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, chair_id: int) -> Response:
     form = await read_form(request, ChairForm)
     data: dict[str, Any] = {"name": form.name, "sort_order": form.sort_order, "active": form.active}
     await setup.update_chair(db_session, actor=actor, chair_id=chair_id, data=data)
@@ -720,7 +709,7 @@ async def admin_chair_save(request: Request, db_session: DbSession, actor: Curre
 
 
 @get("/admin/protocols", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_protocols(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def admin_protocols(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     types = await service.session_types(db_session, actor, active_only=False)
     return Template("scheduling/admin_protocols.html", context=base_context(
@@ -728,7 +717,7 @@ async def admin_protocols(request: Request, db_session: DbSession, actor: Curren
 
 
 @get("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_protocol(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Template:
+async def admin_protocol(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     st = await db_session.get(SessionType, session_type_id)
     if st is None or st.clinic_id != actor.clinic_id:
@@ -740,7 +729,7 @@ async def admin_protocol(request: Request, db_session: DbSession, actor: Current
 
 
 @post("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_protocol_save(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Response:
+async def admin_protocol_save(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Response:
     form = await request.form()
     edited = decode_form(form, ProtocolForm)
     data: dict[str, Any] = {"name": edited.name, "active": edited.active, **{k: form.get(k) for k in setup.MINUTE_FIELDS}}
@@ -758,7 +747,7 @@ async def admin_protocol_save(request: Request, db_session: DbSession, actor: Cu
 
 
 @get("/admin/shifts", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_shifts(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def admin_shifts(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     clinic = await service.clinic_of(db_session, actor)
     monday = week_start(parse_day(request.query_params.get("date"), clinic.timezone))
     lo, _ = rules.local_day_bounds(monday, clinic.timezone)
@@ -774,7 +763,7 @@ async def admin_shifts(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @post("/admin/shifts", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_shift_add(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def admin_shift_add(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
     form = await read_form(request, ShiftForm)
     if form.first_day is None:
         raise RuleBroken("Choose the first day.", field="first_day", code="date_format")
@@ -789,7 +778,7 @@ async def admin_shift_add(request: Request, db_session: DbSession, actor: Curren
 
 
 @post("/admin/shifts/{shift_id:int}/delete", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_shift_remove(request: Request, db_session: DbSession, actor: CurrentActor, shift_id: int) -> Response:
+async def admin_shift_remove(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, shift_id: int) -> Response:
     form = await read_form(request, ShiftRemoveForm)
     await setup.remove_shift(db_session, actor=actor, shift_id=shift_id)
     return go(request, f"/admin/shifts?date={form.week.isoformat() if form.week else ''}&done=removed")

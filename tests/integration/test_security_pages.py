@@ -7,6 +7,7 @@ import re
 
 from litestar import Litestar, get
 from litestar.middleware import DefineMiddleware
+from litestar.plugins.htmx import HTMXPlugin
 from litestar.routes import HTTPRoute
 
 from clinic.auth.permissions import STAFF_ROLES, allows
@@ -102,6 +103,7 @@ async def test_unexpected_errors_never_show_or_log_patient_details():
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=template_config(),
         middleware=[DefineMiddleware(BearerAwareCSRFMiddleware, config=csrf_config("k" * 32, False))],
+        plugins=[HTMXPlugin()],  # as in create_app: the error answers read request.htmx
     )
     collected = _Collect()
     logging.getLogger().addHandler(collected)

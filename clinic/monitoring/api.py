@@ -68,15 +68,19 @@ def alert_json(a: Alert, tz: str) -> AlertOut:
     )
 
 
+def charted(row: ClinicalEntry | DosingEntry, tz: str, superseded_by: int | None) -> dict[str, Any]:
+    """The fields every chart row's view shares (Charted)."""
+    return dict(
+        id=row.id, appointment_id=row.appointment_id, client_id=row.client_id, taken_at=both_zones(row.taken_at, tz),
+        recorded_by=row.recorded_by, recorded_at=both_zones(row.recorded_at, tz), supersedes_id=row.supersedes_id,
+        correction_reason=row.correction_reason, entered_in_error=row.entered_in_error, superseded_by=superseded_by,
+    )
+
+
 def entry_json(e: ClinicalEntry, tz: str, *, alerts: list[Alert] | None = None, superseded_by: int | None = None) -> EntryOut:
     return EntryOut(
-        id=e.id,
-        appointment_id=e.appointment_id,
-        client_id=e.client_id,
+        **charted(e, tz, superseded_by),
         check_key=e.check_key,
-        taken_at=both_zones(e.taken_at, tz),
-        recorded_by=e.recorded_by,
-        recorded_at=both_zones(e.recorded_at, tz),
         systolic=e.systolic,
         diastolic=e.diastolic,
         heart_rate=e.heart_rate,
@@ -85,32 +89,19 @@ def entry_json(e: ClinicalEntry, tz: str, *, alerts: list[Alert] | None = None, 
         moaas=e.moaas,
         dissociation=DissociationOut(form=e.dissociation_form, items=e.dissociation_items, total=e.dissociation_total) if e.dissociation_total is not None else None,
         note=e.note,
-        supersedes_id=e.supersedes_id,
-        correction_reason=e.correction_reason,
-        entered_in_error=e.entered_in_error,
-        superseded_by=superseded_by,
         alerts=UNSET if alerts is None else [alert_json(a, tz) for a in alerts],
     )
 
 
 def dose_json(d: DosingEntry, tz: str, *, superseded_by: int | None = None) -> DoseOut:
     return DoseOut(
-        id=d.id,
-        appointment_id=d.appointment_id,
-        client_id=d.client_id,
+        **charted(d, tz, superseded_by),
         kind=d.kind,
-        taken_at=both_zones(d.taken_at, tz),
-        recorded_by=d.recorded_by,
-        recorded_at=both_zones(d.recorded_at, tz),
         device_number=d.device_number,
         dose_mg=float(d.dose_mg) if d.dose_mg is not None else None,
         lot_number=d.lot_number,
         mg_per_kg=float(d.mg_per_kg) if d.mg_per_kg is not None else None,
         weight_kg=float(d.weight_kg) if d.weight_kg is not None else None,
-        supersedes_id=d.supersedes_id,
-        correction_reason=d.correction_reason,
-        entered_in_error=d.entered_in_error,
-        superseded_by=superseded_by,
     )
 
 

@@ -148,14 +148,23 @@ class DissociationOut(Struct):
     total: int
 
 
-class EntryOut(Struct):
+class Charted(Struct, kw_only=True):
+    """What every chart row says: who recorded it and when, and whether a correction replaced it."""
+
     id: int
     appointment_id: int
     client_id: UUID
-    check_key: str | None
     taken_at: Instant
     recorded_by: int
     recorded_at: Instant
+    supersedes_id: int | None
+    correction_reason: str | None
+    entered_in_error: bool
+    superseded_by: int | None
+
+
+class EntryOut(Charted, kw_only=True):
+    check_key: str | None
     systolic: int | None
     diastolic: int | None
     heart_rate: int | None
@@ -164,31 +173,17 @@ class EntryOut(Struct):
     moaas: int | None
     dissociation: DissociationOut | None
     note: str | None
-    supersedes_id: int | None
-    correction_reason: str | None
-    entered_in_error: bool
-    superseded_by: int | None
     # the alerts this entry raised (answers to a write and chart lists)
     alerts: list[AlertOut] | UnsetType = UNSET
 
 
-class DoseOut(Struct):
-    id: int
-    appointment_id: int
-    client_id: UUID
+class DoseOut(Charted, kw_only=True):
     kind: DoseKind
-    taken_at: Instant
-    recorded_by: int
-    recorded_at: Instant
     device_number: int | None
     dose_mg: float | None
     lot_number: str | None
     mg_per_kg: float | None
     weight_kg: float | None
-    supersedes_id: int | None
-    correction_reason: str | None
-    entered_in_error: bool
-    superseded_by: int | None
 
 
 class BlockerOut(Struct):

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from clinic.monitoring import rules, service
+from clinic.monitoring import rules
 from clinic.monitoring.models import AlertLevel, DissociationForm, DoseKind
 from clinic.scheduling.models import AppointmentStatus, SessionKind
 from clinic.timeutil import Instant
@@ -59,28 +59,26 @@ class Dissociation(Struct, forbid_unknown_fields=True):
     items: dict[str, int]
 
 
-class Measurements(Struct, kw_only=True, forbid_unknown_fields=True):
-    """What one check can record, declared once: the API's submissions and the tablet's form are made of these fields."""
-
-    systolic: int | None = None
-    diastolic: int | None = None
-    heart_rate: int | None = None
-    spo2: int | None = None
-    resp_rate: int | None = None
-    moaas: int | None = None
-    dissociation: Dissociation | None = None
-    note: str | None = None
+def _json_fields() -> list[tuple[str, Any, Any]]:
+    """rules.Measurements' fields as JSON carries them: the CADSS answer nested, {"dissociation": {"form", "items"}}."""
+    out = []
+    for f in msgspec.structs.fields(rules.Measurements):
+        if f.name == "dissociation_form":
+            out.append(("dissociation", Dissociation | None, None))
+        elif f.name != "dissociation_items":
+            out.append((f.name, f.type, f.default))
+    return out
 
 
-MEASURED = tuple(Measurements.__struct_fields__)
+MEASURES = _json_fields()
+MEASURED = tuple(name for name, _, _ in MEASURES)
 VITAL_SIGNS = tuple(rules.LIMITS)  # the measurements with a plausible range: BP, HR, SpO2, RR
 SEDATION = ("moaas", "dissociation")
 
 
 def _measures(names: tuple[str, ...], *, optional: bool = False) -> list[tuple[str, Any, Any]]:
     """Measurement fields for a body: as declared, or (a correction) left out unless sent."""
-    fields = [f for f in msgspec.structs.fields(Measurements) if f.name in names]
-    return [(f.name, f.type | UnsetType, UNSET) if optional else (f.name, f.type, f.default) for f in fields]
+    return [(name, kind | UnsetType, UNSET) if optional else (name, kind, default) for name, kind, default in MEASURES if name in names]
 
 
 def _submission(name: str, doc: str, measures: tuple[str, ...]) -> type[Struct]:
@@ -104,11 +102,11 @@ Correction = msgspec.defstruct(
 Correction.__doc__ = "The corrected values; a field left out keeps its previous value, null clears it."
 
 
-def measurements_of(body: Any) -> service.Measurements:
-    """The service's values from any submission made of the measurement fields (a field it lacks is None)."""
+def measurements_of(body: Any) -> rules.Measurements:
+    """The values of any submission made of the measurement fields (a field it lacks is None)."""
     values = {name: getattr(body, name, None) for name in MEASURED}
     diss = values.pop("dissociation")
-    return service.Measurements(**values, dissociation_form=diss.form if diss else None, dissociation_items=dict(diss.items) if diss else None)
+    return rules.Measurements(**values, dissociation_form=diss.form if diss else None, dissociation_items=dict(diss.items) if diss else None)
 
 
 class Acknowledge(Struct, forbid_unknown_fields=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,6 @@ from clinic.monitoring import live, rules, service, vitals
 from clinic.monitoring.board import load_board, record_board_read, shows_clinical_detail
 from clinic.monitoring.chart import session_chart
 from clinic.monitoring.models import ClinicalEntry, DoseKind, DosingEntry
-from clinic.monitoring.schemas import MEASURED, Dissociation, Measurements, measurements_of
 from clinic.scheduling.models import SessionKind
 from clinic.timeutil import utcnow
 
@@ -51,13 +50,12 @@ class EscortForm(Struct):
     escort_phone: str | None = None
 
 
-class EntryForm(Measurements, kw_only=True):
-    """A check as the tablet sends it: the measurement fields, the CADSS form's name and its items apart."""
+class EntryForm(rules.Measurements, kw_only=True):
+    """A check as the tablet sends it: the measurement fields, with the CADSS answer's items as item_N."""
 
     client_id: UUID
     taken_at: str | None = None
     check_key: str | None = None
-    dissociation_form: Literal["cadss6", "cadss23"] | None = None
 
 
 class EntryCorrectionForm(EntryForm, kw_only=True):
@@ -106,13 +104,15 @@ class RemsSubmissionForm(Struct):
 
 
 async def entry_form(request: Request, shape: type[EntryForm]) -> EntryForm:
-    """The check with its CADSS items, when a form was scored, gathered into the dissociation answer."""
+    """The check with its CADSS items gathered; a CADSS form shown but left unscored records no dissociation."""
     form = await request.form()
     entry = decode_form(form, shape, labels=LABELS)
-    if entry.dissociation_form:
+    entry.dissociation_form = (entry.dissociation_form or "").strip() or None
+    if entry.dissociation_form in rules.CADSS_ITEMS:
         scores = decode_form(form, CadssItems, labels=LABELS)
         items = {str(n): s for n in rules.CADSS_ITEMS[entry.dissociation_form] if (s := getattr(scores, f"item_{n}")) is not None}
-        entry.dissociation = Dissociation(form=entry.dissociation_form, items=items) if items else None
+        entry.dissociation_items = items or None
+        entry.dissociation_form = entry.dissociation_form if items else None
     return entry
 
 
@@ -375,7 +375,7 @@ async def session_entry(request: Request, db_session: DbSession, actor: CurrentA
         actor=actor,
         appointment_id=appointment_id,
         client_id=form.client_id,
-        values=measurements_of(form),
+        values=form,
         taken_at=local_time(form.taken_at, tz, utcnow()),
         check_key=form.check_key,
     )
@@ -384,13 +384,13 @@ async def session_entry(request: Request, db_session: DbSession, actor: CurrentA
 
 @post("/sessions/{appointment_id:int}/entries/{entry_id:int}/correct", opt={"permission": "session.run"}, include_in_schema=False, status_code=200)
 async def session_correct_entry(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, entry_id: int) -> Template:
+    raw = await request.form()
     form = await entry_form(request, EntryCorrectionForm)
     tz = await _clinic_tz(db_session, actor)
-    values = measurements_of(form)
     # the form shows every value: what is left empty is cleared; the CADSS answer only when its form was shown
-    changes: dict[str, Any] = {name: getattr(values, name) for name in MEASURED if name != "dissociation"}
-    if form.dissociation_form:
-        changes |= {"dissociation_form": values.dissociation_form, "dissociation_items": values.dissociation_items}
+    changes: dict[str, Any] = {name: getattr(form, name) for name in rules.Measurements.__struct_fields__}
+    if "dissociation_form" not in raw:
+        del changes["dissociation_form"], changes["dissociation_items"]
     taken = local_time(form.taken_at, tz, utcnow())
     if taken is not None:
         changes["taken_at"] = taken

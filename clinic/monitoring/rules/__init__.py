@@ -17,6 +17,7 @@ from clinic.monitoring.rules.charting import (
     WEIGHT_LIMITS,
     Blocker,
     DoseEvent,
+    Measurements,
     OpenAlert,
     Reading,
     check_moaas,
@@ -44,7 +45,7 @@ from clinic.timeutil import hm
 __all__ = [
     "BACKCHART_LIMIT", "CADSS_ANCHORS", "CADSS_ITEMS", "CADSS_LABELS", "CLOCK_SKEW", "FIELD_LABELS", "LIMITS",
     "MEASURE_LABELS", "MOAAS_SCALE", "PHASE_LABELS", "WEIGHT_LIMITS", "AlertDraft", "Blocker", "CheckState",
-    "DoseEvent", "OpenAlert", "Reading", "bp_acceptable", "check_esketamine_dose", "check_moaas", "check_schedule",
+    "DoseEvent", "Measurements", "OpenAlert", "Reading", "bp_acceptable", "check_esketamine_dose", "check_moaas", "check_schedule",
     "check_taken_at", "check_vitals", "check_weight", "device_spacing_problem", "discharge_blockers",
     "dissociation_score", "evaluate_alerts", "hm", "iv_dose_mg", "latest", "minutes", "next_check", "planned_devices",
     "pre_dose_blockers", "ready_to_leave_estimate", "rems_bp_at_40", "rems_missing", "repeat_bp_checks",

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
+
 from clinic.errors import RuleBroken
 
 MEASURE_LABELS = {"bp": "BP", "hr": "HR", "spo2": "SpO2", "rr": "RR", "moaas": "MOAA/S", "dissociation": "dissociation"}
@@ -111,6 +113,48 @@ def dissociation_score(form: str, items: Mapping[Any, Any]) -> tuple[dict[str, i
     if missing:
         raise RuleBroken(f"{CADSS_LABELS[form]} needs every item scored; missing item {', '.join(map(str, missing))}.", field=f"item_{missing[0]}")
     return cleaned, sum(cleaned.values())
+
+
+class Measurements(msgspec.Struct, kw_only=True):
+    """What one check records, declared once: the API's submissions, the tablet's form and the service are made of it."""
+
+    systolic: int | None = None
+    diastolic: int | None = None
+    heart_rate: int | None = None
+    spo2: int | None = None
+    resp_rate: int | None = None
+    moaas: int | None = None
+    dissociation_form: str | None = None
+    dissociation_items: dict[str, Any] | None = None
+    note: str | None = None
+
+    def cleaned(self) -> dict[str, Any]:
+        """Validated column values; raises RuleBroken naming the field."""
+        check_vitals(systolic=self.systolic, diastolic=self.diastolic, heart_rate=self.heart_rate, spo2=self.spo2, resp_rate=self.resp_rate)
+        check_moaas(self.moaas)
+        items, total = None, None
+        if self.dissociation_form is not None or self.dissociation_items:
+            if self.dissociation_form is None:
+                raise RuleBroken("Say which dissociation form was used (cadss6 or cadss23).", field="dissociation_form")
+            items, total = dissociation_score(self.dissociation_form, self.dissociation_items or {})
+        note = (self.note or "").strip() or None
+        if note and len(note) > 4000:
+            raise RuleBroken("The note is longer than 4000 characters.", field="note")
+        values = {
+            "systolic": self.systolic,
+            "diastolic": self.diastolic,
+            "heart_rate": self.heart_rate,
+            "spo2": self.spo2,
+            "resp_rate": self.resp_rate,
+            "moaas": self.moaas,
+            "dissociation_form": self.dissociation_form if total is not None else None,
+            "dissociation_items": items,
+            "dissociation_total": total,
+            "note": note,
+        }
+        if all(v is None for v in values.values()):
+            raise RuleBroken("Nothing to record: enter at least one value or a note.", field="values")
+        return values
 
 
 def check_weight(weight_kg: Decimal | float | int | None) -> Decimal:

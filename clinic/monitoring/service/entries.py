@@ -18,51 +18,11 @@ from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
+from clinic.monitoring.rules import Measurements
 from clinic.monitoring.service.session import CURRENT_ENTRY, charted, insert_once, load_session, reading_of, submitted
 from clinic.scheduling.models import Clinic
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
-
-
-@dataclass
-class Measurements:
-    systolic: int | None = None
-    diastolic: int | None = None
-    heart_rate: int | None = None
-    spo2: int | None = None
-    resp_rate: int | None = None
-    moaas: int | None = None
-    dissociation_form: str | None = None
-    dissociation_items: dict[str, Any] | None = None
-    note: str | None = None
-
-    def cleaned(self) -> dict[str, Any]:
-        """Validated column values; raises RuleBroken naming the field."""
-        rules.check_vitals(systolic=self.systolic, diastolic=self.diastolic, heart_rate=self.heart_rate, spo2=self.spo2, resp_rate=self.resp_rate)
-        rules.check_moaas(self.moaas)
-        items, total = None, None
-        if self.dissociation_form is not None or self.dissociation_items:
-            if self.dissociation_form is None:
-                raise RuleBroken("Say which dissociation form was used (cadss6 or cadss23).", field="dissociation_form")
-            items, total = rules.dissociation_score(self.dissociation_form, self.dissociation_items or {})
-        note = (self.note or "").strip() or None
-        if note and len(note) > 4000:
-            raise RuleBroken("The note is longer than 4000 characters.", field="note")
-        values = {
-            "systolic": self.systolic,
-            "diastolic": self.diastolic,
-            "heart_rate": self.heart_rate,
-            "spo2": self.spo2,
-            "resp_rate": self.resp_rate,
-            "moaas": self.moaas,
-            "dissociation_form": self.dissociation_form if total is not None else None,
-            "dissociation_items": items,
-            "dissociation_total": total,
-            "note": note,
-        }
-        if all(v is None for v in values.values()):
-            raise RuleBroken("Nothing to record: enter at least one value or a note.", field="values")
-        return values
 
 
 @dataclass

@@ -80,15 +80,9 @@ def charted(row: ClinicalEntry | DosingEntry, tz: str, superseded_by: int | None
 def entry_json(e: ClinicalEntry, tz: str, *, alerts: list[Alert] | None = None, superseded_by: int | None = None) -> EntryOut:
     return EntryOut(
         **charted(e, tz, superseded_by),
+        **{name: getattr(e, name) for name in MEASURED if name != "dissociation"},
         check_key=e.check_key,
-        systolic=e.systolic,
-        diastolic=e.diastolic,
-        heart_rate=e.heart_rate,
-        spo2=e.spo2,
-        resp_rate=e.resp_rate,
-        moaas=e.moaas,
         dissociation=DissociationOut(form=e.dissociation_form, items=e.dissociation_items, total=e.dissociation_total) if e.dissociation_total is not None else None,
-        note=e.note,
         alerts=UNSET if alerts is None else [alert_json(a, tz) for a in alerts],
     )
 

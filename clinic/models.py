@@ -5,6 +5,7 @@ from clinic.auth.models import ApiToken, LoginAttempt, StaffUser, WebSession  # 
 from clinic.billing import models as billing_models  # noqa: F401
 from clinic.monitoring import models as monitoring_models  # noqa: F401
 from clinic.notices.models import Notice  # noqa: F401
+from clinic.outcomes import models as outcomes_models  # noqa: F401
 from clinic.patients.models import Patient  # noqa: F401
 from clinic.scheduling.models import (  # noqa: F401
     Appointment,

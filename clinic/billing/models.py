@@ -220,11 +220,12 @@ class Payment(SQLModel, table=True):
 
 
 class CostLink(SQLModel, table=True):
-    """A signed, expiring link from a notice to the patient's amounts; 5 wrong dates of birth lock it."""
+    """A signed, expiring link from a notice to what the patient may see (their amounts) or answer (their questionnaires,
+    kinds questionnaire and kiosk); 5 wrong dates of birth lock it."""
 
     __tablename__ = "cost_links"
     __table_args__ = (
-        CheckConstraint("kind IN ('visit','estimate','balance')", name="kind_known"),
+        CheckConstraint("kind IN ('visit','estimate','balance','questionnaire','kiosk')", name="kind_known"),
         CheckConstraint("failed_attempts >= 0", name="attempts_not_negative"),
     )
 

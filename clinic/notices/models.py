@@ -21,6 +21,8 @@ class NoticeKind(StrEnum):
     gfe = "gfe"
     balance = "balance"
     staff_digest = "staff_digest"
+    questionnaire = "questionnaire"  # outcome questionnaires due before a visit (clinic.outcomes)
+    safety_review = "safety_review"  # to the prescribers on shift: a questionnaire needs a clinician's review
 
 
 class NoticeStatus(StrEnum):

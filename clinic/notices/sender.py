@@ -42,6 +42,9 @@ SUBJECTS = {
     "gfe": "Your Good Faith Estimate is ready",
     "balance": "Your statement is ready",
     "staff_digest": "Items coming due: estimates and forms",
+    # never the instrument, a score or why: the first name, the date, the clinic and a link
+    "questionnaire": "A few questions before your visit on {day}",
+    "safety_review": "A questionnaire needs a clinician's review",
 }
 
 _env = Environment(
@@ -122,8 +125,11 @@ def context_for(row: Any, base_url: str, secret: str) -> dict[str, Any]:
         "link": None,
     }
     if payload.get("link_id") and payload.get("link_expires"):
-        token = links.sign(secret, int(payload["link_id"]), datetime.fromisoformat(payload["link_expires"]))
-        ctx["link"] = f"{base_url.rstrip('/')}/e/{token}"
+        purpose = payload.get("link_purpose", "cost")
+        token = links.sign(secret, int(payload["link_id"]), datetime.fromisoformat(payload["link_expires"]), purpose)
+        ctx["link"] = f"{base_url.rstrip('/')}{links.PATHS[purpose]}{token}"
+    elif payload.get("staff_path"):
+        ctx["link"] = f"{base_url.rstrip('/')}{payload['staff_path']}"  # a staff page: it asks for a sign-in
     if payload.get("starts_at"):
         local = datetime.fromisoformat(payload["starts_at"]).astimezone(ZoneInfo(row.timezone))
         ctx["day"] = f"{local:%a} {local.day} {local:%b}"
@@ -150,12 +156,12 @@ def still_applies(row: Any, now: datetime) -> str | None:
     if row.patient_id is not None:
         if row.notices_opted_out or row.notice_channel != "email" or not row.patient_email:
             return "patient opted out of email notices"
-    if row.kind in ("reminder", "booking_confirmation"):
+    if row.kind in ("reminder", "booking_confirmation", "questionnaire"):
         if row.appointment_status != "booked":
             return f"visit is {row.appointment_status}"
         if row.appointment_starts_at.isoformat() != (row.payload or {}).get("starts_at"):
             return "visit moved"
-        if row.kind == "reminder" and row.appointment_starts_at <= now:
+        if row.kind in ("reminder", "questionnaire") and row.appointment_starts_at <= now:
             return "visit time passed"
     return None
 

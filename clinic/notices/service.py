@@ -13,6 +13,7 @@ from clinic.audit.service import Actor, record, record_read
 from clinic.billing.models import CostLink, Estimate
 from clinic.errors import Conflict, NotFound
 from clinic.db import after_commit
+from clinic.notices import links
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, add_notice, job_id
 from clinic.patients.models import Patient
@@ -22,6 +23,8 @@ from clinic.timeutil import hm, to_local, utcnow
 DEFAULT_REMINDER_HOURS = 48
 DEFAULT_LINK_DAYS = 30
 DEFAULT_DELAY_MINUTES = 10
+MAX_DOB_TRIES = 5
+COST_LINK_KINDS = ("visit", "estimate", "balance")
 
 
 def can_email(patient: Patient) -> bool:
@@ -43,8 +46,46 @@ async def add_link(session: AsyncSession, *, clinic: Clinic, patient: Patient, k
     return link
 
 
-def link_payload(link: CostLink) -> dict[str, Any]:
-    return {"link_id": link.id, "link_expires": link.expires_at.isoformat()}
+def link_payload(link: CostLink, purpose: str = "cost") -> dict[str, Any]:
+    return {"link_id": link.id, "link_expires": link.expires_at.isoformat(), "link_purpose": purpose}
+
+
+# ---- the patient's side of a link: signature, expiry, lock, then the date of birth ----------------------------------
+
+
+async def open_link(session: AsyncSession, secret: str, token: str, *, kinds: tuple[str, ...], purpose: str = "cost"
+                    ) -> tuple[CostLink | None, str | None]:
+    """The link a token names (locked for this transaction) and what stops it opening: "tampered", "expired", "locked" or None."""
+    try:
+        link_id = links.verify(secret, token, purpose=purpose)
+    except links.LinkProblem as p:
+        # a genuine but expired link may say which clinic to call; an altered one says nothing
+        expired = await session.get(CostLink, p.link_id) if p.link_id else None
+        return (expired if expired is not None and expired.kind in kinds else None), str(p)
+    link = (await session.exec(select(CostLink).where(CostLink.id == link_id).with_for_update())).first()
+    if link is None or link.kind not in kinds:
+        return None, "tampered"
+    if link.expires_at <= utcnow():
+        return link, "expired"
+    if link.locked_at is not None:
+        return link, "locked"
+    return link, None
+
+
+def try_date_of_birth(session: AsyncSession, link: CostLink, patient: Patient, dob: date | None) -> int | None:
+    """None when the date of birth given matches (the link is marked opened); otherwise the tries left, counted on the
+    link, 0 when this one locked it (a date that did not parse counts as wrong). Wrong tries must be committed: the
+    caller answers with a page, not an error."""
+    now = utcnow()
+    if dob == patient.date_of_birth:
+        link.opened_at = link.opened_at or now
+        session.add(link)
+        return None
+    link.failed_attempts += 1
+    if link.failed_attempts >= MAX_DOB_TRIES:
+        link.locked_at = now
+    session.add(link)
+    return max(MAX_DOB_TRIES - link.failed_attempts, 0)
 
 
 async def booking_notices(session: AsyncSession, *, queue, appointment: Appointment, patient: Patient, clinic: Clinic,

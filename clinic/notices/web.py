@@ -17,14 +17,12 @@ from clinic.billing.models import CostLink, Estimate
 from clinic.errors import NotFound, RuleBroken
 from clinic.forms import read_form
 from clinic.http import CurrentActor, DbSession
-from clinic.notices import devmail, links
+from clinic.notices import devmail
 from clinic.notices import service as notices
 from clinic.notices.models import NOTICE_STATES
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Clinic
-from clinic.timeutil import utcnow
 
-MAX_DOB_TRIES = 5
 HEAD = '<link rel="stylesheet" href="/static/css/billing.css">'
 
 
@@ -67,57 +65,35 @@ def _view(m: EmailMessage) -> dict[str, str]:
 # ---- the patient's side: a signed, expiring link that asks for the date of birth ---------------------
 
 
-async def _link(session: AsyncSession, request: Request, token: str) -> tuple[CostLink | None, str | None]:
-    try:
-        link_id = links.verify(request.app.state.settings.secret_key, token)
-    except links.LinkProblem as p:
-        # a genuine but expired link may say which clinic to call; an altered one says nothing
-        return (await session.get(CostLink, p.link_id) if p.link_id else None), str(p)
-    link = (await session.exec(select(CostLink).where(CostLink.id == link_id).with_for_update())).first()
-    if link is None:
-        return None, "tampered"
-    if link.expires_at <= utcnow():
-        return link, "expired"
-    if link.locked_at is not None:
-        return link, "locked"
-    return link, None
-
-
 def _refusal(problem: str, clinic: Clinic | None, status: int) -> Template:
     return Template("notices/link_problem.html", context={"head": HEAD, "problem": problem, "clinic": clinic}, status_code=status)
 
 
 @get("/e/{token:str}", opt={"public": True}, include_in_schema=False)
 async def cost_link(request: Request, db_session: DbSession, token: str) -> Template:
-    link, problem = await _link(db_session, request, token)
+    link, problem = await notices.open_link(db_session, request.app.state.settings.secret_key, token, kinds=notices.COST_LINK_KINDS)
     clinic = await db_session.get(Clinic, link.clinic_id) if link else None
     if problem:
         return _refusal(problem, clinic, 403 if problem == "locked" else 404)
     return Template("notices/link_dob.html", context={"head": HEAD, "clinic": clinic, "token": token, "error": None,
-                                                       "left": MAX_DOB_TRIES - link.failed_attempts})
+                                                       "left": notices.MAX_DOB_TRIES - link.failed_attempts})
 
 
 @post("/e/{token:str}", opt={"public": True}, include_in_schema=False)
 async def cost_link_open(request: Request, db_session: DbSession, token: str) -> Template:
     """Wrong dates of birth are counted and committed (the answer is a page, not an error); the fifth locks the link."""
-    link, problem = await _link(db_session, request, token)
+    link, problem = await notices.open_link(db_session, request.app.state.settings.secret_key, token, kinds=notices.COST_LINK_KINDS)
     clinic = await db_session.get(Clinic, link.clinic_id) if link else None
     if problem:
         return _refusal(problem, clinic, 403 if problem == "locked" else 404)
     patient = await db_session.get(Patient, link.patient_id)
-    if await _dob(request) != patient.date_of_birth:
-        link.failed_attempts += 1
-        if link.failed_attempts >= MAX_DOB_TRIES:
-            link.locked_at = utcnow()
-        db_session.add(link)
-        if link.locked_at:
-            return _refusal("locked", clinic, 403)
+    left = notices.try_date_of_birth(db_session, link, patient, await date_of_birth(request))
+    if left == 0:
+        return _refusal("locked", clinic, 403)
+    if left is not None:
         return Template("notices/link_dob.html", status_code=422, context={
-            "head": HEAD, "clinic": clinic, "token": token, "left": MAX_DOB_TRIES - link.failed_attempts,
-            "error": "That date of birth does not match our records.",
+            "head": HEAD, "clinic": clinic, "token": token, "left": left, "error": "That date of birth does not match our records.",
         })
-    link.opened_at = link.opened_at or utcnow()
-    db_session.add(link)
     record(db_session, actor=SYSTEM, clinic_id=clinic.id, action="billing.link.open", entity="cost_link", entity_id=link.id,
            patient_id=patient.id, changes={"kind": link.kind})
     return Template("notices/link_view.html", context={"head": HEAD, **await _what_they_see(db_session, link, clinic, patient)})
@@ -127,7 +103,8 @@ class DobForm(Struct):
     date_of_birth: date | None = None
 
 
-async def _dob(request: Request) -> date | None:
+async def date_of_birth(request: Request) -> date | None:
+    """The date of birth a patient typed on a link's gate (cost or questionnaire)."""
     try:
         return (await read_form(request, DobForm)).date_of_birth
     except RuleBroken:

@@ -41,6 +41,8 @@ class Patient(SQLModel, table=True):
     rems_patient_id: str | None = Field(default=None, sa_type=String(40))
     medication_flags: list[str] = Field(default_factory=list, sa_type=ARRAY(String(60)))
     diagnosis_codes: list[str] = Field(default_factory=list, sa_type=ARRAY(String(12)))
+    # the IANA zone the patient lives in (questionnaire notices go at 18:00 their time); None: the clinic's
+    time_zone: str | None = Field(default=None, sa_type=String(64))
     extra: dict = Field(default_factory=dict, sa_type=JSONB)
     created_at: datetime = TimestampField(default_now=True)
 

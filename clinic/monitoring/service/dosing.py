@@ -16,6 +16,7 @@ from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import DosingEntry, RemsForm
 from clinic.monitoring.service.session import charted, insert_once, load_session, open_alert_of, require_monitoring, submitted
+from clinic.outcomes import service as outcomes  # questionnaires that block dosing: a course's baseline, a safety review
 from clinic.timeutil import to_local, utcnow
 
 
@@ -64,6 +65,7 @@ async def start_dosing(
     at = taken_at or now
     rules.check_taken_at(at, now, not_before=appt.checked_in_at, not_before_what=f"check-in ({rules.hm(appt.checked_in_at, data.tz)})")  # type: ignore[arg-type]
     blockers = rules.pre_dose_blockers(data.protocol, dose_time=at, readings=data.readings(), open_alerts=[open_alert_of(a) for a in data.open_alerts()])
+    blockers += await outcomes.dosing_blockers(session, appointment=appt)
     if blockers:
         raise Conflict(
             "Dosing cannot start yet: " + " ".join(b.message for b in blockers),

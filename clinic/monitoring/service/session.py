@@ -23,6 +23,7 @@ from clinic.auth.models import StaffUser
 from clinic.errors import Conflict, NotFound
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
+from clinic.outcomes import service as outcomes  # questionnaires that block dosing: a course's baseline, a safety review
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
 from clinic.scheduling.protocols import Protocol
@@ -306,4 +307,7 @@ async def session_state(session: AsyncSession, *, actor: Actor, appointment_id: 
     data = await load_session(session, clinic_id=actor.clinic_id, appointment_id=appointment_id, staff=True)
     if audit:
         record(session, actor=actor, action="session.view", entity="appointment", entity_id=appointment_id, patient_id=data.appointment.patient_id)
-    return evaluate(data, now or utcnow())
+    state = evaluate(data, now or utcnow())
+    if data.appointment.status == "arrived":
+        state.pre_dose += await outcomes.dosing_blockers(session, appointment=data.appointment)
+    return state

@@ -36,6 +36,8 @@ from clinic.monitoring import web as monitoring_web
 from clinic.monitoring.vitals import ChartMemo, EntryWriter
 from clinic.notices import api as notices_api
 from clinic.notices import web as notices_web
+from clinic.outcomes import api as outcomes_api
+from clinic.outcomes import web as outcomes_web
 from clinic.patients import api as patients_api
 from clinic.patients import web as patients_web
 from clinic.queue import Queue
@@ -93,6 +95,7 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             *monitoring_api.routes,
             *billing_api.routes,
             *notices_api.routes,
+            *outcomes_api.routes,
             *auth_api.routes,
         ]),
         security=[{"bearer": []}],
@@ -110,6 +113,7 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
             *monitoring_web.routes,
             *billing_web.routes,
             *notices_web.routes,
+            *outcomes_web.routes,
             api,
         ],
         dependencies={

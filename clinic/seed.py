@@ -53,6 +53,7 @@ async def is_seeded(db: Database) -> bool:
 async def seed_demo(db: Database, *, patients: int = 30, days: int = 14, progress=None, seed: int = 7) -> Clinic:
     from clinic.billing import demo as billing_demo
     from clinic.monitoring import demo as monitoring_demo
+    from clinic.outcomes import demo as outcomes_demo
     from clinic.scheduling import demo as scheduling_demo
 
     progress = progress or (lambda label, n: None)
@@ -84,6 +85,6 @@ async def seed_demo(db: Database, *, patients: int = 30, days: int = 14, progres
         progress("staff", len(staff))
         ctx = SeedContext(clinic=clinic, staff=staff, rng=random.Random(seed), patients=patients, days=days, progress=progress)
         ctx.shared["actor"] = SYSTEM.__class__(user_id=staff["admin"].id, clinic_id=clinic.id, roles=("admin",), name="demo seed")
-        for step in (scheduling_demo.seed, billing_demo.seed_prices, monitoring_demo.seed, billing_demo.seed):
+        for step in (scheduling_demo.seed, billing_demo.seed_prices, monitoring_demo.seed, billing_demo.seed, outcomes_demo.seed):
             await step(session, ctx)
     return clinic

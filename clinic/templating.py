@@ -20,6 +20,7 @@ NAV = (
     ("Schedule", "/schedule", "schedule.read"),
     ("Patients", "/patients", "patients.read"),
     ("REMS forms", "/rems", "session.read"),
+    ("Outcomes", "/outcomes", "outcomes.clinic"),
     ("Billing", "/billing", "billing.read"),
     ("Notices", "/notices", "billing.read"),
     ("Admin", "/admin", "admin"),  # every /admin/... page highlights it
@@ -52,6 +53,7 @@ def money(cents: int | None) -> str:
 
 def configure(env: Environment) -> None:
     env.globals["nav_items"] = nav_items
+    env.globals["allows"] = allows  # {% if allows("outcomes.read", roles) %}: a partial shown to several roles
     env.filters["local"] = local
     env.filters["hm"] = hm
     env.filters["money"] = money

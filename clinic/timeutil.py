@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from msgspec import Struct
 from sqlalchemy import DateTime
@@ -18,6 +18,17 @@ def utcnow() -> datetime:
 
 def to_local(instant: datetime, tz: str) -> datetime:
     return instant.astimezone(ZoneInfo(tz))
+
+
+def valid_zone(name: str | None) -> str | None:
+    """The name when it is an IANA time zone this machine knows, else None."""
+    if not name or len(name) > 64:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
 
 
 def hm(instant: datetime, tz: str) -> str:

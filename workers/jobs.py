@@ -157,6 +157,18 @@ async def staff_digests(ctx) -> int:
 
 
 @rides_out_postgres
+async def questionnaire_notices(ctx) -> int:
+    """Every 15 minutes: the questionnaire notices going out within the hour (18:00 the day before a visit, patient's time)."""
+    from clinic.outcomes import service as outcomes
+
+    async with ctx["db"].transaction() as session:
+        ids = await outcomes.queue_questionnaire_notices(session)
+    if ids:
+        await sweep_outbox(ctx)  # a late booking's notice is due at once; the rest wait for their time in the outbox
+    return len(ids)
+
+
+@rides_out_postgres
 async def prune_sign_ins(ctx) -> int:
     """Drop login attempts older than a day and browser sessions ended or idle for a week (rows no sign-in can use)."""
     from clinic.auth.models import LoginAttempt, WebSession

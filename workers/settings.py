@@ -65,6 +65,7 @@ def worker_settings(
         cron_jobs=[
             cron(jobs.sweep_outbox, second={0, 30}, run_at_startup=True, unique=True),
             cron(jobs.staff_digests, minute={5}, unique=True),
+            cron(jobs.questionnaire_notices, minute={0, 15, 30, 45}, unique=True),
             cron(jobs.prune_sign_ins, minute={35}, unique=True),
         ],
         on_startup=startup,

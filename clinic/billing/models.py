@@ -232,7 +232,7 @@ class CostLink(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     clinic_id: int = Field(foreign_key="clinics.id", index=True)
     patient_id: int = Field(foreign_key="patients.id", index=True)
-    kind: str = Field(sa_type=String(10))
+    kind: str = Field(sa_type=String(16))
     estimate_id: int | None = Field(default=None, foreign_key="estimates.id")
     appointment_id: int | None = Field(default=None, foreign_key="appointments.id")
     expires_at: datetime = TimestampField()

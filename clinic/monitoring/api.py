@@ -10,6 +10,7 @@ from litestar.params import Parameter
 from msgspec import UNSET
 
 from clinic.audit.service import record
+from clinic.fhir import FhirBundle, patient_ref
 from clinic.http import CurrentActor, DbSession, provide_actor
 from clinic.monitoring import fhir, rules, service, vitals
 from clinic.monitoring.board import board_json, load_board, record_board_read, shows_clinical_detail
@@ -32,7 +33,6 @@ from clinic.monitoring.schemas import (
     Entry,
     EntryOut,
     Escort,
-    FhirBundle,
     RemsFieldOut,
     RemsFormOut,
     RemsPending,
@@ -44,6 +44,8 @@ from clinic.monitoring.schemas import (
     Vitals,
     measurements_of,
 )
+from clinic.outcomes import fhir as outcomes_fhir
+from clinic.outcomes import service as outcomes
 from clinic.timeutil import both_zones
 
 TAGS = ["monitoring"]
@@ -351,11 +353,14 @@ async def board(db_session: DbSession, actor: CurrentActor) -> BoardOut:
     return board_json(loaded, clinical=shows_clinical_detail(actor.roles))
 
 
-@get("/appointments/{appointment_id:int}/fhir", opt={"permission": "session.read"}, tags=TAGS, summary="FHIR R4 Bundle of the session", media_type="application/fhir+json")
+@get("/appointments/{appointment_id:int}/fhir", opt={"permission": "session.read"}, tags=TAGS, summary="FHIR R4 Bundle of the session (with the outcome questionnaires answered for it)", media_type="application/fhir+json")
 async def fhir_bundle(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response[FhirBundle]:
     data = await service.load_session(db_session, clinic_id=actor.clinic_id, appointment_id=appointment_id, doses=False, alerts=False)
     record(db_session, actor=actor, action="session.fhir_export", entity="appointment", entity_id=appointment_id, patient_id=data.appointment.patient_id)
-    return Response(content=fhir.session_bundle(data, base_url=request.app.state.settings.base_url), media_type="application/fhir+json")
+    # the questionnaires answered for this visit go with it
+    measures = await outcomes.measures_of_visit(db_session, appointment_id=appointment_id)
+    more = [e for m in measures for e in outcomes_fhir.measure_entries(m, patient_ref=patient_ref(data.patient), encounter_ref=fhir.encounter_ref(appointment_id))]
+    return Response(content=fhir.session_bundle(data, base_url=request.app.state.settings.base_url, more=more), media_type="application/fhir+json")
 
 
 # ---- REMS ----------------------------------------------------------------------------------------------------

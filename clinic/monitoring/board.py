@@ -89,7 +89,8 @@ FROM clinics c WHERE c.id = $1
 # the day in every chair; a live session (arrived or in progress, whatever day it began) with only what is current:
 # no entry or dose that was corrected or entered in error, no acknowledged alert, in the session page's order
 _DAY = f"""
-SELECT {_columns("a", BoardAppointment)}, p.first_name, p.last_name, live.entries, live.doses, live.alerts
+SELECT {_columns("a", BoardAppointment)}, p.first_name, p.last_name, live.entries, live.doses, live.alerts,
+       EXISTS (SELECT 1 FROM safety_reviews r WHERE r.patient_id = a.patient_id AND r.reviewed_at IS NULL) AS safety_review
 FROM appointments a
 JOIN patients p ON p.id = a.patient_id
 JOIN chairs ch ON ch.id = a.chair_id
@@ -131,6 +132,7 @@ class BoardCard:
     name: str
     phase: str
     state: SessionState | None = None
+    safety_review: bool = False  # a questionnaire answer (PHQ-9 item 9) awaits a prescriber's review: no dosing until then
     open_alerts: list[BoardAlert] = field(init=False)
     worst_alert: str | None = field(init=False)
 
@@ -157,7 +159,7 @@ class ChairRow:
     @property
     def tone(self) -> str:
         """The chair card's colour (a CSS class): its worst open alert, else overdue checks, else none."""
-        worst = worst_level(c.worst_alert for c in self.active)
+        worst = worst_level([*(c.worst_alert for c in self.active), *("alert" for c in self.active if c.safety_review)])
         if worst is not None:
             return "alerting" if worst == "alert" else worst
         return "overdue" if any(c.state.overdue for c in self.active if c.state) else ""
@@ -224,9 +226,9 @@ async def load_board(session: AsyncSession, *, clinic_id: int, now: datetime | N
                 doses=sorted((dose_event(*d) for d in r["doses"]), key=dose_order),
                 open_alerts=[open_alert_of(a) for a in alerts],  # type: ignore[arg-type]
             )
-            row.active.append(BoardCard(appt, protocol, name, state.phase, state))
+            row.active.append(BoardCard(appt, protocol, name, state.phase, state, r["safety_review"]))
         elif appt.status == "booked":
-            row.later.append(BoardCard(appt, protocol, name, "booked"))
+            row.later.append(BoardCard(appt, protocol, name, "booked", safety_review=r["safety_review"]))
         else:
             row.done.append(BoardCard(appt, protocol, name, "discharged"))
     for row in by_chair.values():
@@ -255,9 +257,9 @@ def board_json(board: Board, *, clinical: bool) -> schemas.BoardOut:
 
     def card(c: BoardCard) -> schemas.BoardCard:
         a = c.appointment
-        charted: dict[str, Any] = {}
+        charted: dict[str, Any] = {"safety_review_open": c.safety_review} if clinical else {}
         if c.state is not None and clinical:
-            charted = dict(
+            charted |= dict(
                 minutes_since_dosing=c.state.minutes_since_dosing,
                 next_check=check(c.state.next_check),
                 overdue_checks=[check(s) for s in c.state.overdue],

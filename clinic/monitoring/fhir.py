@@ -2,60 +2,35 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from clinic.monitoring.schemas import FhirBundle
+from clinic.fhir import ACT_CODE, LOCAL_CODES, LOINC, OBS_CATEGORY, UCUM, FhirBundle, bundle, patient_entry
+from clinic.fhir import coding as _coding
+from clinic.fhir import instant as _instant
+from clinic.fhir import urn as _urn
 from clinic.monitoring.service import SessionData
-from clinic.timeutil import UTC
-
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-# local codes for scales LOINC does not cover; namespaced so they never pass for LOINC
-LOCAL_CODES = "urn:clinic:codes"
 
 APPOINTMENT_STATUS = {"booked": "booked", "arrived": "arrived", "in_progress": "arrived", "fulfilled": "fulfilled", "cancelled": "cancelled", "noshow": "noshow"}
 ENCOUNTER_STATUS = {"booked": "planned", "arrived": "arrived", "in_progress": "in-progress", "fulfilled": "finished", "cancelled": "cancelled", "noshow": "cancelled"}
-GENDER = {"female": "female", "male": "male", "other": "other"}
-
-NAMESPACE = uuid.UUID("5b1f0c8e-8f0e-4a4e-9d7e-3f1f6c1d2a10")
-
-
-def _urn(kind: str, key: Any) -> str:
-    """Stable ids: exporting the same session twice gives the same fullUrls."""
-    return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{kind}/{key}')}"
-
-
-def _instant(dt: datetime | None) -> str | None:
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt else None
-
-
-def _coding(system: str, code: str, display: str) -> dict[str, str]:
-    return {"system": system, "code": code, "display": display}
 
 
 def _quantity(value: int | float, unit: str, code: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": code}
 
 
-def session_bundle(data: SessionData, *, base_url: str = "") -> FhirBundle:
-    appt, patient, clinic, protocol = data.appointment, data.patient, data.clinic, data.protocol
-    patient_ref = _urn("Patient", f"{clinic.id}/{patient.id}")
-    appt_ref = _urn("Appointment", appt.id)
-    encounter_ref = _urn("Encounter", appt.id)
-    system = f"{base_url.rstrip('/')}/patients" if base_url else f"urn:clinic:{clinic.id}:patients"
+def encounter_ref(appointment_id: int) -> str:
+    return _urn("Encounter", appointment_id)
 
-    patient_res: dict[str, Any] = {
-        "resourceType": "Patient",
-        "id": str(patient.id),
-        "identifier": [{"system": system, "value": str(patient.id)}],
-        "name": [{"use": "official", "family": patient.last_name, "given": [patient.first_name]}],
-        "gender": GENDER.get(patient.sex, "unknown"),
-        "birthDate": patient.date_of_birth.isoformat(),
-    }
+
+def session_bundle(data: SessionData, *, base_url: str = "", more: Sequence[dict[str, Any]] = ()) -> FhirBundle:
+    """The session's resources, then `more` entries about it (its outcome questionnaires)."""
+    appt, protocol = data.appointment, data.protocol
+    patient = patient_entry(data.patient, base_url=base_url)
+    patient_ref = patient["fullUrl"]
+    appt_ref = _urn("Appointment", appt.id)
+    encounter = encounter_ref(appt.id)  # type: ignore[arg-type]
     appointment_res: dict[str, Any] = {
         "resourceType": "Appointment",
         "id": str(appt.id),
@@ -80,9 +55,9 @@ def session_bundle(data: SessionData, *, base_url: str = "") -> FhirBundle:
             encounter_res["period"]["end"] = _instant(appt.discharged_at)
 
     entries: list[dict[str, Any]] = [
-        {"fullUrl": patient_ref, "resource": patient_res},
+        patient,
         {"fullUrl": appt_ref, "resource": appointment_res},
-        {"fullUrl": encounter_ref, "resource": encounter_res},
+        {"fullUrl": encounter, "resource": encounter_res},
     ]
 
     def observation(entry_id: int, suffix: str, code: dict[str, Any], category: str, when: datetime, amended: bool, **value: Any) -> None:
@@ -94,7 +69,7 @@ def session_bundle(data: SessionData, *, base_url: str = "") -> FhirBundle:
             "category": [{"coding": [_coding(OBS_CATEGORY, category, "Vital Signs" if category == "vital-signs" else "Survey")]}],
             "code": code,
             "subject": {"reference": patient_ref},
-            "encounter": {"reference": encounter_ref},
+            "encounter": {"reference": encounter},
             "effectiveDateTime": _instant(when),
             **value,
         }
@@ -141,10 +116,4 @@ def session_bundle(data: SessionData, *, base_url: str = "") -> FhirBundle:
             form = "CADSS-6" if e.dissociation_form == "cadss6" else "CADSS"
             observation(e.id, "dissociation", {"coding": [_coding(LOCAL_CODES, e.dissociation_form or "cadss", f"{form} total score")], "text": f"{form} total"}, "survey", e.taken_at, amended, valueInteger=e.dissociation_total)  # type: ignore[arg-type]
 
-    return FhirBundle(
-        resource_type="Bundle",
-        id=str(uuid.uuid5(NAMESPACE, f"bundle/{appt.id}/{len(entries)}")),
-        type="collection",
-        timestamp=_instant(datetime.now(UTC)),
-        entry=entries,
-    )
+    return bundle([*entries, *more], key=f"bundle/{appt.id}")

@@ -255,7 +255,8 @@ class BoardCard(Struct, kw_only=True):
     checked_in_at: Instant | None
     dosing_started_at: Instant | None
     discharged_at: Instant | None
-    # the rest only for sessions checked in, and only for those who may open a session
+    # the rest only for those who may open a session; the session's own state only once checked in
+    safety_review_open: bool | UnsetType = UNSET  # a questionnaire answer (PHQ-9 item 9) awaits a prescriber's review
     minutes_since_dosing: int | None | UnsetType = UNSET
     next_check: BoardCheck | None | UnsetType = UNSET
     overdue_checks: list[BoardCheck] | UnsetType = UNSET
@@ -279,16 +280,6 @@ class BoardOut(Struct, kw_only=True):
     open_alerts: int | UnsetType = UNSET
     overdue_checks: int | UnsetType = UNSET
     chairs: list[BoardChair]
-
-
-class FhirBundle(Struct, rename={"resource_type": "resourceType"}):
-    """A FHIR R4 Bundle (type collection); each entry is a FHIR resource as the FHIR specification defines it."""
-
-    resource_type: Literal["Bundle"]
-    id: str
-    type: Literal["collection"]
-    timestamp: str
-    entry: list[dict[str, Any]]
 
 
 class RemsTracking(Struct):

@@ -24,6 +24,7 @@ from clinic.monitoring import live, rules, service, vitals
 from clinic.monitoring.board import load_board, record_board_read, shows_clinical_detail
 from clinic.monitoring.chart import session_chart
 from clinic.monitoring.models import ClinicalEntry, DoseKind, DosingEntry
+from clinic.outcomes import service as outcomes
 from clinic.scheduling.models import SessionKind
 from clinic.timeutil import utcnow
 
@@ -291,7 +292,10 @@ def session_context(state: service.SessionState, request: Request) -> dict[str, 
 
 async def _live(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, *, audit: bool = False, page: bool = False) -> Template:
     state = await service.session_state(db_session, actor=actor, appointment_id=appointment_id, audit=audit)
-    return Template("monitoring/session.html" if page else "monitoring/_session_live.html", context=session_context(state, request))
+    context = session_context(state, request)
+    # the questionnaires: latest scores in the header, what is due and any safety review above the forms
+    context["so"] = await outcomes.session_outcomes(db_session, actor=actor, appointment=state.data.appointment, kind=state.data.kind)
+    return Template("monitoring/session.html" if page else "monitoring/_session_live.html", context=context)
 
 
 # ---- board ---------------------------------------------------------------------------------------------

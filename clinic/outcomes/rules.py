@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from clinic.errors import RuleBroken
 from clinic.outcomes.instruments import (
@@ -347,16 +347,6 @@ def due_for(visit: Visit, *, visits: Sequence[Visit], taken: Sequence[Taken], di
 NOTICE_HOUR = time(18, 0)
 # no notice for a visit this close: there is no evening left to answer in
 NOTICE_MIN_LEAD = timedelta(hours=2)
-
-
-def valid_zone(name: str | None) -> str | None:
-    if not name:
-        return None
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-    return name
 
 
 def notice_at(starts_at: datetime, tz: str) -> datetime:

@@ -184,6 +184,13 @@ async def visit_outcomes(session: AsyncSession, *, clinic_id: int, appointment: 
     return (await visits_outcomes(session, clinic_id=clinic_id, appointments=[appointment]))[appointment.id]
 
 
+async def appointment_outcomes(session: AsyncSession, *, clinic_id: int, appointment_id: int) -> VisitOutcomes:
+    appt = await session.get(Appointment, appointment_id)
+    if appt is None or appt.clinic_id != clinic_id:
+        raise NotFound("No such appointment in this clinic.")
+    return await visit_outcomes(session, clinic_id=clinic_id, appointment=appt)
+
+
 async def dosing_blockers(session: AsyncSession, *, appointment: Appointment) -> list[Blocker]:
     """What this domain says stands between the patient and dosing: an open safety review (fixed, DOMAIN §5.6), or a course's
     baseline questionnaires missing and not waived. Monitoring adds these to its pre-dose gate."""
@@ -217,7 +224,8 @@ async def _replay(session: AsyncSession, *, client_id: uuid.UUID, patient_id: in
     return MeasureResult(m, score_of(m), review, created=False)
 
 
-async def _patient_visits_around(session: AsyncSession, *, patient_id: int, now: datetime) -> list[Appointment]:
+async def visits_around(session: AsyncSession, *, patient_id: int, now: datetime) -> list[Appointment]:
+    """The patient's live visits from 12 hours ago to a day ahead (the ones a questionnaire answered now is about)."""
     before, after = AROUND_NOW
     q = select(Appointment).where(Appointment.patient_id == patient_id, col(Appointment.status).in_(("booked", "arrived", "in_progress")),
                                   col(Appointment.starts_at) >= now - before, col(Appointment.starts_at) <= now + after)
@@ -226,7 +234,7 @@ async def _patient_visits_around(session: AsyncSession, *, patient_id: int, now:
 
 async def _tell_the_board(session: AsyncSession, *, clinic_id: int, patient_id: int, now: datetime, what: str) -> None:
     """Session pages of the patient's visits around now refresh themselves; every board redraws."""
-    visits = await _patient_visits_around(session, patient_id=patient_id, now=now)
+    visits = await visits_around(session, patient_id=patient_id, now=now)
     for a in visits:
         await monitoring.notify_board(session, clinic_id=clinic_id, appointment_id=a.id, what=what)  # type: ignore[arg-type]
     if not visits:
@@ -264,7 +272,7 @@ async def record_by_staff(session: AsyncSession, *, actor: Actor, patient_id: in
                           queue: Any = None, now: datetime | None = None) -> MeasureResult:
     """A nurse or prescriber enters the patient's answers on their behalf (asked aloud, or from paper)."""
     now = now or utcnow()
-    patient = await _patient(session, clinic_id=actor.clinic_id, patient_id=patient_id)
+    patient = await patient_of(session, clinic_id=actor.clinic_id, patient_id=patient_id)
     replay = await _replay(session, client_id=client_id, patient_id=patient.id)  # type: ignore[arg-type]
     if replay:
         return replay
@@ -304,7 +312,7 @@ async def correct_measure(session: AsyncSession, *, actor: Actor, measure_id: in
     inst = INSTRUMENTS[old.instrument]
     merged = dict(old.answers) if entered_in_error else rules.check_answers(inst, {**old.answers, **(answers or {})})
     score = rules.score(inst.key, merged)
-    patient = await _patient(session, clinic_id=actor.clinic_id, patient_id=old.patient_id)
+    patient = await patient_of(session, clinic_id=actor.clinic_id, patient_id=old.patient_id)
     clinic = await session.get(Clinic, actor.clinic_id)
     values = _measure_values(clinic=clinic, patient=patient, instrument=inst.key, answers=merged, score=score, client_id=client_id,  # type: ignore[arg-type]
                              completed_at=old.completed_at, now=now, appointment_id=old.appointment_id, completed_by=old.completed_by,
@@ -316,7 +324,8 @@ async def correct_measure(session: AsyncSession, *, actor: Actor, measure_id: in
                         audit={"supersedes_id": old.id, "reason": why, "entered_in_error": entered_in_error})
 
 
-async def _patient(session: AsyncSession, *, clinic_id: int, patient_id: int) -> Patient:
+async def patient_of(session: AsyncSession, *, clinic_id: int, patient_id: int) -> Patient:
+    """The patient, if they are this clinic's."""
     p = await session.get(Patient, patient_id)
     if p is None or p.clinic_id != clinic_id:
         raise NotFound("No such patient in this clinic.")
@@ -428,14 +437,17 @@ async def waive_baseline(session: AsyncSession, *, actor: Actor, appointment_id:
 
 @dataclass
 class LinkVisit:
-    """What a questionnaire link shows its patient: the visit's questionnaires still to answer and the answers saved so far."""
+    """What a questionnaire link shows its patient: the visit's questionnaires still to answer, the answers saved so far, and
+    whether an answer given through it asked for the crisis resources (they stay on every page of the link)."""
 
     link: CostLink
     patient: Patient
     clinic: Clinic
     appointment: Appointment
     to_answer: tuple[str, ...]
+    answered: tuple[str, ...]
     drafts: dict[str, dict[str, int]]
+    crisis: bool
 
     @property
     def next(self) -> str | None:
@@ -447,10 +459,12 @@ async def link_visit(session: AsyncSession, link: CostLink) -> LinkVisit:
     clinic = await session.get(Clinic, link.clinic_id)
     appt = await session.get(Appointment, link.appointment_id)
     state = await visit_outcomes(session, clinic_id=link.clinic_id, appointment=appt)
-    answered = set((await session.exec(select(OutcomeMeasure.instrument).where(OutcomeMeasure.link_id == link.id))).all())
-    todo = tuple(i for i in state.due.open_instruments if i not in answered) if state.due else ()
+    answered = list((await session.exec(select(OutcomeMeasure).where(OutcomeMeasure.link_id == link.id))).all())
+    done = {m.instrument for m in answered}
+    todo = tuple(i for i in state.due.open_instruments if i not in done) if state.due else ()
     drafts = {d.instrument: d.answers for d in (await session.exec(select(QuestionnaireDraft).where(QuestionnaireDraft.link_id == link.id))).all()}
-    return LinkVisit(link, patient, clinic, appt, todo, drafts)  # type: ignore[arg-type]
+    crisis = any(score_of(m).needs_safety_review for m in answered)
+    return LinkVisit(link, patient, clinic, appt, todo, tuple(m.instrument for m in answered), drafts, crisis)  # type: ignore[arg-type]
 
 
 def _refuse_unless_asked(visit: LinkVisit, instrument: str) -> None:
@@ -563,6 +577,10 @@ class Trend:
     change: rules.Change | None
 
     @property
+    def label(self) -> str:
+        return INSTRUMENTS[self.instrument].short
+
+    @property
     def latest(self) -> OutcomeMeasure | None:
         return self.measures[-1] if self.measures else None
 
@@ -607,7 +625,7 @@ def first_doses(visits: Sequence[rules.Visit]) -> dict[str, datetime]:
 async def patient_outcomes(session: AsyncSession, *, actor: Actor, patient_id: int, kind: str | None = None, audit: bool = True,
                            action: str = "outcomes.view") -> PatientOutcomes:
     """The patient's answers over time with the baseline of one protocol (`kind`, else the first one they were dosed under)."""
-    patient = await _patient(session, clinic_id=actor.clinic_id, patient_id=patient_id)
+    patient = await patient_of(session, clinic_id=actor.clinic_id, patient_id=patient_id)
     clinic = await session.get(Clinic, actor.clinic_id)
     history = list((await session.exec(select(OutcomeMeasure).where(OutcomeMeasure.patient_id == patient.id)
                                         .order_by(col(OutcomeMeasure.completed_at).desc(), col(OutcomeMeasure.id).desc()))).all())
@@ -687,3 +705,19 @@ async def save_schedule(session: AsyncSession, *, actor: Actor, session_type_id:
     record(session, actor=actor, action="protocol.outcome_schedule", entity="session_type", entity_id=st.id,
            changes={"before": before.as_dict(), "after": schedule.as_dict()})
     return st, schedule
+
+
+@dataclass
+class SessionOutcomes:
+    """The session page's header and cards: the visit's questionnaires and blocks, and the latest scores of the protocol."""
+
+    visit: VisitOutcomes
+    trends: list[Trend]
+    track_kind: str | None
+
+
+async def session_outcomes(session: AsyncSession, *, actor: Actor, appointment: Appointment, kind: str) -> SessionOutcomes:
+    """Part of the session page, whose view is audited already."""
+    visit = await visit_outcomes(session, clinic_id=actor.clinic_id, appointment=appointment)
+    po = await patient_outcomes(session, actor=actor, patient_id=appointment.patient_id, kind=kind, audit=False)
+    return SessionOutcomes(visit, [t for t in po.trends if t.measures], po.track_kind)

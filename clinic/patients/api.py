@@ -39,6 +39,7 @@ def patient_out(p: Patient, tz: str, view: type[PatientOut] = PatientOut, **more
         rems_enrolled=bool(p.rems_enrolled_on and p.rems_patient_id),
         medication_flags=list(p.medication_flags or []),
         diagnosis_codes=list(p.diagnosis_codes or []),
+        time_zone=p.time_zone,
         created_at=both_zones(p.created_at, tz),
         **more,
     )

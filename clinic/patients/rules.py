@@ -9,6 +9,7 @@ from typing import Any
 from clinic.errors import RuleBroken
 from clinic.names import single_line
 from clinic.patients.models import MEDICATION_FLAGS
+from clinic.timeutil import valid_zone
 
 SEXES = ("female", "male", "other", "unknown")
 NOTICE_CHANNELS = ("email", "none")
@@ -19,7 +20,7 @@ REMS_ID_RE = re.compile(r"^[A-Za-z0-9-]{4,40}$")
 EDITABLE = (
     "first_name", "last_name", "date_of_birth", "sex", "email", "phone", "notice_channel", "notice_consent",
     "notices_opted_out", "escort_name", "escort_phone", "rems_enrolled_on", "rems_patient_id",
-    "medication_flags", "diagnosis_codes",
+    "medication_flags", "diagnosis_codes", "time_zone",
 )
 
 
@@ -153,6 +154,11 @@ def clean_patient(data: dict[str, Any], *, today: date, partial: bool = False) -
         if len(codes) > 12:
             raise RuleBroken("At most 12 diagnosis codes.", field="diagnosis_codes", code="too_many")
         out["diagnosis_codes"] = list(dict.fromkeys(codes))
+    if wanted("time_zone"):
+        zone = _text(data, "time_zone", required=False, max_len=64, label="Time zone")
+        if zone is not None and not valid_zone(zone):
+            raise RuleBroken("Time zone must be an IANA zone like America/Chicago (empty: the clinic's).", field="time_zone", code="unknown_zone")
+        out["time_zone"] = zone
     return out
 
 

@@ -27,6 +27,7 @@ class PatientIn(Struct):
     rems_patient_id: str | None = None
     medication_flags: list[str] = []
     diagnosis_codes: list[str] = []
+    time_zone: str | None = None  # IANA name; null: the clinic's
 
 
 class PatientPatch(Struct):
@@ -45,6 +46,7 @@ class PatientPatch(Struct):
     rems_patient_id: str | None | UnsetType = UNSET
     medication_flags: list[str] | UnsetType = UNSET
     diagnosis_codes: list[str] | UnsetType = UNSET
+    time_zone: str | None | UnsetType = UNSET
 
 
 class PatientOut(Struct, kw_only=True):
@@ -66,6 +68,7 @@ class PatientOut(Struct, kw_only=True):
     rems_enrolled: bool
     medication_flags: list[str]
     diagnosis_codes: list[str]
+    time_zone: str | None  # null: the clinic's (questionnaire notices go at 18:00 in this zone)
     created_at: Instant
 
 

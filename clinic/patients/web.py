@@ -48,6 +48,7 @@ class PatientForm(Struct):
     rems_enrolled_on: str | None = None
     rems_patient_id: str | None = None
     diagnosis_codes: str | None = None
+    time_zone: str | None = None
     medication_flags: list[str] = []
     notice_consent: bool = False
     notices_opted_out: bool = False

@@ -19,6 +19,7 @@ from clinic.audit.service import Actor
 from clinic.errors import Conflict, RuleBroken
 from clinic.forms import decode_form, read_form
 from clinic.http import CurrentActor, DbSession, swapped
+from clinic.outcomes import service as outcomes
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, AppointmentStatus, Chair, ChairKind, Clinic, SessionKind, SessionType
@@ -166,7 +167,8 @@ async def day_view(request: HTMXRequest, db_session: DbSession, actor: CurrentAc
     now = utcnow()
     grid = day_grid(day, cal, chairs, rows, now)
     ctx = base_context(
-        clinic, day=day, grid=grid, rows=rows, inactive=[r for r in rows if r.appointment.status not in LIVE_STATUSES],
+        clinic, outcome_flags=await outcomes.visits_outcomes(db_session, clinic_id=clinic.id, appointments=[r.appointment for r in rows]),
+        day=day, grid=grid, rows=rows, inactive=[r for r in rows if r.appointment.status not in LIVE_STATUSES],
         staff=await _staff_summary(db_session, actor, day, clinic.timezone), closed_reason=None,
         today=now.astimezone(ZoneInfo(clinic.timezone)).date(), can_book=can(request, "schedule.write"),
         prev_day=day - timedelta(days=1), next_day=day + timedelta(days=1), slot_value=slot_value, now=now,
@@ -391,7 +393,7 @@ async def appointment_page(request: HTMXRequest, db_session: DbSession, actor: C
         clinic, row=row, a=a, course_rows=course_rows, course_index=next((i + 1 for i, r in enumerate(course_rows) if r.appointment.id == a.id), None),
         late_if_cancelled=rules.is_late_cancel(a.starts_at, now, cal.late_cancel_hours), started=now >= a.starts_at,
         can_write=can(request, "schedule.write"), done=request.query_params.get("done"), created_by=created_by,
-        late_hours=cal.late_cancel_hours))
+        late_hours=cal.late_cancel_hours, oc=await outcomes.visit_outcomes(db_session, clinic_id=clinic.id, appointment=a)))
 
 
 @get("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)

@@ -109,6 +109,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_safety_reviews_patient_id'), 'safety_reviews', ['patient_id'], unique=False)
     op.add_column('patients', sa.Column('time_zone', sa.String(length=64), nullable=True))
     op.drop_constraint(op.f('ck_cost_links_kind_known'), 'cost_links', type_='check')
+    op.alter_column('cost_links', 'kind', type_=sa.String(length=16), existing_nullable=False)
     op.create_check_constraint('kind_known', 'cost_links', "kind IN ('visit','estimate','balance','questionnaire','kiosk')")
 
     # answers are never changed or removed: a correction is a new, superseding row (the function comes from 0003)
@@ -165,4 +166,5 @@ def downgrade() -> None:
     op.drop_table('baseline_waivers')
     op.execute("DELETE FROM cost_links WHERE kind IN ('questionnaire','kiosk')")
     op.drop_constraint(op.f('ck_cost_links_kind_known'), 'cost_links', type_='check')
+    op.alter_column('cost_links', 'kind', type_=sa.String(length=10), existing_nullable=False)
     op.create_check_constraint('kind_known', 'cost_links', "kind IN ('visit','estimate','balance')")

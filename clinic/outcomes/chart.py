@@ -66,8 +66,9 @@ def trend_chart(instrument: str, measures: Sequence[OutcomeMeasure], *, visits: 
         out.append(f'<text x="{x(at):.1f}" y="{AXIS_Y}" class="xlab">{day.day} {day:%b}</text>')
         day += timedelta(days=step)
     for v in visits:
-        out.append(f'<path d="M{x(v.at):.1f},{BOTTOM} l-5,9 l10,0 z" class="dose-mark"><title>Dosing: '
-                   f'{escape(rules.KIND_LABELS.get(v.kind, v.kind))}, {to_local(v.at, tz):%d %b %Y}</title></path>')
+        done = v.dosing_started_at is not None  # a booked session is drawn hollow
+        out.append(f'<path d="M{x(v.at):.1f},{BOTTOM} l-5,9 l10,0 z" class="dose-mark{"" if done else " planned"}"><title>'
+                   f'{"Dosing" if done else "Booked"}: {escape(rules.KIND_LABELS.get(v.kind, v.kind))}, {to_local(v.at, tz):%d %b %Y}</title></path>')
     if inst.response_and_remission:
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(4.5):.1f}" y2="{y(4.5):.1f}" class="goal remission"/>'
                    f'<text x="{LEFT + 6}" y="{y(4.5) - 4:.1f}" class="goallab">remission: under 5</text>')
@@ -87,7 +88,7 @@ def trend_chart(instrument: str, measures: Sequence[OutcomeMeasure], *, visits: 
 
 
 def weekly_chart(instrument: str, by_kind: dict[str, list[rules.WeekPoint]], *, chart_id: str) -> Markup:
-    """Mean change from baseline by week of course, one line per protocol; withheld weeks (< 5 patients) are gaps."""
+    """Mean change from baseline by week of course, one line per protocol; withheld weeks (< 5 patients) have no point."""
     inst = INSTRUMENTS[instrument]
     values = [p.mean_change for points in by_kind.values() for p in points if p.mean_change is not None]
     if not values:
@@ -112,15 +113,11 @@ def weekly_chart(instrument: str, by_kind: dict[str, list[rules.WeekPoint]], *, 
     for w in range(0, last + 1):
         out.append(f'<text x="{x(w):.1f}" y="{AXIS_Y}" class="xlab">{"baseline" if w == 0 else f"wk {w}"}</text>')
     for n, (kind, points) in enumerate(by_kind.items()):
-        segment = [(0, 0.0)]
+        shown = [(0, 0.0)] + [(p.week, p.mean_change) for p in points if p.mean_change is not None]
+        out.append(f'<polyline points="{" ".join(f"{x(w):.1f},{y(v):.1f}" for w, v in shown)}" class="wline kind-{kind}"/>')
         for p in points:
             if p.mean_change is None:
-                segment = []  # a withheld week breaks the line
-                continue
-            segment.append((p.week, p.mean_change))
-            if len(segment) > 1:
-                (w0, v0), (w1, v1) = segment[-2], segment[-1]
-                out.append(f'<line x1="{x(w0):.1f}" y1="{y(v0):.1f}" x2="{x(w1):.1f}" y2="{y(v1):.1f}" class="wline kind-{kind}"/>')
+                continue  # a withheld week has no point; the line joins the weeks either side
             out.append(f'<circle cx="{x(p.week):.1f}" cy="{y(p.mean_change):.1f}" r="5" class="wpt kind-{kind}"><title>'
                        f'{escape(rules.KIND_LABELS[kind])}, week {p.week}: {p.mean_change:+g} ({p.patients} patients)</title></circle>')
         out.append(f'<text x="{W - RIGHT - 4}" y="{TOP + 16 + 18 * n}" class="legend kind-{kind}">● {escape(rules.KIND_LABELS[kind])}</text>')

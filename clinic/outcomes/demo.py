@@ -43,16 +43,15 @@ class Seeded:
 
 
 def _answers(rng, instrument: str, total: int, *, safety: int = 0) -> dict[str, int]:
-    """A plausible complete answer set adding up to `total` (item 9 as given)."""
+    """A plausible complete answer set adding up to `total` (item 9 as given): spread evenly, the remainder on random items."""
     inst = INSTRUMENTS[instrument]
     top = max(inst.scored_items[0].values)
     keys = [i.key for i in inst.scored_items if not (instrument == "phq9" and i.key == SAFETY_ITEM)]
-    out = {k: 0 for k in keys}
-    left = min(total - safety, top * len(keys))
-    while left > 0:
-        k = rng.choice([k for k in keys if out[k] < top])
+    left = min(max(total - safety, 0), top * len(keys))
+    each, extra = divmod(left, len(keys))
+    out = {k: each for k in keys}
+    for k in rng.sample([k for k in keys if out[k] < top], extra):
         out[k] += 1
-        left -= 1
     if instrument == "phq9":
         out[SAFETY_ITEM] = safety
     out = {i.key: out[i.key] for i in inst.scored_items}
@@ -190,7 +189,9 @@ async def seed(session, ctx) -> None:
         asks = [(a, due) for a, due in asks if due.items]
         phq = _course_totals(rng, phq_base, phq_end, len(asks) + 1, 27)
         gad = _course_totals(rng, max(phq_base - 4, 8), max(phq_end - 3, 1), len(asks) + 1, 21)
-        asrs = _course_totals(rng, rng.randint(40, 54), rng.randint(24, 42), len(asks) + 1, 72)
+        asrs_base = rng.randint(40, 54)  # ADHD symptoms ease with the mood, less so for those whose mood does not
+        asrs = _course_totals(rng, asrs_base, asrs_base - (rng.randint(10, 18) if rules.is_response(phq_base, phq_end) else rng.randint(0, 6)),
+                              len(asks) + 1, 72)
         for k, (a, due) in enumerate(asks):
             totals = {i.instrument: {"phq9": phq, "gad7": gad, "asrs": asrs}[i.instrument][k] for i in due.items}
             item9 = 1 if flagged and patient is flagged[0] and k == 2 else 0
@@ -205,7 +206,7 @@ async def seed(session, ctx) -> None:
     # patients dosed lately without a course: one set of answers at their first such visit this month
     recent = [a for a in ctx.shared.get("appointments") or () if a.status == "fulfilled" and a.dosing_started_at and a.course_id is None]
     by_kind = {st.id: st.kind for st in types.values()}
-    done: set[int] = {p.id for p, *_ in courses}
+    done: set[int] = {p.id for p, *_ in courses} | current  # a course starting now gets its baseline below
     by_patient = {p.id: p for p in patients}
     for a in sorted(recent, key=lambda a: a.starts_at):
         if by_kind.get(a.session_type_id) not in rules.DOSING_KINDS or a.patient_id in done:

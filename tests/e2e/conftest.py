@@ -168,6 +168,9 @@ async def _seed(url: str) -> dict[str, Any]:
                 " WHERE e.clinic_id = :c AND e.issued_at IS NULL AND e.kind = 'gfe' AND e.due_on IS NOT NULL AND p.notice_channel = 'email'"
                 " AND NOT p.notices_opted_out AND p.email IS NOT NULL AND p.id NOT IN (:r, :skip) ORDER BY e.due_on, e.id LIMIT 1"),
                 {"c": clinic.id, "r": row[0], "skip": patient.id})).one()
+            # the outcome demo's PHQ-9 item 9 answer, reviewed, and its patient's scores over time
+            review = (await conn.execute(text(
+                "SELECT r.id, r.patient_id FROM safety_reviews r WHERE r.clinic_id = :c ORDER BY r.id LIMIT 1"), {"c": clinic.id})).one()
             live = (await conn.execute(text(
                 "SELECT a.id, st.kind, a.status FROM appointments a JOIN session_types st ON st.id = a.session_type_id"
                 " WHERE a.clinic_id = :c AND a.status IN ('arrived', 'in_progress') ORDER BY a.id"), {"c": clinic.id})).all()
@@ -181,6 +184,7 @@ async def _seed(url: str) -> dict[str, Any]:
             "nurse_appointment": appt.id,
             "nurse_patient": {"id": patient.id, "first": "Iris", "last": "Vandermeer", "dob": "1979-03-14"},
             "nurse_chair": "Chair 9",
+            "outcomes": {"review_id": review[0], "patient_id": review[1]},
         }
     finally:
         await db.dispose()

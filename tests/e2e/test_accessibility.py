@@ -61,6 +61,11 @@ PAGES = [
     Page("estimate", "billing", lambda f: f"/billing/estimates/{f['gfe']['estimate_id']}", DESKTOP),
     Page("notices", "billing", "/notices", DESKTOP),
     Page("admin-staff", "admin", "/admin/staff", DESKTOP),
+    Page("outcomes", "prescriber", "/outcomes", DESKTOP),
+    Page("outcomes-tablet", "prescriber", "/outcomes", TABLET, tablet=True),
+    Page("patient-outcomes", "nurse", lambda f: f"/patients/{f['outcomes']['patient_id']}/outcomes", TABLET, tablet=True),
+    Page("safety-review", "prescriber", lambda f: f"/outcomes/safety/{f['outcomes']['review_id']}", TABLET, tablet=True),
+    Page("outcome-entry", "nurse", lambda f: f"/patients/{f['outcomes']['patient_id']}/outcomes/new?instrument=asrs", TABLET, tablet=True),
 ]
 
 

@@ -145,29 +145,30 @@ async def questionnaire_open(request: Request, db_session: DbSession, token: str
     return Redirect(path=f"/q/{token}", status_code=303, cookies=[opened_cookie(request, link)])  # type: ignore[arg-type]
 
 
-async def _opened_visit(request: Request, db_session: DbSession, token: str) -> tuple[service.LinkVisit | None, Template | None]:
+async def _answering(request: Request, db_session: DbSession, token: str) -> tuple[service.LinkVisit, dict[str, str], Instrument] | Template:
+    """The opened link's visit, the form it sent and the questionnaire that form answers; or the page that refuses it."""
     link, clinic, problem = await _link(request, db_session, token)
     if problem:
-        return None, _refusal(problem, clinic)
+        return _refusal(problem, clinic)
     if not _opened(request, link):  # type: ignore[arg-type]
-        return None, _dob_page(clinic, token, notices.MAX_DOB_TRIES - link.failed_attempts, "Confirm your date of birth first.", 403)  # type: ignore[arg-type,union-attr]
-    return await service.link_visit(db_session, link), None  # type: ignore[arg-type]
+        return _dob_page(clinic, token, notices.MAX_DOB_TRIES - link.failed_attempts, "Confirm your date of birth first.", 403)  # type: ignore[arg-type,union-attr]
+    form = await _form(request)
+    return await service.link_visit(db_session, link), form, rules.instrument_or_refuse(form.get("instrument"))  # type: ignore[arg-type]
 
 
 @post("/q/{token:str}/progress", opt={"public": True}, include_in_schema=False)
 async def questionnaire_progress(request: Request, db_session: DbSession, token: str) -> Response:
     """Answers so far, saved as the patient goes (htmx, on every change) or with "Save and finish later"."""
-    visit, refusal = await _opened_visit(request, db_session, token)
-    if refusal:
-        return refusal
-    form = await _form(request)
-    inst = rules.instrument_or_refuse(form.get("instrument"))
+    answering = await _answering(request, db_session, token)
+    if isinstance(answering, Template):
+        return answering
+    visit, form, inst = answering
     try:
-        await service.save_draft(db_session, link=visit.link, instrument=inst.key, answers=answers_in(form, inst))  # type: ignore[union-attr]
+        await service.save_draft(db_session, link=visit.link, instrument=inst.key, answers=answers_in(form, inst))
     except ClinicError as exc:
         if request.headers.get("hx-request"):
             raise
-        return _questionnaire(visit, token, error=exc, answers=answers_in(form, inst))  # type: ignore[arg-type]
+        return _questionnaire(visit, token, error=exc, answers=answers_in(form, inst))
     if request.headers.get("hx-request"):
         return Response(content="", status_code=204)
     return Redirect(path=f"/q/{token}?saved=1", status_code=303)
@@ -175,20 +176,19 @@ async def questionnaire_progress(request: Request, db_session: DbSession, token:
 
 @post("/q/{token:str}/answers", opt={"public": True}, include_in_schema=False)
 async def questionnaire_submit(request: Request, db_session: DbSession, token: str) -> Response:
-    visit, refusal = await _opened_visit(request, db_session, token)
-    if refusal:
-        return refusal
-    form = await _form(request)
-    inst = rules.instrument_or_refuse(form.get("instrument"))
+    answering = await _answering(request, db_session, token)
+    if isinstance(answering, Template):
+        return answering
+    visit, form, inst = answering
     try:
-        result = await service.submit_from_link(db_session, link=visit.link, instrument=inst.key, answers=answers_in(form, inst),  # type: ignore[union-attr]
+        result = await service.submit_from_link(db_session, link=visit.link, instrument=inst.key, answers=answers_in(form, inst),
                                                 client_id=_client_id(form), queue=request.app.state.queue)
     except RuleBroken as exc:
-        if visit.next is None or exc.code == "not_due":  # type: ignore[union-attr]
-            return _after(visit, token, status=409)  # type: ignore[arg-type]
+        if visit.next is None or exc.code == "not_due":
+            return _after(visit, token, status=409)
         # the same page again, with what was answered kept and the missing question named
-        return _questionnaire(visit, token, error=exc, answers=answers_in(form, inst))  # type: ignore[arg-type]
-    after = await service.link_visit(db_session, visit.link)  # type: ignore[union-attr]
+        return _questionnaire(visit, token, error=exc, answers=answers_in(form, inst))
+    after = await service.link_visit(db_session, visit.link)
     if after.next is not None and not result.score.needs_safety_review:
         return Redirect(path=f"/q/{token}", status_code=303)
     return _after(after, token)

@@ -4,16 +4,14 @@ until it is answered or a prescriber waives it, answers entered and corrected by
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
-
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from clinic.audit.models import AuditEvent
 from clinic.outcomes.models import BaselineWaiver, OutcomeMeasure
 from clinic.scheduling.models import Course, SessionType
 from clinic.timeutil import utcnow
 from tests.factories import appointment
-from tests.integration.test_monitoring_session import ago, check_in, cid, make_session, vitals
+from tests.integration.test_monitoring_session import ago, check_in, cid, count, make_session, vitals
 
 PHQ_12 = {f"q{n}": v for n, v in enumerate((2, 2, 1, 2, 1, 1, 2, 1, 0), start=1)}
 GAD_9 = {f"q{n}": v for n, v in enumerate((2, 1, 2, 1, 1, 1, 1), start=1)}
@@ -38,14 +36,6 @@ async def course_session(client, factory, *, sessions: int = 4, codes=("F33.1", 
     later = [await appointment(factory, s.clinic, s.patient, s.appt.starts_at + timedelta(days=3 * n), kind="esketamine", course_id=course.id)
              for n in range(1, sessions)]
     return s, course, later
-
-
-async def count(db, model, **where: Any) -> int:
-    async with db.sessionmaker() as s:
-        q = select(func.count()).select_from(model)
-        for k, v in where.items():
-            q = q.where(getattr(model, k) == v)
-        return (await s.execute(q)).scalar_one()
 
 
 async def ready_to_dose(s) -> None:

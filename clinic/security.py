@@ -32,14 +32,14 @@ def headers_for(path: str) -> dict[str, str]:
 
 
 REDACTED = "[redacted]"
-_COST_LINK = re.compile(r"^/e/[^/?]+")
+_PATIENT_LINK = re.compile(r"^/([eq])/[^/?]+")  # a cost link (/e/) or a questionnaire link (/q/)
 
 
 def redact_path(path: str) -> str:
     """A request target fit for a log: no query string (search boxes send names, dates of birth, phone numbers)
-    and no cost-link token (it opens a patient's amounts to whoever also knows the date of birth)."""
+    and no patient-link token (it opens a patient's amounts or questionnaire to whoever also knows the date of birth)."""
     path, query_mark, _ = path.partition("?")
-    path = _COST_LINK.sub("/e/" + REDACTED, path)
+    path = _PATIENT_LINK.sub(r"/\1/" + REDACTED, path)
     return path + ("?" + REDACTED if query_mark else "")
 
 

@@ -459,7 +459,9 @@ def test_the_redaction_survives_uvicorns_own_logging_setup(settings):
         access.addHandler(catcher)
         access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.7:5123", "GET", f"/patients/search?q={PATIENT[1]}", "1.1", 200)
         access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.7:5123", "GET", "/e/12.1893456000.abcdefSIGNATURE", "1.1", 200)
-        assert seen == ['10.0.0.7:5123 - "GET /patients/search?[redacted] HTTP/1.1" 200', '10.0.0.7:5123 - "GET /e/[redacted] HTTP/1.1" 200']
+        access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.7:5123", "POST", "/q/13.1893456000.abcdefSIGNATURE/answers", "1.1", 200)
+        assert seen == ['10.0.0.7:5123 - "GET /patients/search?[redacted] HTTP/1.1" 200', '10.0.0.7:5123 - "GET /e/[redacted] HTTP/1.1" 200',
+                        '10.0.0.7:5123 - "POST /q/[redacted]/answers HTTP/1.1" 200']
     finally:
         for n, (handlers, propagate, level) in saved.items():
             logger = logging.getLogger(n)

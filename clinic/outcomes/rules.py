@@ -59,7 +59,7 @@ def check_answers(instrument: Instrument, raw: Mapping[str, Any], *, partial: bo
     for key, value in raw.items():
         item = instrument.item(key)
         if item is None:
-            raise RuleBroken(f"{key} is not a question of the {instrument.short}.", field=key, code="unknown_item")
+            raise RuleBroken(f"{key!r} is not a question of the {instrument.short}.", field=key.strip() or "answers", code="unknown_item")
         if value is None or value == "":
             continue
         v = _answer_value(value)
@@ -211,7 +211,9 @@ def clean_schedule(data: Mapping[str, Any]) -> OutcomeSchedule:
 
     templates = data.get("maintenance_templates") or ()
     if isinstance(templates, str):
-        templates = [t.strip() for t in templates.split(",")]
+        templates = templates.split(",")
+    if not isinstance(templates, (list, tuple)):
+        raise RuleBroken("maintenance templates: a list of course template keys.", field="maintenance_templates")
     templates = tuple(t for t in (str(x).strip() for x in templates) if t)
     if any(len(t) > 40 for t in templates):
         raise RuleBroken("A template key is longer than 40 characters.", field="maintenance_templates")

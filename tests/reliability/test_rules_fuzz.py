@@ -202,3 +202,40 @@ def test_wall_times_convert_in_every_zone(tz, day, at):
     assert instant.tzinfo is not None
     lo, hi = scheduling_rules.local_day_bounds(day, tz)
     assert lo < hi
+
+
+# ---- outcomes: a questionnaire's answers, a protocol's schedule ---------------------------------------------------
+
+
+item_keys = st.sampled_from([f"q{n}" for n in range(0, 20)] + ["difficulty", "", "q9 ", "Q1"])
+
+
+@fuzz
+@given(instrument=st.sampled_from(["phq9", "gad7", "asrs"]), answers=st.dictionaries(item_keys, anything, max_size=22), partial=st.booleans())
+def test_questionnaire_answers_are_scored_or_the_first_bad_item_is_named(instrument, answers, partial):
+    from clinic.outcomes import rules as outcome_rules
+    from clinic.outcomes.instruments import INSTRUMENTS
+
+    inst = INSTRUMENTS[instrument]
+    try:
+        out = outcome_rules.check_answers(inst, answers, partial=partial)
+    except RuleBroken as exc:
+        assert exc.field and exc.detail and exc.code
+    else:
+        assert all(v in inst.item(k).values for k, v in out.items())
+        if not partial:
+            assert 0 <= outcome_rules.score(instrument, out).total <= inst.total_max
+
+
+@fuzz
+@given(data=st.fixed_dictionaries({}, optional={k: anything for k in ("induction_every", "end_of_course", "maintenance_days",
+                                                                        "baseline_valid_days", "maintenance_templates")}))
+def test_an_outcome_schedule_is_cleaned_or_the_field_is_named(data):
+    from clinic.outcomes import rules as outcome_rules
+
+    try:
+        schedule = outcome_rules.clean_schedule(data)
+    except RuleBroken as exc:
+        assert exc.field in data or exc.field in ("induction_every", "maintenance_days", "baseline_valid_days")
+    else:
+        assert 0 <= schedule.induction_every <= 12 and 7 <= schedule.maintenance_days <= 180

@@ -136,11 +136,6 @@ class VisitOutcomes:
     def open_due(self) -> tuple[rules.DueItem, ...]:
         return self.due.open if self.due else ()
 
-    @property
-    def flag(self) -> bool:
-        """Worth a flag on the day view: something to answer, or a review to do."""
-        return bool(self.open_due or self.open_reviews)
-
     def blockers(self) -> list[Blocker]:
         out = []
         if self.open_reviews:
@@ -604,9 +599,6 @@ class PatientOutcomes:
     @property
     def superseded(self) -> dict[int, int]:
         return {m.supersedes_id: m.id for m in self.history if m.supersedes_id}  # type: ignore[misc]
-
-    def trend(self, instrument: str) -> Trend | None:
-        return next((t for t in self.trends if t.instrument == instrument), None)
 
     def who(self, user_id: int | None) -> str:
         u = self.staff.get(user_id) if user_id else None

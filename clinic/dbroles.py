@@ -23,6 +23,10 @@ TABLE_GRANTS = {
     "dosing_entries": "SELECT, INSERT",
     # an alert is acknowledged once (UPDATE, trigger-guarded), never removed
     "session_alerts": "SELECT, INSERT, UPDATE",
+    # a patient's answers are append-only too, and so are baseline waivers; a safety review gains its review once
+    "outcome_measures": "SELECT, INSERT",
+    "baseline_waivers": "SELECT, INSERT",
+    "safety_reviews": "SELECT, INSERT, UPDATE",
     # the migrations' own bookkeeping
     "alembic_version": "SELECT",
 }

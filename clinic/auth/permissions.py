@@ -30,10 +30,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "billing.write": frozenset({BILLING}),
     # coverage (insurance card details): billing, or the front desk entering it at registration
     "coverage.write": frozenset({FRONT_DESK, BILLING, ADMIN}),
-    # outcome questionnaires: clinical staff read a patient's answers and enter them on the patient's behalf; only
-    # prescribers record safety reviews and waive a baseline; the clinic's outcomes are for prescribers and admins; the
-    # front desk (or a nurse) hands the waiting-room tablet over as a kiosk
-    "outcomes.read": frozenset({NURSE, PRESCRIBER, ADMIN}),
+    # outcome questionnaires: clinical staff (and integrations, for the FHIR export) read a patient's answers; nurses and
+    # prescribers enter them on the patient's behalf; only prescribers record safety reviews and waive a baseline; the
+    # clinic's outcomes are for prescribers and admins; the front desk (or a nurse) hands the waiting-room tablet over
+    "outcomes.read": frozenset({NURSE, PRESCRIBER, ADMIN, INTEGRATION}),
     "outcomes.record": frozenset({NURSE, PRESCRIBER}),
     "outcomes.review": frozenset({PRESCRIBER}),
     "outcomes.clinic": frozenset({PRESCRIBER, ADMIN}),

@@ -7,6 +7,7 @@ from typing import Annotated
 from litestar import Request, Response, get, post, put
 from litestar.params import Parameter
 
+from clinic.auth.permissions import allows
 from clinic.http import CurrentActor, DbSession
 from clinic.outcomes import fhir, rules, service
 from clinic.outcomes.instruments import ORDER
@@ -105,7 +106,7 @@ async def patient_fhir(request: Request, db_session: DbSession, actor: CurrentAc
      responses=errors(e404="No such appointment in this clinic."))
 async def visit_due(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> VisitOut:
     return visit_out(await service.appointment_outcomes(db_session, clinic_id=actor.clinic_id, appointment_id=appointment_id),
-                     await _tz(db_session, actor))
+                     await _tz(db_session, actor), clinical=allows("outcomes.read", actor.roles))
 
 
 @post("/appointments/{appointment_id:int}/outcome-waiver", opt={"permission": "outcomes.review"}, tags=TAGS, status_code=201,
@@ -115,7 +116,7 @@ async def visit_due(db_session: DbSession, actor: CurrentActor, appointment_id: 
 async def visit_waiver(db_session: DbSession, actor: CurrentActor, appointment_id: int, data: WaiverIn) -> VisitOut:
     await service.waive_baseline(db_session, actor=actor, appointment_id=appointment_id, reason=data.reason)
     return visit_out(await service.appointment_outcomes(db_session, clinic_id=actor.clinic_id, appointment_id=appointment_id),
-                     await _tz(db_session, actor))
+                     await _tz(db_session, actor), clinical=allows("outcomes.read", actor.roles))
 
 
 @get("/safety-reviews", opt={"permission": "outcomes.read"}, tags=TAGS, summary="Safety reviews (PHQ-9 item 9 above 0), open ones by default (audited)")

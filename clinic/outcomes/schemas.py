@@ -164,7 +164,7 @@ class BlockerOut(Struct):
 
 
 class VisitOut(Struct):
-    """A visit's questionnaires: no answers, no scores (the front desk reads this)."""
+    """A visit's questionnaires: no answers, no scores (the front desk reads this; a safety review only for clinical staff)."""
 
     appointment_id: int
     dosing: bool
@@ -175,11 +175,13 @@ class VisitOut(Struct):
     blockers: list[BlockerOut]
 
 
-def visit_out(v, tz: str) -> VisitOut:
+def visit_out(v, tz: str, *, clinical: bool) -> VisitOut:
+    """`clinical`: the reader may see a safety review (the front desk sees only what is due and the baseline's block)."""
     due = v.due.items if v.due else ()
     return VisitOut(v.appointment_id, v.due is not None, bool(v.due and v.due.baseline),
                     [DueOut(i.instrument, i.label, i.reason, i.done, when(i.done_at, tz)) for i in due], v.waiver is not None,
-                    [r.id for r in v.open_reviews], [blocker_out(b) for b in v.blockers()])
+                    [r.id for r in v.open_reviews] if clinical else [],
+                    [blocker_out(b) for b in v.blockers() if clinical or b.code != "safety_review"])
 
 
 def blocker_out(b: Blocker) -> BlockerOut:

@@ -168,6 +168,7 @@ async def day_view(request: HTMXRequest, db_session: DbSession, actor: CurrentAc
     grid = day_grid(day, cal, chairs, rows, now)
     ctx = base_context(
         clinic, outcome_flags=await outcomes.visits_outcomes(db_session, clinic_id=clinic.id, appointments=[r.appointment for r in rows]),
+        clinical=can(request, "outcomes.read"),
         day=day, grid=grid, rows=rows, inactive=[r for r in rows if r.appointment.status not in LIVE_STATUSES],
         staff=await _staff_summary(db_session, actor, day, clinic.timezone), closed_reason=None,
         today=now.astimezone(ZoneInfo(clinic.timezone)).date(), can_book=can(request, "schedule.write"),

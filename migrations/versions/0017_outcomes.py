@@ -2,7 +2,7 @@
 drafts, the patient's own time zone, and questionnaire links among the DOB-gated patient links
 
 Revision ID: 0017
-Revises: 0007
+Revises: 0018
 """
 from typing import Sequence, Union
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0017"
-down_revision: Union[str, None] = "0007"
+down_revision: Union[str, None] = "0018"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -3,14 +3,17 @@ until it is answered or a prescriber waives it, answers entered and corrected by
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
-from sqlalchemy import select
+
+from sqlalchemy import select, text
 
 from clinic.audit.models import AuditEvent
-from clinic.outcomes.models import BaselineWaiver, OutcomeMeasure
+from clinic.outcomes.models import BaselineWaiver, OutcomeMeasure, SafetyReview
 from clinic.scheduling.models import Course, SessionType
 from clinic.timeutil import utcnow
-from tests.factories import appointment
+from tests.factories import Factory, appointment
+from tests.integration.test_db_roles import PERMISSION_DENIED, refused, sqlstate
 from tests.integration.test_monitoring_session import ago, check_in, cid, count, make_session, vitals
 
 PHQ_12 = {f"q{n}": v for n, v in enumerate((2, 2, 1, 2, 1, 1, 2, 1, 0), start=1)}
@@ -152,3 +155,24 @@ async def test_a_correction_supersedes_with_who_when_why_and_reads_are_audited(c
     async with db.sessionmaker() as x:
         actions = (await x.execute(select(AuditEvent.action).where(AuditEvent.patient_id == s.patient.id))).scalars().all()
     assert actions.count("outcomes.record") == 1 and actions.count("outcomes.correct") == 2 and actions.count("outcomes.view") == 2
+
+
+async def test_the_app_may_only_add_answers_and_waivers_and_review_once(engine_db):
+    for sql in ("UPDATE outcome_measures SET total = 0", "DELETE FROM outcome_measures", "UPDATE baseline_waivers SET reason = 'x'",
+                "DELETE FROM baseline_waivers", "DELETE FROM safety_reviews", "TRUNCATE outcome_measures"):
+        assert sqlstate(await refused(engine_db, sql)) == PERMISSION_DENIED, sql
+    f = Factory(engine_db)
+    clinic = await f.clinic()
+    patient = await f.patient(clinic)
+    doctor = await f.user(clinic, "prescriber")
+    m = OutcomeMeasure(clinic_id=clinic.id, patient_id=patient.id, instrument="phq9", version="PHQ-9 en-US 1999",
+                       answers={f"q{n}": 0 for n in range(1, 10)} | {"q9": 1}, total=1, completed_at=utcnow(), completed_by="patient",
+                       via="staff", client_id=uuid.uuid4())
+    await f.add(m)
+    review = SafetyReview(clinic_id=clinic.id, patient_id=patient.id, measure_id=m.id)
+    await f.add(review)
+    # the review is added once (the trigger), by the app's role
+    async with engine_db.transaction() as s:
+        await s.execute(text("UPDATE safety_reviews SET reviewed_by = :u, reviewed_at = now(), risk_level = 'low', action_taken = 'called',"
+                             " safety_plan = true WHERE id = :id"), {"u": doctor.id, "id": review.id})
+    assert sqlstate(await refused(engine_db, "UPDATE safety_reviews SET risk_level = 'high' WHERE id = :id", id=review.id)) == PERMISSION_DENIED

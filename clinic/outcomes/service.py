@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from clinic.audit.service import SYSTEM, Actor, record
+from clinic.audit.service import SYSTEM, Actor, record, record_read
 from clinic.auth.models import StaffUser, WebSession
 from clinic.auth.permissions import allows
 from clinic.billing.models import CostLink
@@ -393,10 +393,10 @@ async def _reviews(session: AsyncSession, *, clinic_id: int, open_only: bool, pa
 
 
 async def reviews(session: AsyncSession, *, actor: Actor, open_only: bool = True, patient_id: int | None = None) -> list[SafetyReview]:
-    """Safety reviews of the clinic (each one read is audited)."""
+    """Safety reviews of the clinic (a bulk read: audited with the query, the rows and their patients)."""
     rows = await _reviews(session, clinic_id=actor.clinic_id, open_only=open_only, patient_id=patient_id)
-    for r in rows:
-        record(session, actor=actor, action="outcomes.safety_review_view", entity="safety_review", entity_id=r.id, patient_id=r.patient_id)
+    record_read(session, actor=actor, what="safety_reviews", query={"open": open_only, "patient_id": patient_id}, rows=len(rows),
+                patient_ids=[r.patient_id for r in rows])
     return rows
 
 
@@ -661,8 +661,7 @@ async def measures_of_visit(session: AsyncSession, *, appointment_id: int) -> li
 
 
 async def clinic_outcomes(session: AsyncSession, *, actor: Actor) -> rules.ClinicOutcomes:
-    """Response and remission per protocol and diagnosis group, from every current answer and every dose given (audited:
-    it is computed from patients' answers, though it shows none)."""
+    """Response and remission per protocol and diagnosis group, from every current answer and every dose given."""
     cid = actor.clinic_id
     doses = (await session.execute(
         select(Appointment.patient_id, SessionType.kind, Appointment.dosing_started_at)
@@ -679,7 +678,8 @@ async def clinic_outcomes(session: AsyncSession, *, actor: Actor) -> rules.Clini
     codes = dict((await session.execute(select(Patient.id, Patient.diagnosis_codes).where(col(Patient.id).in_(pids)))).all()) if pids else {}
     tracks = [rules.Track(pid, kind, at, rules.diagnosis_groups(codes.get(pid) or ()), tuple(taken_of(m) for m in measures.get(pid, [])))
               for (pid, kind), at in first.items()]
-    record(session, actor=actor, action="outcomes.clinic_view", entity="clinic", entity_id=cid)
+    # computed from every dosed patient's answers, though it shows none of them: a bulk read
+    record_read(session, actor=actor, what="outcomes", query={}, rows=len(tracks), patient_ids=pids)
     return rules.clinic_outcomes(tracks)
 
 

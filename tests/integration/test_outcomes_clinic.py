@@ -7,7 +7,9 @@ import uuid
 from datetime import timedelta
 
 from fhir.resources.R4B.bundle import Bundle
+from sqlalchemy import select
 
+from clinic.audit.models import AuditEvent
 from clinic.outcomes import rules
 from clinic.outcomes.instruments import INSTRUMENTS
 from clinic.outcomes.models import OutcomeMeasure, SafetyReview
@@ -107,6 +109,10 @@ async def test_the_outcomes_page_computes_response_and_remission_on_a_known_data
     assert weekly["ketamine_iv"] == [{"week": 2, "mean_change": -8.2, "patients": 6}]
     assert weekly["esketamine"] == [{"week": 2, "mean_change": -14.3, "patients": 6}] and "kap" not in weekly
     assert out["small_cell"] == 5
+    # computed from every treated patient's answers: audited as a bulk read naming them
+    async with factory.db.sessionmaker() as x:
+        event = (await x.execute(select(AuditEvent).where(AuditEvent.action == "read.outcomes", AuditEvent.clinic_id == clinic.id))).scalars().one()
+    assert event.user_id == doctor.id and event.changes["rows"] == 16 and len(event.changes["patient_ids"]) == 16  # 8 IV, 6 intranasal, 2 KAP
 
     web = await login_as(client, factory, clinic, "prescriber")
     page = await web.get("/outcomes")

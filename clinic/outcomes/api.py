@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post, put
 from litestar.params import Parameter
 
 from clinic.auth.permissions import allows
+from clinic.fhir import FhirBundle
 from clinic.http import CurrentActor, DbSession
 from clinic.outcomes import fhir, rules, service
 from clinic.outcomes.instruments import ORDER
@@ -32,9 +33,9 @@ from clinic.outcomes.schemas import (
     review_out,
     trend_out,
     visit_out,
-    when,
 )
 from clinic.scheduling.service import clinic_of
+from clinic.timeutil import both_zones
 
 TAGS = ["outcomes"]
 NO_PATIENT = "No such patient in this clinic."
@@ -87,14 +88,14 @@ async def patient_outcomes(db_session: DbSession, actor: CurrentActor, patient_i
                            ) -> PatientOutcomesOut:
     po = await service.patient_outcomes(db_session, actor=actor, patient_id=patient_id, kind=protocol)
     tz = po.clinic.timezone
-    return PatientOutcomesOut(po.patient.id, po.track_kind, {k: when(v, tz) for k, v in po.first_dose.items()},  # type: ignore[arg-type,misc]
+    return PatientOutcomesOut(po.patient.id, po.track_kind, {k: both_zones(v, tz) for k, v in po.first_dose.items()},  # type: ignore[arg-type,misc]
                               [trend_out(t, tz) for t in po.trends], [review_out(r, tz) for r in po.reviews])
 
 
 @get("/patients/{patient_id:int}/fhir/outcomes", opt={"permission": "outcomes.read"}, tags=TAGS, media_type="application/fhir+json",
      summary="FHIR R4 Bundle: the Patient, a QuestionnaireResponse and a total-score Observation per current questionnaire",
      responses=errors(e404=NO_PATIENT))
-async def patient_fhir(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
+async def patient_fhir(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response[FhirBundle]:
     po = await service.patient_outcomes(db_session, actor=actor, patient_id=patient_id, action="outcomes.fhir_export")
     measures = [m for t in po.trends for m in t.measures]
     return Response(content=fhir.patient_bundle(po.patient, sorted(measures, key=lambda m: (m.completed_at, m.id)),

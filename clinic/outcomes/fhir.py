@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinic.fhir import LOCAL_CODES, LOINC, OBS_CATEGORY, bundle, coding, instant, patient_entry, urn
+from clinic.fhir import LOCAL_CODES, LOINC, OBS_CATEGORY, FhirBundle, bundle, coding, instant, patient_entry, urn
 from clinic.outcomes import rules
 from clinic.outcomes.instruments import INSTRUMENTS
 from clinic.outcomes.models import OutcomeMeasure
@@ -77,7 +77,7 @@ def measure_entries(m: OutcomeMeasure, *, patient_ref: str, encounter_ref: str |
     return [{"fullUrl": qr_ref, "resource": qr}, {"fullUrl": urn("Observation", f"outcome/{m.id}"), "resource": obs}]
 
 
-def patient_bundle(patient: Patient, measures: list[OutcomeMeasure], *, base_url: str = "") -> dict[str, Any]:
+def patient_bundle(patient: Patient, measures: list[OutcomeMeasure], *, base_url: str = "") -> FhirBundle:
     """Every current outcome measure of one patient, with the Patient."""
     entries = [patient_entry(patient, base_url=base_url)]
     for m in measures:

@@ -10,11 +10,12 @@ from uuid import UUID
 from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Struct
 
+from clinic.http import ErrorBody
 from clinic.monitoring.rules import Blocker
 from clinic.outcomes import rules
 from clinic.outcomes.instruments import INSTRUMENTS
 from clinic.outcomes.models import OutcomeMeasure, SafetyReview
-from clinic.timeutil import both_zones
+from clinic.timeutil import Instant, both_zones
 
 # ---- bodies ----------------------------------------------------------------------------------------------------------
 
@@ -61,30 +62,9 @@ class ScheduleIn(Struct, forbid_unknown_fields=True):
 # ---- answers ---------------------------------------------------------------------------------------------------------
 
 
-class ErrorBody(Struct):
-    """Every JSON error: a sentence for a person, the field to fix and a stable code when there is one."""
-
-    status_code: int
-    detail: str
-    field: str | None = None
-    code: str | None = None
-
-
 def errors(**meanings: str) -> dict[int, ResponseSpec]:
-    """Documented error answers: errors(e404="...", e422="...")."""
+    """This operation's own words for some error answers (the shared ErrorBody shape): errors(e404="...", e422="...")."""
     return {int(k[1:]): ResponseSpec(ErrorBody, description=v, generate_examples=False) for k, v in meanings.items()}
-
-
-class When(Struct):
-    """A time as the UTC instant and the clinic's wall time, both ISO 8601 with offsets."""
-
-    utc: str
-    local: str
-
-
-def when(instant: datetime | None, tz: str) -> When | None:
-    z = both_zones(instant, tz)
-    return When(**z) if z else None
 
 
 class ScoreOut(Struct):
@@ -109,12 +89,12 @@ class MeasureOut(Struct):
     version: str
     answers: dict[str, int]
     score: ScoreOut
-    completed_at: When
+    completed_at: Instant
     completed_by: str  # patient | staff
     completed_by_user_id: int | None
     via: str  # link | kiosk | staff
     recorded_by: int | None
-    recorded_at: When
+    recorded_at: Instant
     supersedes_id: int | None
     correction_reason: str | None
     entered_in_error: bool
@@ -122,7 +102,7 @@ class MeasureOut(Struct):
 
 def measure_out(m: OutcomeMeasure, tz: str) -> MeasureOut:
     return MeasureOut(m.id, m.patient_id, m.appointment_id, m.instrument, m.version, m.answers, score_out(rules.score(m.instrument, m.answers)),  # type: ignore[arg-type]
-                      when(m.completed_at, tz), m.completed_by, m.completed_by_user_id, m.via, m.recorded_by, when(m.recorded_at, tz),  # type: ignore[arg-type]
+                      both_zones(m.completed_at, tz), m.completed_by, m.completed_by_user_id, m.via, m.recorded_by, both_zones(m.recorded_at, tz),  # type: ignore[arg-type]
                       m.supersedes_id, m.correction_reason, m.entered_in_error)
 
 
@@ -130,18 +110,18 @@ class ReviewOut(Struct):
     id: int
     patient_id: int
     measure_id: int
-    raised_at: When
+    raised_at: Instant
     open: bool
     reviewed_by: int | None
-    reviewed_at: When | None
+    reviewed_at: Instant | None
     risk_level: str | None
     action_taken: str | None
     safety_plan: bool | None
 
 
 def review_out(r: SafetyReview, tz: str) -> ReviewOut:
-    return ReviewOut(r.id, r.patient_id, r.measure_id, when(r.raised_at, tz), r.reviewed_at is None, r.reviewed_by,  # type: ignore[arg-type]
-                     when(r.reviewed_at, tz), r.risk_level, r.action_taken, r.safety_plan)
+    return ReviewOut(r.id, r.patient_id, r.measure_id, both_zones(r.raised_at, tz), r.reviewed_at is None, r.reviewed_by,  # type: ignore[arg-type]
+                     both_zones(r.reviewed_at, tz), r.risk_level, r.action_taken, r.safety_plan)
 
 
 class MeasureRecorded(Struct):
@@ -155,7 +135,7 @@ class DueOut(Struct):
     label: str
     reason: str  # baseline | induction | end_of_course | monthly
     done: bool
-    done_at: When | None
+    done_at: Instant | None
 
 
 class BlockerOut(Struct):
@@ -179,7 +159,7 @@ def visit_out(v, tz: str, *, clinical: bool) -> VisitOut:
     """`clinical`: the reader may see a safety review (the front desk sees only what is due and the baseline's block)."""
     due = v.due.items if v.due else ()
     return VisitOut(v.appointment_id, v.due is not None, bool(v.due and v.due.baseline),
-                    [DueOut(i.instrument, i.label, i.reason, i.done, when(i.done_at, tz)) for i in due], v.waiver is not None,
+                    [DueOut(i.instrument, i.label, i.reason, i.done, both_zones(i.done_at, tz)) for i in due], v.waiver is not None,
                     [r.id for r in v.open_reviews] if clinical else [],
                     [blocker_out(b) for b in v.blockers() if clinical or b.code != "safety_review"])
 
@@ -190,7 +170,7 @@ def blocker_out(b: Blocker) -> BlockerOut:
 
 class PointOut(Struct):
     measure_id: int
-    completed_at: When
+    completed_at: Instant
     total: int
     band: str | None
     change_from_baseline: int | None
@@ -211,14 +191,14 @@ class TrendOut(Struct):
 class PatientOutcomesOut(Struct):
     patient_id: int
     protocol: str | None  # the protocol whose first dose marks the baseline
-    first_dose: dict[str, When]  # protocol -> first dose given under it
+    first_dose: dict[str, Instant]  # protocol -> first dose given under it
     trends: list[TrendOut]
     safety_reviews: list[ReviewOut]
 
 
 def trend_out(t, tz: str) -> TrendOut:
     base = t.baseline.total if t.baseline else None
-    points = [PointOut(m.id, when(m.completed_at, tz), m.total, rules.score(m.instrument, m.answers).band,  # type: ignore[arg-type]
+    points = [PointOut(m.id, both_zones(m.completed_at, tz), m.total, rules.score(m.instrument, m.answers).band,  # type: ignore[arg-type]
                        m.total - base if base is not None else None) for m in t.measures]
     by_id = {p.measure_id: p for p in points}
     c = t.change

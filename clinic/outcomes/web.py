@@ -8,22 +8,27 @@ import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from litestar import Request, Response, get, post
+import msgspec
+from litestar import Response, get, post
+from litestar.plugins.htmx import HTMXRequest
 from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
+from msgspec import Struct
 
 from clinic.audit.service import SYSTEM, record
 from clinic.auth.middleware import SESSION_COOKIE
+from clinic.auth.models import StaffUser
 from clinic.auth.permissions import allows
 from clinic.auth.web import safe_next
 from clinic.billing.models import CostLink
 from clinic.errors import ClinicError, NotFound, RuleBroken
+from clinic.forms import decode_form, read_form
 from clinic.http import CurrentActor, DbSession
 from clinic.notices import links
 from clinic.notices import service as notices
+from clinic.notices.web import date_of_birth
 from clinic.outcomes import chart, rules, service
 from clinic.outcomes.instruments import INSTRUMENTS, ORDER, Instrument
-from clinic.auth.models import StaffUser
 from clinic.patients.models import Patient
 from clinic.scheduling.models import Clinic, SessionType
 from clinic.timeutil import utcnow
@@ -33,36 +38,61 @@ OPENED_COOKIE = "clinic_q"  # the questionnaire link this browser opened (after 
 OPEN_PURPOSE = "questionnaire-open"
 
 
-def _can(request: Request, permission: str) -> bool:
+def _can(request: HTMXRequest, permission: str) -> bool:
     user = request.scope.get("user")
     return bool(user and allows(permission, user.roles))
 
 
-async def _form(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: (v if isinstance(v, str) else str(v)) for k, v in form.items()}
+class AnswersForm(Struct):
+    """A questionnaire's form besides its items (whose keys depend on the instrument: see `answers_in`)."""
+
+    client_id: uuid.UUID  # the submission's id, made with the page: a second send is answered with the first result
+    instrument: str = ""
+    appointment_id: int | None = None
+    next: str = ""
 
 
-def answers_in(form: dict[str, str], inst: Instrument) -> dict[str, str]:
+class CorrectionForm(Struct):
+    client_id: uuid.UUID
+    reason: str = ""
+    entered_in_error: bool = False
+
+
+class ReviewForm(Struct):
+    risk_level: str | None = None
+    action_taken: str | None = None
+    safety_plan: str | None = None  # yes | no
+    next: str = ""
+
+
+class WaiverForm(Struct):
+    reason: str = ""
+    next: str = ""
+
+
+class ScheduleForm(Struct):
+    """As typed: the rules read the numbers and name the one they refuse."""
+
+    induction_every: str | None = None
+    maintenance_days: str | None = None
+    baseline_valid_days: str | None = None
+    end_of_course: bool = False
+    maintenance_templates: list[str] = []
+
+
+def answers_in(form: Any, inst: Instrument) -> dict[str, str]:
     """The instrument's items as the form sent them (other fields are not answers)."""
-    return {i.key: form[i.key] for i in inst.items if form.get(i.key) not in (None, "")}
+    return {i.key: v for i in inst.items if isinstance(v := form.get(i.key), str) and v}
 
 
-def _client_id(form: dict[str, str]) -> uuid.UUID:
-    try:
-        return uuid.UUID(form.get("client_id") or "")
-    except ValueError:
-        raise RuleBroken("This form has no submission id; reload the page and try again.", field="client_id") from None
-
-
-def _back(request: Request, form: dict[str, str], default: str) -> Response:
-    return Redirect(path=safe_next(form.get("next")) or default, status_code=303)
+def _back(next_path: str, default: str) -> Response:
+    return Redirect(path=safe_next(next_path) or default, status_code=303)
 
 
 # ---- the patient's questionnaire: /q/{token} ---------------------------------------------------------------------------
 
 
-async def _link(request: Request, db_session: DbSession, token: str) -> tuple[CostLink | None, Clinic | None, str | None]:
+async def _link(request: HTMXRequest, db_session: DbSession, token: str) -> tuple[CostLink | None, Clinic | None, str | None]:
     secret = request.app.state.settings.secret_key
     link, problem = await notices.open_link(db_session, secret, token, kinds=service.QUESTIONNAIRE_KINDS, purpose="questionnaire")
     clinic = await db_session.get(Clinic, link.clinic_id) if link else None
@@ -74,14 +104,14 @@ def _refusal(problem: str, clinic: Clinic | None) -> Template:
                     status_code=403 if problem == "locked" else 404)
 
 
-def _opened(request: Request, link: CostLink) -> bool:
+def _opened(request: HTMXRequest, link: CostLink) -> bool:
     try:
         return links.verify(request.app.state.settings.secret_key, request.cookies.get(OPENED_COOKIE) or "", purpose=OPEN_PURPOSE) == link.id
     except links.LinkProblem:
         return False
 
 
-def opened_cookie(request: Request, link: CostLink) -> Cookie:
+def opened_cookie(request: HTMXRequest, link: CostLink) -> Cookie:
     """HttpOnly, for the questionnaire pages only, ending with the link."""
     settings = request.app.state.settings
     return Cookie(key=OPENED_COOKIE, value=links.sign(settings.secret_key, link.id, link.expires_at, OPEN_PURPOSE), path="/q/",  # type: ignore[arg-type]
@@ -114,7 +144,7 @@ def _after(visit: service.LinkVisit, token: str, *, status: int = 200) -> Templa
 
 
 @get("/q/{token:str}", opt={"public": True}, include_in_schema=False)
-async def questionnaire_page(request: Request, db_session: DbSession, token: str, saved: str | None = None) -> Template:
+async def questionnaire_page(request: HTMXRequest, db_session: DbSession, token: str, saved: str | None = None) -> Template:
     link, clinic, problem = await _link(request, db_session, token)
     if problem:
         return _refusal(problem, clinic)
@@ -127,13 +157,13 @@ async def questionnaire_page(request: Request, db_session: DbSession, token: str
 
 
 @post("/q/{token:str}", opt={"public": True}, include_in_schema=False)
-async def questionnaire_open(request: Request, db_session: DbSession, token: str) -> Response:
+async def questionnaire_open(request: HTMXRequest, db_session: DbSession, token: str) -> Response:
     """The date of birth gate, counted and locked exactly as the cost links are."""
     link, clinic, problem = await _link(request, db_session, token)
     if problem:
         return _refusal(problem, clinic)
     patient = await db_session.get(Patient, link.patient_id)  # type: ignore[union-attr]
-    left = notices.try_date_of_birth(db_session, link, patient, (await _form(request)).get("date_of_birth"))  # type: ignore[arg-type]
+    left = notices.try_date_of_birth(db_session, link, patient, await date_of_birth(request))  # type: ignore[arg-type]
     if left == 0:
         record(db_session, actor=SYSTEM, clinic_id=clinic.id, action="outcomes.link_locked", entity="cost_link", entity_id=link.id,  # type: ignore[union-attr]
                patient_id=link.patient_id)  # type: ignore[union-attr]
@@ -145,19 +175,19 @@ async def questionnaire_open(request: Request, db_session: DbSession, token: str
     return Redirect(path=f"/q/{token}", status_code=303, cookies=[opened_cookie(request, link)])  # type: ignore[arg-type]
 
 
-async def _answering(request: Request, db_session: DbSession, token: str) -> tuple[service.LinkVisit, dict[str, str], Instrument] | Template:
+async def _answering(request: HTMXRequest, db_session: DbSession, token: str) -> tuple[service.LinkVisit, Any, Instrument] | Template:
     """The opened link's visit, the form it sent and the questionnaire that form answers; or the page that refuses it."""
     link, clinic, problem = await _link(request, db_session, token)
     if problem:
         return _refusal(problem, clinic)
     if not _opened(request, link):  # type: ignore[arg-type]
         return _dob_page(clinic, token, notices.MAX_DOB_TRIES - link.failed_attempts, "Confirm your date of birth first.", 403)  # type: ignore[arg-type,union-attr]
-    form = await _form(request)
+    form = await request.form()
     return await service.link_visit(db_session, link), form, rules.instrument_or_refuse(form.get("instrument"))  # type: ignore[arg-type]
 
 
 @post("/q/{token:str}/progress", opt={"public": True}, include_in_schema=False)
-async def questionnaire_progress(request: Request, db_session: DbSession, token: str) -> Response:
+async def questionnaire_progress(request: HTMXRequest, db_session: DbSession, token: str) -> Response:
     """Answers so far, saved as the patient goes (htmx, on every change) or with "Save and finish later"."""
     answering = await _answering(request, db_session, token)
     if isinstance(answering, Template):
@@ -166,23 +196,23 @@ async def questionnaire_progress(request: Request, db_session: DbSession, token:
     try:
         await service.save_draft(db_session, link=visit.link, instrument=inst.key, answers=answers_in(form, inst))
     except ClinicError as exc:
-        if request.headers.get("hx-request"):
+        if request.htmx:
             raise
         return _questionnaire(visit, token, error=exc, answers=answers_in(form, inst))
-    if request.headers.get("hx-request"):
+    if request.htmx:
         return Response(content="", status_code=204)
     return Redirect(path=f"/q/{token}?saved=1", status_code=303)
 
 
 @post("/q/{token:str}/answers", opt={"public": True}, include_in_schema=False)
-async def questionnaire_submit(request: Request, db_session: DbSession, token: str) -> Response:
+async def questionnaire_submit(request: HTMXRequest, db_session: DbSession, token: str) -> Response:
     answering = await _answering(request, db_session, token)
     if isinstance(answering, Template):
         return answering
     visit, form, inst = answering
     try:
         result = await service.submit_from_link(db_session, link=visit.link, instrument=inst.key, answers=answers_in(form, inst),
-                                                client_id=_client_id(form), queue=request.app.state.queue)
+                                                client_id=decode_form(form, AnswersForm).client_id, queue=request.app.state.queue)
     except RuleBroken as exc:
         if visit.next is None or exc.code == "not_due":
             return _after(visit, token, status=409)
@@ -195,7 +225,7 @@ async def questionnaire_submit(request: Request, db_session: DbSession, token: s
 
 
 @post("/outcomes/appointments/{appointment_id:int}/kiosk", opt={"permission": "outcomes.kiosk"}, include_in_schema=False)
-async def kiosk_start(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+async def kiosk_start(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
     """Hand the tablet over: this browser's staff session ends, and it may open only this visit's questionnaires."""
     user = request.scope["user"]
     link = await service.start_kiosk(db_session, actor=actor, appointment_id=appointment_id,
@@ -220,7 +250,7 @@ def _trend_rows(po: service.PatientOutcomes, trend: service.Trend) -> list[dict[
 
 
 @get("/patients/{patient_id:int}/outcomes", opt={"permission": "outcomes.read"}, include_in_schema=False)
-async def patient_page(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int, kind: str | None = None) -> Template:
+async def patient_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int, kind: str | None = None) -> Template:
     po = await service.patient_outcomes(db_session, actor=actor, patient_id=patient_id, kind=kind)
     tz = po.clinic.timezone
     sections = []
@@ -236,7 +266,7 @@ async def patient_page(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @get("/patients/{patient_id:int}/outcomes/new", opt={"permission": "outcomes.record"}, include_in_schema=False)
-async def entry_page(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int, instrument: str = "phq9",
+async def entry_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int, instrument: str = "phq9",
                      appointment_id: int | None = None, next: str | None = None) -> Template:
     inst = rules.instrument_or_refuse(instrument)
     patient = await service.patient_of(db_session, clinic_id=actor.clinic_id, patient_id=patient_id)
@@ -245,23 +275,25 @@ async def entry_page(request: Request, db_session: DbSession, actor: CurrentActo
 
 
 @post("/patients/{patient_id:int}/outcomes", opt={"permission": "outcomes.record"}, include_in_schema=False)
-async def entry_submit(request: Request, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
-    form = await _form(request)
+async def entry_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Response:
+    form = await request.form()
     inst = rules.instrument_or_refuse(form.get("instrument"))
-    appointment_id = int(form["appointment_id"]) if (form.get("appointment_id") or "").isdigit() else None
+    appointment_id = None
     try:
+        fields = decode_form(form, AnswersForm)
+        appointment_id = fields.appointment_id
         await service.record_by_staff(db_session, actor=actor, patient_id=patient_id, instrument=inst.key, answers=answers_in(form, inst),
-                                      client_id=_client_id(form), appointment_id=appointment_id, queue=request.app.state.queue)
+                                      client_id=fields.client_id, appointment_id=appointment_id, queue=request.app.state.queue)
     except RuleBroken as exc:
         patient = await service.patient_of(db_session, clinic_id=actor.clinic_id, patient_id=patient_id)
         return Template("outcomes/entry.html", status_code=exc.status_code, context={
             "head": HEAD, "p": patient, "inst": inst, "appointment_id": appointment_id, "next": safe_next(form.get("next")) or "",
-            "client_id": form.get("client_id") or uuid.uuid4(), "answers": answers_in(form, inst), "error": exc})
-    return _back(request, form, f"/patients/{patient_id}/outcomes?done=recorded")
+            "client_id": uuid.uuid4() if exc.field == "client_id" else form.get("client_id"), "answers": answers_in(form, inst), "error": exc})
+    return _back(fields.next, f"/patients/{patient_id}/outcomes?done=recorded")
 
 
 @get("/outcomes/measures/{measure_id:int}", opt={"permission": "outcomes.read"}, include_in_schema=False)
-async def measure_page(request: Request, db_session: DbSession, actor: CurrentActor, measure_id: int) -> Template:
+async def measure_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, measure_id: int) -> Template:
     m = await service.get_measure(db_session, actor=actor, measure_id=measure_id)
     po = await service.patient_outcomes(db_session, actor=actor, patient_id=m.patient_id, audit=False)
     return Template("outcomes/measure.html", context={
@@ -271,13 +303,13 @@ async def measure_page(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @post("/outcomes/measures/{measure_id:int}/correct", opt={"permission": "outcomes.record"}, include_in_schema=False)
-async def measure_correct(request: Request, db_session: DbSession, actor: CurrentActor, measure_id: int) -> Response:
-    form = await _form(request)
+async def measure_correct(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, measure_id: int) -> Response:
+    form = await request.form()
+    fields = decode_form(form, CorrectionForm)
     old = await service.get_measure(db_session, actor=actor, measure_id=measure_id)
-    result = await service.correct_measure(db_session, actor=actor, measure_id=measure_id, client_id=_client_id(form),
-                                           reason=form.get("reason") or "", answers=answers_in(form, INSTRUMENTS[old.instrument]),
-                                           entered_in_error=(form.get("entered_in_error") or "") in ("on", "1", "yes"),
-                                           queue=request.app.state.queue)
+    result = await service.correct_measure(db_session, actor=actor, measure_id=measure_id, client_id=fields.client_id,
+                                           reason=fields.reason, answers=answers_in(form, INSTRUMENTS[old.instrument]),
+                                           entered_in_error=fields.entered_in_error, queue=request.app.state.queue)
     return Redirect(path=f"/outcomes/measures/{result.measure.id}", status_code=303)
 
 
@@ -285,7 +317,7 @@ async def measure_correct(request: Request, db_session: DbSession, actor: Curren
 
 
 @get("/outcomes/safety/{review_id:int}", opt={"permission": "outcomes.read"}, include_in_schema=False)
-async def review_page(request: Request, db_session: DbSession, actor: CurrentActor, review_id: int) -> Template:
+async def review_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, review_id: int) -> Template:
     review, measure, patient = await service.get_review(db_session, actor=actor, review_id=review_id)
     clinic = await db_session.get(Clinic, actor.clinic_id)
     visits = await service.visits_around(db_session, patient_id=patient.id, now=utcnow())  # type: ignore[arg-type]
@@ -297,19 +329,18 @@ async def review_page(request: Request, db_session: DbSession, actor: CurrentAct
 
 
 @post("/outcomes/safety/{review_id:int}", opt={"permission": "outcomes.review"}, include_in_schema=False)
-async def review_submit(request: Request, db_session: DbSession, actor: CurrentActor, review_id: int) -> Response:
-    form = await _form(request)
-    plan = {"yes": True, "no": False}.get(form.get("safety_plan") or "")
-    await service.record_review(db_session, actor=actor, review_id=review_id, risk_level=form.get("risk_level"),
-                                action_taken=form.get("action_taken"), safety_plan=plan)
-    return _back(request, form, f"/outcomes/safety/{review_id}")
+async def review_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, review_id: int) -> Response:
+    form = await read_form(request, ReviewForm)
+    await service.record_review(db_session, actor=actor, review_id=review_id, risk_level=form.risk_level, action_taken=form.action_taken,
+                                safety_plan={"yes": True, "no": False}.get(form.safety_plan or ""))
+    return _back(form.next, f"/outcomes/safety/{review_id}")
 
 
 @post("/outcomes/appointments/{appointment_id:int}/waiver", opt={"permission": "outcomes.review"}, include_in_schema=False)
-async def waiver_submit(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
-    form = await _form(request)
-    await service.waive_baseline(db_session, actor=actor, appointment_id=appointment_id, reason=form.get("reason") or "")
-    return _back(request, form, f"/schedule/appointments/{appointment_id}")
+async def waiver_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+    form = await read_form(request, WaiverForm)
+    await service.waive_baseline(db_session, actor=actor, appointment_id=appointment_id, reason=form.reason)
+    return _back(form.next, f"/schedule/appointments/{appointment_id}")
 
 
 # ---- staff: the clinic's outcomes, a protocol's schedule ---------------------------------------------------------------
@@ -324,7 +355,7 @@ def outcome_rows(out: rules.ClinicOutcomes) -> dict[str, list[tuple[str, str, di
 
 
 @get("/outcomes", opt={"permission": "outcomes.clinic"}, include_in_schema=False)
-async def clinic_page(request: Request, db_session: DbSession, actor: CurrentActor) -> Template:
+async def clinic_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
     out = await service.clinic_outcomes(db_session, actor=actor)
     weekly = [{"inst": INSTRUMENTS[i], "by_kind": out.weekly[i], "chart": chart.weekly_chart(i, out.weekly[i], chart_id=f"weekly-{i}"),
                "weeks": sorted({p.week for points in out.weekly[i].values() for p in points})} for i in ORDER if out.weekly[i]]
@@ -334,7 +365,7 @@ async def clinic_page(request: Request, db_session: DbSession, actor: CurrentAct
 
 
 @get("/admin/protocols/{session_type_id:int}/outcomes", opt={"permission": "admin"}, include_in_schema=False)
-async def schedule_page(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Template:
+async def schedule_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Template:
     st = await db_session.get(SessionType, session_type_id)
     if st is None or st.clinic_id != actor.clinic_id:
         raise NotFound("No such protocol.")
@@ -344,12 +375,9 @@ async def schedule_page(request: Request, db_session: DbSession, actor: CurrentA
 
 
 @post("/admin/protocols/{session_type_id:int}/outcomes", opt={"permission": "admin"}, include_in_schema=False)
-async def schedule_save(request: Request, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Response:
-    form = await request.form()
-    data: dict[str, Any] = {k: form.get(k) for k in ("induction_every", "maintenance_days", "baseline_valid_days")}
-    data["end_of_course"] = form.get("end_of_course") == "1"
-    data["maintenance_templates"] = form.getall("maintenance_templates") if "maintenance_templates" in form else []
-    await service.save_schedule(db_session, actor=actor, session_type_id=session_type_id, data=data)
+async def schedule_save(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Response:
+    form = await read_form(request, ScheduleForm)
+    await service.save_schedule(db_session, actor=actor, session_type_id=session_type_id, data=msgspec.structs.asdict(form))
     return Redirect(path=f"/admin/protocols/{session_type_id}/outcomes?done=saved", status_code=303)
 
 

@@ -13,11 +13,11 @@ from msgspec import Struct
 
 from clinic.forms import read_form
 from clinic.http import CurrentActor, DbSession
+from clinic.pages import KIND_LABELS, STATUS_BADGES, STATUS_LABELS, can, go
 from clinic.patients import service
 from clinic.patients.models import MEDICATION_FLAGS
 from clinic.patients.rules import NOTICE_CHANNELS, SEXES
 from clinic.scheduling.service import clinic_of
-from clinic.scheduling.web import KIND_LABELS, STATUS_BADGES, STATUS_LABELS, can, go
 
 FLAG_LABELS = {
     "benzodiazepines": "Benzodiazepines",

@@ -30,7 +30,7 @@ from clinic.billing import api as billing_api
 from clinic.billing import web as billing_web
 from clinic.config import Settings
 from clinic.db import Database
-from clinic.http import EXCEPTION_HANDLERS, document_errors, provide_actor, provide_db_session
+from clinic.http import EXCEPTION_HANDLERS, document_errors, provide_actor, provide_clinic, provide_db_session
 from clinic.monitoring import api as monitoring_api
 from clinic.monitoring import web as monitoring_web
 from clinic.monitoring.vitals import ChartMemo, EntryWriter
@@ -119,6 +119,7 @@ def create_app(settings: Settings, *, db: Database | None = None, queue: Queue |
         dependencies={
             "db_session": Provide(provide_db_session),
             "actor": Provide(provide_actor, sync_to_thread=False),
+            "clinic": Provide(provide_clinic),
         },
         middleware=[
             SecurityHeadersMiddleware,

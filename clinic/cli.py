@@ -359,9 +359,9 @@ def create_user(email: str, roles: tuple[str, ...], password: str, name: str) ->
 
             from clinic.audit.service import Actor
             from clinic.auth import service
+            from clinic.clinics import Clinic
             from clinic.db import Database
             from clinic.errors import ClinicError
-            from clinic.scheduling.models import Clinic
 
             db = Database.connect(settings.database_owner_url, pool_size=1)
             try:

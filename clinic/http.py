@@ -1,4 +1,4 @@
-"""What every route shares: the transactional session, the acting user, and the answers to errors (HTML or JSON)."""
+"""What every route shares: the transactional session, the acting user and their clinic, and the answers to errors (HTML or JSON)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor
+from clinic.clinics import Clinic, clinic_of
 from clinic.db import conflict_message, is_bad_value, is_unavailable, sqlstate_of
 from clinic.errors import ClinicError
 from clinic.security import headers_for
@@ -63,8 +64,17 @@ def provide_actor(request: Request) -> Actor:
     )
 
 
+async def provide_clinic(db_session: AsyncSession, actor: Actor) -> Clinic:
+    """The actor's clinic, read once per request: its time zone and settings for the handler and the services it calls."""
+    clinic = await clinic_of(db_session, actor)
+    # detached, so a rollback in the request (a refused booking, a form shown again) leaves it readable
+    db_session.expunge(clinic)
+    return clinic
+
+
 DbSession = Annotated[AsyncSession, Dependency(skip_validation=True)]
 CurrentActor = Annotated[Actor, Dependency(skip_validation=True)]
+CurrentClinic = Annotated[Clinic, Dependency(skip_validation=True)]
 
 
 def given(body: Struct) -> dict[str, Any]:
@@ -96,7 +106,7 @@ ERROR_MEANINGS = {
     422: "A value is missing or refused: `field` names it, `code` names the rule; nothing was saved.",
 }
 # no framework name a handler takes besides what the client sends (path, query, body)
-_NOT_INPUT = frozenset({"request", "db_session", "actor", "data", "state", "scope", "headers", "cookies", "body"})
+_NOT_INPUT = frozenset({"request", "db_session", "actor", "clinic", "data", "state", "scope", "headers", "cookies", "body"})
 
 
 def error_answers(*statuses: int) -> dict[int, ResponseSpec]:

@@ -1,5 +1,5 @@
 """Page helpers every domain's HTML routes share: the labels and badges of kinds and statuses, the base context, a
-day from the query string, who may do what, and the answer after a successful write."""
+day from the query string, who may do what, the answer after a successful write, and the notices banner."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from zoneinfo import ZoneInfo
 from litestar import Response
 from litestar.plugins.htmx import ClientRedirect, HTMXRequest
 from litestar.response import Redirect
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.auth.permissions import allows
+from clinic.clinics import Clinic
 from clinic.errors import RuleBroken
-from clinic.scheduling.models import AppointmentStatus, Clinic, SessionKind
+from clinic.notices import service as notices
+from clinic.scheduling.models import AppointmentStatus, SessionKind
 from clinic.timeutil import utcnow
 
 KIND_LABELS = {SessionKind.esketamine: "Esketamine", SessionKind.ketamine_iv: "IV ketamine", SessionKind.kap: "KAP",
@@ -55,3 +58,9 @@ def can(request: HTMXRequest, permission: str) -> bool:
     user = request.scope.get("user")
     return bool(user and allows(permission, user.roles))
 
+
+
+async def notices_banner(session: AsyncSession, clinic: Clinic) -> dict[str, Any]:
+    """What the billing, admin and notices pages say about the clinic's notices: how many failed, since when they wait."""
+    failed = (await notices.counts(session, clinic_id=clinic.id)).get("failed", 0)
+    return {"failed_notices": failed, "notices_delayed_since": await notices.delayed_since(session, clinic=clinic)}

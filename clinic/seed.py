@@ -11,8 +11,8 @@ from sqlmodel import select
 from clinic.audit.service import SYSTEM
 from clinic.auth.models import StaffUser
 from clinic.auth.rules import hash_password
+from clinic.clinics import Clinic
 from clinic.db import Database
-from clinic.scheduling.models import Clinic
 
 DEMO_PASSWORD = "demo-password-123"
 DEMO_STAFF = (

@@ -10,9 +10,10 @@ from httpx import AsyncClient as AsyncTestClient
 
 from clinic.auth.models import StaffUser
 from clinic.auth.rules import hash_password, new_token
+from clinic.clinics import Clinic
 from clinic.db import Database
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Chair, Clinic, SessionType
+from clinic.scheduling.models import Chair, SessionType
 from clinic.scheduling.protocols import Protocol, default_protocols
 from clinic.seed import DEFAULT_SETTINGS, OPENING_HOURS
 
@@ -129,7 +130,7 @@ async def staff_on_shift(factory: Factory, clinic: Clinic, days, *, nurses: int 
 
 
 async def appointment(factory: Factory, clinic: Clinic, patient: Patient, starts_at, *, kind: str = "esketamine", status: str = "booked", **kw: Any):
-    """An Appointment row written directly, bypassing booking rules (billing and notice tests call the hooks themselves)."""
+    """An Appointment row written directly, bypassing booking rules (billing and notice tests publish the events themselves)."""
     from datetime import timedelta
 
     from sqlmodel import select

@@ -139,8 +139,8 @@ async def sweep_outbox(ctx) -> int:
 @rides_out_postgres
 async def staff_digests(ctx) -> int:
     """Once a day per clinic, at its local digest hour: GFEs and REMS forms coming due (deduped per clinic, day and person)."""
+    from clinic.clinics import Clinic
     from clinic.notices import service as notices
-    from clinic.scheduling.models import Clinic
 
     now = utcnow()
     sent = 0

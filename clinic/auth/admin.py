@@ -19,11 +19,11 @@ from clinic.auth import service
 from clinic.auth.models import ROLES
 from clinic.auth.permissions import INTEGRATION
 from clinic.auth.rules import MIN_PASSWORD_LENGTH
+from clinic.clinics import Clinic
 from clinic.errors import ClinicError, RuleBroken
 from clinic.forms import read_form
-from clinic.http import CurrentActor, DbSession
-from clinic.notices import service as notices
-from clinic.scheduling.models import Clinic
+from clinic.http import CurrentActor, CurrentClinic, DbSession
+from clinic.pages import notices_banner
 
 ROLE_LABELS = {
     "front_desk": "Front desk",
@@ -53,11 +53,6 @@ DONE_MESSAGES = {
 }
 AUDIT_PAGE_SIZE = 50
 AUDIT_ACTION_PREFIXES = ("auth.", "staff.", "token.", "patient.", "chart.", "appointment.", "session.", "billing.", "notice.")
-
-
-async def clinic_timezone(session: AsyncSession, clinic_id: int) -> str:
-    clinic = await session.get(Clinic, clinic_id)
-    return clinic.timezone if clinic else "UTC"
 
 
 # ---- forms: text as typed (passwords are never trimmed) ------------------------------------
@@ -103,15 +98,14 @@ async def admin_home() -> Redirect:
 
 
 @get("/admin/staff", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_list(db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
+async def staff_list(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, done: str | None = None) -> Template:
     users = await service.list_users(db_session, clinic_id=actor.clinic_id)
     seen = await service.last_sign_ins(db_session, user_ids=[u.id for u in users if u.id is not None])
-    tz = await clinic_timezone(db_session, actor.clinic_id)
-    delayed = await notices.delayed_since(db_session, clinic=await db_session.get(Clinic, actor.clinic_id))
+    tz = clinic.timezone
     return Template(
         "admin/staff_list.html",
         context=_common(users=users, last_seen=seen, tz=tz, ok=DONE_MESSAGES.get(done or ""), section="staff",
-                        notices_delayed_since=delayed),
+                        **await notices_banner(db_session, clinic)),
     )
 
 
@@ -138,12 +132,12 @@ async def staff_create(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 async def _staff_page(
-    session: AsyncSession, actor: Actor, user_id: int, *, ok: str | None = None, error: dict | None = None, status_code: int = 200
+    session: AsyncSession, actor: Actor, clinic: Clinic, user_id: int, *, ok: str | None = None, error: dict | None = None, status_code: int = 200
 ) -> Template:
     user = await service.get_user(session, clinic_id=actor.clinic_id, user_id=user_id)
     seen = await service.last_sign_ins(session, user_ids=[user_id])
     tokens = [t for t, _ in await service.list_tokens(session, clinic_id=actor.clinic_id) if t.user_id == user_id]
-    tz = await clinic_timezone(session, actor.clinic_id)
+    tz = clinic.timezone
     return Template(
         "admin/staff_detail.html",
         context=_common(
@@ -155,11 +149,11 @@ async def _staff_page(
 
 
 @get("/admin/staff/{user_id:int}", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_detail(db_session: DbSession, actor: CurrentActor, user_id: int, done: str | None = None) -> Template:
-    return await _staff_page(db_session, actor, user_id, ok=DONE_MESSAGES.get(done or ""))
+async def staff_detail(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int, done: str | None = None) -> Template:
+    return await _staff_page(db_session, actor, clinic, user_id, ok=DONE_MESSAGES.get(done or ""))
 
 
-async def _staff_write(session: AsyncSession, actor: Actor, user_id: int, done: str, write) -> Response:
+async def _staff_write(session: AsyncSession, actor: Actor, clinic: Clinic, user_id: int, done: str, write) -> Response:
     """Run one staff change; on a refusal show the person's page again with the reason."""
     try:
         await write()
@@ -167,15 +161,15 @@ async def _staff_write(session: AsyncSession, actor: Actor, user_id: int, done: 
         if exc.status_code == 404:
             raise
         await session.rollback()
-        return await _staff_page(session, actor, user_id, error=exc.body(), status_code=exc.status_code)
+        return await _staff_page(session, actor, clinic, user_id, error=exc.body(), status_code=exc.status_code)
     return Redirect(path=f"/admin/staff/{user_id}?done={done}", status_code=303)
 
 
 @post("/admin/staff/{user_id:int}/details", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_update_details(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+async def staff_update_details(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> Response:
     form = await read_form(request, StaffDetailsForm)
     return await _staff_write(
-        db_session, actor, user_id, "details",
+        db_session, actor, clinic, user_id, "details",
         lambda: service.update_details(
             db_session, actor=actor, user_id=user_id, full_name=form.full_name, credentials=form.credentials, npi=form.npi,
             is_therapist=form.is_therapist,
@@ -184,32 +178,32 @@ async def staff_update_details(request: Request, db_session: DbSession, actor: C
 
 
 @post("/admin/staff/{user_id:int}/roles", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_update_roles(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+async def staff_update_roles(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> Response:
     form = await read_form(request, RolesForm)
     return await _staff_write(
-        db_session, actor, user_id, "roles",
+        db_session, actor, clinic, user_id, "roles",
         lambda: service.update_roles(db_session, actor=actor, user_id=user_id, roles=form.roles),
     )
 
 
 @post("/admin/staff/{user_id:int}/deactivate", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_deactivate(db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+async def staff_deactivate(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> Response:
     return await _staff_write(
-        db_session, actor, user_id, "deactivated",
+        db_session, actor, clinic, user_id, "deactivated",
         lambda: service.set_active(db_session, actor=actor, user_id=user_id, active=False),
     )
 
 
 @post("/admin/staff/{user_id:int}/reactivate", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_reactivate(db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+async def staff_reactivate(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> Response:
     return await _staff_write(
-        db_session, actor, user_id, "reactivated",
+        db_session, actor, clinic, user_id, "reactivated",
         lambda: service.set_active(db_session, actor=actor, user_id=user_id, active=True),
     )
 
 
 @post("/admin/staff/{user_id:int}/password", opt={"permission": "admin"}, include_in_schema=False)
-async def staff_reset_password(request: Request, db_session: DbSession, actor: CurrentActor, user_id: int) -> Response:
+async def staff_reset_password(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> Response:
     form = await read_form(request, PasswordForm)
 
     async def write() -> None:
@@ -217,31 +211,31 @@ async def staff_reset_password(request: Request, db_session: DbSession, actor: C
             raise RuleBroken("The password and its confirmation differ.", field="confirm_password")
         await service.reset_password(db_session, actor=actor, user_id=user_id, password=form.password)
 
-    return await _staff_write(db_session, actor, user_id, "password", write)
+    return await _staff_write(db_session, actor, clinic, user_id, "password", write)
 
 
 # ---- API tokens --------------------------------------------------------------------------
 
 
-async def _tokens_context(session: AsyncSession, actor: Actor, **extra: Any) -> dict[str, Any]:
+async def _tokens_context(session: AsyncSession, actor: Actor, clinic: Clinic, **extra: Any) -> dict[str, Any]:
     tokens = await service.list_tokens(session, clinic_id=actor.clinic_id)
     # admins make tokens for programs only; a person makes their own on the Your account page
     users = [u for u in await service.list_users(session, clinic_id=actor.clinic_id) if u.active and u.has_role(INTEGRATION)]
-    tz = await clinic_timezone(session, actor.clinic_id)
+    tz = clinic.timezone
     defaults = {"new_token": None, "error": None, "ok": None, "selected_user": None}
     return _common(tokens=tokens, users=users, tz=tz, section="tokens", **{**defaults, **extra})
 
 
 @get("/admin/tokens", opt={"permission": "admin"}, include_in_schema=False)
-async def tokens_page(db_session: DbSession, actor: CurrentActor, done: str | None = None, user_id: int | None = None) -> Template:
+async def tokens_page(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, done: str | None = None, user_id: int | None = None) -> Template:
     return Template(
         "admin/tokens.html",
-        context=await _tokens_context(db_session, actor, ok=DONE_MESSAGES.get(done or ""), selected_user=user_id),
+        context=await _tokens_context(db_session, actor, clinic, ok=DONE_MESSAGES.get(done or ""), selected_user=user_id),
     )
 
 
 @post("/admin/tokens", opt={"permission": "admin"}, include_in_schema=False)
-async def tokens_create(request: Request, db_session: DbSession, actor: CurrentActor) -> Response:
+async def tokens_create(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Response:
     form = None
     try:
         form = await read_form(request, TokenForm)
@@ -250,20 +244,20 @@ async def tokens_create(request: Request, db_session: DbSession, actor: CurrentA
         token, raw = await service.create_token(db_session, actor=actor, user_id=form.user_id, name=form.name)
     except ClinicError as exc:
         await db_session.rollback()
-        context = await _tokens_context(db_session, actor, error=exc.body(), selected_user=form.user_id if form else None)
+        context = await _tokens_context(db_session, actor, clinic, error=exc.body(), selected_user=form.user_id if form else None)
         return Template("admin/tokens.html", context=context, status_code=exc.status_code)
     await db_session.flush()
     # the secret exists only in this response: it is stored hashed and cannot be shown again
-    context = await _tokens_context(db_session, actor, new_token={"raw": raw, "id": token.id, "name": token.name})
+    context = await _tokens_context(db_session, actor, clinic, new_token={"raw": raw, "id": token.id, "name": token.name})
     return Template("admin/tokens.html", context=context, status_code=201)
 
 
 @post("/admin/tokens/{token_id:int}/revoke", opt={"permission": "admin"}, include_in_schema=False)
-async def tokens_revoke(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, token_id: int) -> Response:
+async def tokens_revoke(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, token_id: int) -> Response:
     token = await service.revoke_token(db_session, actor=actor, token_id=token_id)
     if request.htmx:
         token, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token.id)
-        tz = await clinic_timezone(db_session, actor.clinic_id)
+        tz = clinic.timezone
         return Template("admin/partials/token_row.html", context={"token": token, "owner": owner, "tz": tz})
     return Redirect(path="/admin/tokens?done=revoked", status_code=303)
 
@@ -285,6 +279,7 @@ async def audit_page(
     request: Request,
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     action: str | None = None,
     user_id: int | None = Parameter(default=None, ge=1),
     patient_id: int | None = Parameter(default=None, ge=1),
@@ -293,7 +288,7 @@ async def audit_page(
     before: int | None = Parameter(default=None, ge=1),
     after: int | None = Parameter(default=None, ge=0),
 ) -> Template:
-    tz = await clinic_timezone(db_session, actor.clinic_id)
+    tz = clinic.timezone
     action = (action or "").strip()[:80] or None
     until = _day_start(date_to + timedelta(days=1), tz) if date_to else None  # "to" is inclusive of that whole day
     events = await list_events(

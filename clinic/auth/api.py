@@ -12,7 +12,6 @@ from litestar.params import Parameter
 
 from clinic.audit.service import AuditFilter, list_events
 from clinic.auth import service
-from clinic.auth.admin import clinic_timezone
 from clinic.auth.models import ApiToken, StaffUser
 from clinic.auth.schemas import (
     AuditEventOut,
@@ -26,7 +25,8 @@ from clinic.auth.schemas import (
     TokenCreated,
     TokenOut,
 )
-from clinic.http import CurrentActor, DbSession, given
+from clinic.clinics import Clinic
+from clinic.http import CurrentActor, CurrentClinic, DbSession, given
 from clinic.timeutil import both_zones
 
 TAGS = ["staff & access"]
@@ -64,9 +64,9 @@ def token_json(row: ApiToken, owner: StaffUser, tz: str, view: type[TokenOut] = 
     )
 
 
-async def _staff_out(db_session, actor, user: StaffUser) -> StaffOut:
+async def _staff_out(db_session, clinic: Clinic, user: StaffUser) -> StaffOut:
     seen = await service.last_sign_ins(db_session, user_ids=[user.id])
-    return staff_json(user, seen.get(user.id), await clinic_timezone(db_session, actor.clinic_id))
+    return staff_json(user, seen.get(user.id), clinic.timezone)
 
 
 # ---- me ------------------------------------------------------------------------------------
@@ -82,17 +82,17 @@ async def me(request: Request) -> MeOut:
 
 
 @get("/staff", opt={"permission": "admin"}, tags=TAGS, summary="List staff accounts (admin)")
-async def staff_index(db_session: DbSession, actor: CurrentActor, active: bool | None = None) -> list[StaffOut]:
+async def staff_index(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, active: bool | None = None) -> list[StaffOut]:
     users = await service.list_users(db_session, clinic_id=actor.clinic_id)
     if active is not None:
         users = [u for u in users if u.active == active]
     seen = await service.last_sign_ins(db_session, user_ids=[u.id for u in users if u.id is not None])
-    tz = await clinic_timezone(db_session, actor.clinic_id)
+    tz = clinic.timezone
     return [staff_json(u, seen.get(u.id), tz) for u in users]
 
 
 @post("/staff", opt={"permission": "admin"}, tags=TAGS, summary="Create a staff account (admin)", status_code=201)
-async def staff_create(db_session: DbSession, actor: CurrentActor, data: StaffCreate) -> StaffOut:
+async def staff_create(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, data: StaffCreate) -> StaffOut:
     user = await service.create_user(
         db_session,
         actor=actor,
@@ -105,55 +105,55 @@ async def staff_create(db_session: DbSession, actor: CurrentActor, data: StaffCr
         npi=data.npi,
         is_therapist=data.is_therapist,
     )
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 @get("/staff/{user_id:int}", opt={"permission": "admin"}, tags=TAGS, summary="One staff account (admin)")
-async def staff_show(db_session: DbSession, actor: CurrentActor, user_id: int) -> StaffOut:
+async def staff_show(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> StaffOut:
     user = await service.get_user(db_session, clinic_id=actor.clinic_id, user_id=user_id)
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 @patch("/staff/{user_id:int}", opt={"permission": "admin"}, tags=TAGS, summary="Change name, credentials, NPI, therapist flag (admin)")
-async def staff_update(db_session: DbSession, actor: CurrentActor, user_id: int, data: StaffUpdate) -> StaffOut:
+async def staff_update(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int, data: StaffUpdate) -> StaffOut:
     user = await service.get_user(db_session, clinic_id=actor.clinic_id, user_id=user_id)
     details = {"full_name": user.full_name, "credentials": user.credentials, "npi": user.npi, "is_therapist": user.is_therapist}
     user = await service.update_details(db_session, actor=actor, user_id=user_id, **(details | given(data)))
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 @put("/staff/{user_id:int}/roles", opt={"permission": "admin"}, tags=TAGS, summary="Replace a staff member's roles (admin)")
-async def staff_roles(db_session: DbSession, actor: CurrentActor, user_id: int, data: RolesUpdate) -> StaffOut:
+async def staff_roles(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int, data: RolesUpdate) -> StaffOut:
     user = await service.update_roles(db_session, actor=actor, user_id=user_id, roles=data.roles)
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 @post("/staff/{user_id:int}/deactivate", opt={"permission": "admin"}, tags=TAGS, status_code=200,
       summary="Deactivate: sessions and tokens stop working at once (admin)")
-async def staff_deactivate(db_session: DbSession, actor: CurrentActor, user_id: int) -> StaffOut:
+async def staff_deactivate(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> StaffOut:
     user = await service.set_active(db_session, actor=actor, user_id=user_id, active=False)
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 @post("/staff/{user_id:int}/reactivate", opt={"permission": "admin"}, tags=TAGS, status_code=200, summary="Reactivate an account (admin)")
-async def staff_reactivate(db_session: DbSession, actor: CurrentActor, user_id: int) -> StaffOut:
+async def staff_reactivate(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int) -> StaffOut:
     user = await service.set_active(db_session, actor=actor, user_id=user_id, active=True)
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 @post("/staff/{user_id:int}/reset-password", opt={"permission": "admin"}, tags=TAGS, status_code=200,
       summary="Set a new password; the person is signed out everywhere (admin)")
-async def staff_reset_password(db_session: DbSession, actor: CurrentActor, user_id: int, data: PasswordReset) -> StaffOut:
+async def staff_reset_password(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int, data: PasswordReset) -> StaffOut:
     user = await service.reset_password(db_session, actor=actor, user_id=user_id, password=data.password)
-    return await _staff_out(db_session, actor, user)
+    return await _staff_out(db_session, clinic, user)
 
 
 # ---- tokens --------------------------------------------------------------------------------
 
 
 @get("/tokens", opt={"permission": "staff"}, tags=TAGS, summary="List API tokens: your own, or the clinic's for an admin (secrets are never shown again)")
-async def tokens_index(db_session: DbSession, actor: CurrentActor, user_id: int | None = None) -> list[TokenOut]:
-    tz = await clinic_timezone(db_session, actor.clinic_id)
+async def tokens_index(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, user_id: int | None = None) -> list[TokenOut]:
+    tz = clinic.timezone
     rows = await service.list_tokens(db_session, clinic_id=actor.clinic_id, user_id=service.tokens_visible_to(actor))
     return [token_json(t, u, tz) for t, u in rows if user_id is None or u.id == user_id]
 
@@ -161,18 +161,18 @@ async def tokens_index(db_session: DbSession, actor: CurrentActor, user_id: int 
 @post("/tokens", opt={"permission": "staff"}, tags=TAGS, status_code=201,
       summary="Create an API token of your own (signed in with a browser), or an admin one for an integration account; "
               "the response is the only time the secret is shown")
-async def tokens_create(db_session: DbSession, actor: CurrentActor, data: TokenCreate) -> TokenCreated:
+async def tokens_create(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, data: TokenCreate) -> TokenCreated:
     token, raw = await service.create_token(db_session, actor=actor, user_id=data.user_id, name=data.name)
     _, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token.id)
-    return token_json(token, owner, await clinic_timezone(db_session, actor.clinic_id), TokenCreated, token=raw)
+    return token_json(token, owner, clinic.timezone, TokenCreated, token=raw)
 
 
 @post("/tokens/{token_id:int}/revoke", opt={"permission": "staff"}, tags=TAGS, status_code=200,
       summary="Revoke an API token (your own, or any of the clinic's for an admin); its next request is refused")
-async def tokens_revoke(db_session: DbSession, actor: CurrentActor, token_id: int) -> TokenOut:
+async def tokens_revoke(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, token_id: int) -> TokenOut:
     await service.revoke_token(db_session, actor=actor, token_id=token_id)
     token, owner = await service.get_token(db_session, clinic_id=actor.clinic_id, token_id=token_id)
-    return token_json(token, owner, await clinic_timezone(db_session, actor.clinic_id))
+    return token_json(token, owner, clinic.timezone)
 
 
 # ---- audit ---------------------------------------------------------------------------------
@@ -186,6 +186,7 @@ async def audit_events(
     request: Request,
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     action: str | None = Parameter(default=None, description="prefix, e.g. 'appointment.'"),
     user_id: int | None = None,
     patient_id: int | None = None,
@@ -204,7 +205,7 @@ async def audit_events(
             since=since, until=until, before_id=before_id, limit=limit,
         ),
     )
-    tz = await clinic_timezone(db_session, actor.clinic_id)
+    tz = clinic.timezone
     body = [
         AuditEventOut(
             id=e.id,

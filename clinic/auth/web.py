@@ -12,10 +12,10 @@ from litestar.response import Redirect, Template
 from msgspec import Struct
 
 from clinic.auth import service
-from clinic.auth.admin import clinic_timezone
 from clinic.auth.middleware import SESSION_COOKIE, idle_minutes
+from clinic.clinics import Clinic
 from clinic.errors import ClinicError, RuleBroken
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, CurrentClinic, DbSession
 
 HOME_BY_ROLE = (
     ("nurse", "/board"),
@@ -124,11 +124,11 @@ ACCOUNT_DONE = {
 
 
 @get("/account", opt={"permission": "staff"}, include_in_schema=False)
-async def account(request: Request, db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
-    return await _account_page(request, db_session, actor, ok=ACCOUNT_DONE.get(done or ""))
+async def account(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, done: str | None = None) -> Template:
+    return await _account_page(request, db_session, actor, clinic, ok=ACCOUNT_DONE.get(done or ""))
 
 
-async def _account_page(request: Request, db_session: DbSession, actor: CurrentActor, *, ok: str | None = None,
+async def _account_page(request: Request, db_session: DbSession, actor: CurrentActor, clinic: Clinic, *, ok: str | None = None,
                         error: dict | None = None, status_code: int = 200, new_token: dict | None = None) -> Template:
     from clinic.auth.rules import MIN_PASSWORD_LENGTH
 
@@ -136,7 +136,7 @@ async def _account_page(request: Request, db_session: DbSession, actor: CurrentA
         "auth/account.html",
         context={"ok": ok, "error": error, "min_password": MIN_PASSWORD_LENGTH, "new_token": new_token,
                  "tokens": await service.list_tokens(db_session, clinic_id=actor.clinic_id, user_id=actor.user_id),
-                 "tz": await clinic_timezone(db_session, actor.clinic_id)},
+                 "tz": clinic.timezone},
         status_code=status_code,
     )
 
@@ -150,15 +150,16 @@ async def create_own_token(
     request: Request,
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     data: Annotated[TokenForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response:
     try:
         token, raw = await service.create_token(db_session, actor=actor, name=data.name)
     except ClinicError as exc:
         await db_session.rollback()
-        return await _account_page(request, db_session, actor, error=exc.body(), status_code=exc.status_code)
+        return await _account_page(request, db_session, actor, clinic, error=exc.body(), status_code=exc.status_code)
     # the secret exists only in this response: it is stored hashed and cannot be shown again
-    return await _account_page(request, db_session, actor, status_code=201, new_token={"raw": raw, "name": token.name or "unnamed"})
+    return await _account_page(request, db_session, actor, clinic, status_code=201, new_token={"raw": raw, "name": token.name or "unnamed"})
 
 
 @post("/account/tokens/{token_id:int}/revoke", opt={"permission": "staff"}, include_in_schema=False)
@@ -178,6 +179,7 @@ async def change_password(
     request: Request,
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     data: Annotated[PasswordChangeForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response:
     user = request.scope["user"]
@@ -194,7 +196,7 @@ async def change_password(
     except ClinicError as exc:
         # the failed attempt's audit row is kept
         await db_session.commit()
-        return await _account_page(request, db_session, actor, error=exc.body(), status_code=exc.status_code)
+        return await _account_page(request, db_session, actor, clinic, error=exc.body(), status_code=exc.status_code)
     return Redirect(path="/account?done=password", status_code=303)
 
 

@@ -27,9 +27,9 @@ from clinic.billing.schemas import (
     PaymentIn,
     PaymentOut,
 )
+from clinic.clinics import Clinic
 from clinic.errors import RuleBroken
-from clinic.http import CurrentActor, DbSession
-from clinic.scheduling.models import Clinic
+from clinic.http import CurrentActor, CurrentClinic, DbSession
 from clinic.timeutil import both_zones
 
 TAGS = ["billing"]
@@ -100,35 +100,35 @@ async def coverage_put(request: Request, db_session: DbSession, actor: CurrentAc
 
 
 @get("/estimates", opt={"permission": "billing.read"}, tags=TAGS, summary="Estimates and GFEs (status=draft|issued)")
-async def estimate_list(db_session: DbSession, actor: CurrentActor, patient_id: int | None = None, status: str | None = None) -> EstimateList:
+async def estimate_list(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, patient_id: int | None = None, status: str | None = None) -> EstimateList:
     if status not in (None, "draft", "issued"):
         raise RuleBroken("status is draft or issued.", field="status")
     rows = await service.list_estimates(db_session, actor=actor, patient_id=patient_id, status=status)
     replaced = await service.superseded_ids(db_session, [e.id for e in rows])
-    tz = await _tz(db_session, actor.clinic_id)
+    tz = clinic.timezone
     return EstimateList(items=[estimate_json(e, tz, replaced) for e in rows])
 
 
 @get("/estimates/{estimate_id:int}", opt={"permission": "billing.read"}, tags=TAGS, summary="One estimate, with its issued document")
-async def estimate_get(db_session: DbSession, actor: CurrentActor, estimate_id: int) -> EstimateOut:
+async def estimate_get(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, estimate_id: int) -> EstimateOut:
     e = await service.get_estimate(db_session, actor=actor, estimate_id=estimate_id)
-    return estimate_json(e, await _tz(db_session, actor.clinic_id), await service.superseded_ids(db_session, [e.id]))
+    return estimate_json(e, clinic.timezone, await service.superseded_ids(db_session, [e.id]))
 
 
 @post("/estimates", opt={"permission": "billing.write"}, tags=TAGS, status_code=201,
       summary="A GFE the patient asked for (due within 3 business days)")
-async def estimate_request(db_session: DbSession, actor: CurrentActor, data: GfeRequest) -> EstimateOut:
+async def estimate_request(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, data: GfeRequest) -> EstimateOut:
     if data.patient_id is None:
         raise RuleBroken("patient_id is required.", field="patient_id")
     e = await service.request_gfe(db_session, actor=actor, patient_id=data.patient_id, session_type_id=data.session_type_id, visits=data.visits)
-    return estimate_json(e, await _tz(db_session, actor.clinic_id))
+    return estimate_json(e, clinic.timezone)
 
 
 @post("/estimates/{estimate_id:int}/issue", opt={"permission": "billing.write"}, tags=TAGS, status_code=200,
       summary="Issue a draft: freeze it and email the patient a link")
-async def estimate_issue(request: Request, db_session: DbSession, actor: CurrentActor, estimate_id: int) -> EstimateOut:
+async def estimate_issue(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, estimate_id: int) -> EstimateOut:
     e = await service.issue(db_session, actor=actor, estimate_id=estimate_id, queue=request.app.state.queue)
-    return estimate_json(e, await _tz(db_session, actor.clinic_id))
+    return estimate_json(e, clinic.timezone)
 
 
 @get("/charges", opt={"permission": "billing.read"}, tags=TAGS, summary="Charges by session or patient")

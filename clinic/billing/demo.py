@@ -47,7 +47,7 @@ async def seed_prices(session, ctx) -> None:
     """The fee schedule and the patients' coverage, before any session is charted (a discharge charges at once)."""
     clinic = ctx.clinic
     actor = ctx.shared["actor"]
-    today = service.clinic_today(clinic)
+    today = clinic.today()
     # last year's prices end on 1 January, this year's are current: the table keeps both
     year = date(today.year, 1, 1)
     last = fee_schedule(clinic.id, date(today.year - 1, 1, 1))
@@ -87,7 +87,7 @@ async def seed(session, ctx) -> None:
 
     clinic = ctx.clinic
     actor = ctx.shared["actor"]
-    today = service.clinic_today(clinic)
+    today = clinic.today()
     patients = await _patients(session, ctx)
     rng = ctx.rng
 

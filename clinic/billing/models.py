@@ -13,7 +13,6 @@ from sqlmodel import Field, SQLModel
 from clinic.timeutil import TimestampField
 
 
-
 class CoverageKind(StrEnum):
     self_pay = "self_pay"
     insured = "insured"

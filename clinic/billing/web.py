@@ -12,16 +12,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import record, record_read
-from clinic.auth.permissions import allows
 from clinic.auth.models import StaffUser
+from clinic.auth.permissions import allows
 from clinic.billing import rules, service
 from clinic.billing.models import Charge, Claim, ClaimStatus, Estimate, Payment
 from clinic.errors import NotFound
 from clinic.forms import read_form
-from clinic.http import CurrentActor, DbSession, given
-from clinic.notices import service as notices
+from clinic.http import CurrentActor, CurrentClinic, DbSession, given
+from clinic.pages import notices_banner
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic, SessionType
+from clinic.scheduling.models import Appointment, SessionType
 
 HEAD = '<link rel="stylesheet" href="/static/css/billing.css">'
 DONE = {
@@ -84,10 +84,6 @@ class FeeEndForm(Struct):
     effective_to: str | None = None
 
 
-async def clinic_of(session: AsyncSession, clinic_id: int) -> Clinic:
-    return await session.get(Clinic, clinic_id)
-
-
 async def patient_names(session: AsyncSession, clinic_id: int, ids: set[int]) -> dict[int, Patient]:
     if not ids:
         return {}
@@ -96,9 +92,8 @@ async def patient_names(session: AsyncSession, clinic_id: int, ids: set[int]) ->
 
 
 @get("/billing", opt={"permission": "billing.read"}, include_in_schema=False)
-async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None = None) -> Template:
-    clinic = await clinic_of(db_session, actor.clinic_id)
-    today = service.clinic_today(clinic)
+async def dashboard(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, done: str | None = None) -> Template:
+    today = clinic.today()
     drafts = await service.list_estimates(db_session, actor=actor, status="draft")
     issued = await service.list_estimates(db_session, actor=actor, status="issued", limit=15)
     replaced = await service.superseded_ids(db_session, [e.id for e in issued])
@@ -115,27 +110,24 @@ async def dashboard(db_session: DbSession, actor: CurrentActor, done: str | None
     )).all()
     ids = {e.patient_id for e in drafts + issued} | {b.patient_id for b in owed} | {c.patient_id for c in claims} \
         | {s[1] for s in sessions} | {o["estimate"].patient_id for o in overages}
-    failed = (await notices.counts(db_session, clinic_id=clinic.id)).get("failed", 0)
     record_read(db_session, actor=actor, what="billing_dashboard", query={}, rows=len(ids), patient_ids=ids)
     return Template("billing/dashboard.html", context={
         "head": HEAD, "clinic": clinic, "today": today, "drafts": drafts, "issued": issued, "replaced": replaced,
         "overages": overages, "owed": owed, "claims": claims, "claim_counts": claim_counts, "claim_states": ClaimStatus,
         "claim_next": rules.CLAIM_NEXT, "sessions": sessions, "patients": await patient_names(db_session, clinic.id, ids),
-        "deadline_state": rules.deadline_state, "failed_notices": failed, "done": DONE.get(done or ""),
-        "notices_delayed_since": await notices.delayed_since(db_session, clinic=clinic),
+        "deadline_state": rules.deadline_state, "done": DONE.get(done or ""), **await notices_banner(db_session, clinic),
     })
 
 
 @get("/billing/estimates/{estimate_id:int}", opt={"permission": "billing.read"}, include_in_schema=False)
-async def estimate_page(db_session: DbSession, actor: CurrentActor, estimate_id: int) -> Template:
+async def estimate_page(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, estimate_id: int) -> Template:
     estimate = await service.get_estimate(db_session, actor=actor, estimate_id=estimate_id)
-    clinic = await clinic_of(db_session, actor.clinic_id)
     patient = (await patient_names(db_session, clinic.id, {estimate.patient_id}))[estimate.patient_id]
     newer = (await db_session.exec(select(Estimate.id).where(Estimate.supersedes_id == estimate.id))).first()
     record(db_session, actor=actor, action="billing.estimate.read", entity="estimate", entity_id=estimate.id, patient_id=patient.id)
     return Template("billing/estimate.html", context={
         "head": HEAD, "clinic": clinic, "e": estimate, "c": estimate.content, "patient": patient, "newer": newer,
-        "today": service.clinic_today(clinic), "deadline_state": rules.deadline_state, "public": False,
+        "today": clinic.today(), "deadline_state": rules.deadline_state, "public": False,
     })
 
 
@@ -146,8 +138,7 @@ async def issue_estimate(request: Request, db_session: DbSession, actor: Current
 
 
 @get("/billing/patients/{patient_id:int}", opt={"permission": "billing.read"}, include_in_schema=False)
-async def patient_page(db_session: DbSession, actor: CurrentActor, patient_id: int, done: str | None = None) -> Template:
-    clinic = await clinic_of(db_session, actor.clinic_id)
+async def patient_page(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, patient_id: int, done: str | None = None) -> Template:
     patient = await service.get_patient(db_session, clinic.id, patient_id)
     coverage = await service.coverage_of(db_session, clinic.id, patient_id)
     estimates = await service.list_estimates(db_session, actor=actor, patient_id=patient_id)
@@ -165,7 +156,7 @@ async def patient_page(db_session: DbSession, actor: CurrentActor, patient_id: i
     return Template("billing/patient.html", context={
         "head": HEAD, "clinic": clinic, "patient": patient, "coverage": coverage, "kind": service.estimate_kind(coverage),
         "estimates": estimates, "replaced": replaced, "by_visit": by_visit, "claims": claims, "payments": payments,
-        "balance": balance, "session_types": session_types, "today": service.clinic_today(clinic),
+        "balance": balance, "session_types": session_types, "today": clinic.today(),
         "deadline_state": rules.deadline_state, "claim_next": rules.CLAIM_NEXT, "done": DONE.get(done or ""),
     })
 
@@ -209,13 +200,12 @@ async def claim_move(request: Request, db_session: DbSession, actor: CurrentActo
 
 
 @get("/billing/sessions/{appointment_id:int}/superbill", opt={"permission": "billing.read"}, include_in_schema=False)
-async def superbill(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
+async def superbill(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int) -> Template:
     appt = None
     if service.real_id(appointment_id):
         appt = (await db_session.exec(select(Appointment).where(Appointment.id == appointment_id, Appointment.clinic_id == actor.clinic_id))).first()
     if appt is None:
         raise NotFound("No such session.")
-    clinic = await clinic_of(db_session, actor.clinic_id)
     patient = await service.get_patient(db_session, clinic.id, appt.patient_id)
     charges = list((await db_session.exec(select(Charge).where(Charge.appointment_id == appt.id).order_by(Charge.id))).all())
     coverage = await service.coverage_of(db_session, clinic.id, patient.id)
@@ -235,9 +225,8 @@ async def superbill(db_session: DbSession, actor: CurrentActor, appointment_id: 
 
 
 @get("/admin/fees", opt={"permission": "admin"}, include_in_schema=False)
-async def fees_page(db_session: DbSession, actor: CurrentActor, done: str | None = None, on: str | None = None) -> Template:
-    clinic = await clinic_of(db_session, actor.clinic_id)
-    today = service.clinic_today(clinic)
+async def fees_page(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, done: str | None = None, on: str | None = None) -> Template:
+    today = clinic.today()
     try:
         day = date.fromisoformat(on) if on else today
     except ValueError:

@@ -165,7 +165,7 @@ async def _record(request: Request, appointment_id: int, body: Any) -> Response[
 
 
 async def _tz(db_session: DbSession, actor: CurrentActor) -> str:
-    from clinic.scheduling.models import Clinic
+    from clinic.clinics import Clinic
 
     clinic = await db_session.get(Clinic, actor.clinic_id)
     return clinic.timezone if clinic else "UTC"

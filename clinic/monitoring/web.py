@@ -135,7 +135,7 @@ def local_time(value: str | None, tz: str, now: datetime, *, field: str = "taken
 
 
 async def _clinic_tz(db_session: DbSession, actor: CurrentActor) -> str:
-    from clinic.scheduling.models import Clinic
+    from clinic.clinics import Clinic
 
     clinic = await db_session.get(Clinic, actor.clinic_id)
     return clinic.timezone if clinic else "UTC"

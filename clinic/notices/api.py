@@ -5,11 +5,10 @@ from __future__ import annotations
 from litestar import Request, get, post
 
 from clinic.errors import RuleBroken
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, CurrentClinic, DbSession
 from clinic.notices import service
 from clinic.notices.models import NOTICE_STATES, Notice
 from clinic.notices.schemas import NoticeList, NoticeOut
-from clinic.scheduling.models import Clinic
 from clinic.timeutil import both_zones
 
 TAGS = ["notices"]
@@ -23,19 +22,19 @@ def notice_json(n: Notice, tz: str) -> NoticeOut:
 
 
 @get("/notices", opt={"permission": "billing.read"}, tags=TAGS, summary="Outbox notices, newest first (status filter)")
-async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | None = None, limit: int = 200) -> NoticeList:
+async def notice_list(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, status: str | None = None, limit: int = 200) -> NoticeList:
     if status is not None and status not in NOTICE_STATES:
         raise RuleBroken(f"status is one of {', '.join(NOTICE_STATES)}.", field="status")
-    tz = (await db_session.get(Clinic, actor.clinic_id)).timezone
+    tz = clinic.timezone
     rows = await service.list_notices(db_session, actor=actor, status=status, limit=limit)
     return NoticeList(items=[notice_json(n, tz) for n in rows], counts=await service.counts(db_session, clinic_id=actor.clinic_id))
 
 
 @post("/notices/{notice_id:int}/retry", opt={"permission": "billing.write"}, tags=TAGS, status_code=200,
       summary="Send a failed notice again (same Message-ID)")
-async def notice_retry(request: Request, db_session: DbSession, actor: CurrentActor, notice_id: int) -> NoticeOut:
+async def notice_retry(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, notice_id: int) -> NoticeOut:
     n = await service.retry(db_session, actor=actor, notice_id=notice_id, queue=request.app.state.queue)
-    tz = (await db_session.get(Clinic, actor.clinic_id)).timezone
+    tz = clinic.timezone
     return notice_json(n, tz)
 
 

@@ -13,7 +13,6 @@ from sqlmodel import Field, SQLModel
 from clinic.timeutil import TimestampField
 
 
-
 class NoticeKind(StrEnum):
     booking_confirmation = "booking_confirmation"
     reminder = "reminder"

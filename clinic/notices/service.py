@@ -11,13 +11,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record, record_read
 from clinic.billing.models import CostLink, Estimate
-from clinic.errors import Conflict, NotFound
+from clinic.clinics import Clinic, closed_dates
 from clinic.db import after_commit
+from clinic.errors import Conflict, NotFound
+from clinic.events import AppointmentBooked, AppointmentCancelled, AppointmentMoved, BalanceDue, CourseBooked, EstimateIssued
 from clinic.notices import links
 from clinic.notices.models import Notice
 from clinic.notices.outbox import SEND_JOB, add_notice, job_id
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic
+from clinic.scheduling.models import Appointment
 from clinic.timeutil import hm, to_local, utcnow
 
 DEFAULT_REMINDER_HOURS = 48
@@ -32,15 +34,10 @@ def can_email(patient: Patient) -> bool:
     return patient.notice_channel == "email" and not patient.notices_opted_out and bool(patient.email)
 
 
-def setting(clinic: Clinic, key: str, default: Any) -> Any:
-    value = (clinic.settings or {}).get(key)
-    return default if value in (None, "") else value
-
-
 async def add_link(session: AsyncSession, *, clinic: Clinic, patient: Patient, kind: str, estimate_id: int | None = None,
                    appointment_id: int | None = None) -> CostLink:
     link = CostLink(clinic_id=clinic.id, patient_id=patient.id, kind=kind, estimate_id=estimate_id, appointment_id=appointment_id,
-                    expires_at=utcnow() + timedelta(days=int(setting(clinic, "link_days", DEFAULT_LINK_DAYS))))
+                    expires_at=utcnow() + timedelta(days=int(clinic.setting("link_days", DEFAULT_LINK_DAYS))))
     session.add(link)
     await session.flush()
     return link
@@ -107,7 +104,7 @@ async def booking_notices(session: AsyncSession, *, queue, appointment: Appointm
         visits = {"visits": [v.starts_at.isoformat() for v in course_visits]} if course_visits and len(course_visits) > 1 else {}
         ids.append(await add_notice(session, queue=queue, clinic_id=clinic.id, kind="booking_confirmation", dedupe_key=key,
                                     to_address=patient.email, patient_id=patient.id, appointment_id=appointment.id, payload=payload | visits))
-    remind_at = appointment.starts_at - timedelta(hours=float(setting(clinic, "reminder_hours", DEFAULT_REMINDER_HOURS)))
+    remind_at = appointment.starts_at - timedelta(hours=float(clinic.setting("reminder_hours", DEFAULT_REMINDER_HOURS)))
     if remind_at > now:
         key = f"reminder:{appointment.id}:{at}"
         nid = await add_notice(session, queue=queue, clinic_id=clinic.id, kind="reminder", dedupe_key=key,
@@ -164,13 +161,44 @@ async def balance_notice(session: AsyncSession, *, queue, appointment: Appointme
                             payload=link_payload(link))
 
 
+# ---- subscribers (clinic.events): what each event tells the patient ----------------------------------
+
+
+async def confirm_booking(session: AsyncSession, event: AppointmentBooked, *, queue) -> None:
+    await booking_notices(session, queue=queue, appointment=event.appointment, patient=event.patient, clinic=event.clinic)
+
+
+async def confirm_course(session: AsyncSession, event: CourseBooked, *, queue) -> None:
+    """One confirmation listing every visit, and each visit's reminder."""
+    visits = sorted(event.appointments, key=lambda a: a.starts_at)
+    for n, appt in enumerate(visits):
+        await booking_notices(session, queue=queue, appointment=appt, patient=event.patient, clinic=event.clinic,
+                              course_visits=visits, confirm=n == 0)
+
+
+async def confirm_move(session: AsyncSession, event: AppointmentMoved, *, queue) -> None:
+    """The old reminder goes, one for the new time comes, and the patient is told."""
+    await cancel_pending(session, appointment_id=event.appointment.id, reason="visit moved")
+    await booking_notices(session, queue=queue, appointment=event.appointment, patient=event.patient, clinic=event.clinic, moved=True)
+
+
+async def withdraw_reminders(session: AsyncSession, event: AppointmentCancelled, *, queue) -> None:
+    await cancel_pending(session, appointment_id=event.appointment.id, reason="visit cancelled")
+
+
+async def balance_due(session: AsyncSession, event: BalanceDue, *, queue) -> None:
+    await balance_notice(session, queue=queue, appointment=event.appointment, patient=event.patient, clinic=event.clinic)
+
+
+async def estimate_issued(session: AsyncSession, event: EstimateIssued, *, queue) -> None:
+    await estimate_ready(session, queue=queue, estimate=event.estimate, patient=event.patient, clinic=event.clinic)
+
+
 async def staff_digest(session: AsyncSession, *, queue, clinic: Clinic, today: date) -> list[int]:
     """Items due within 3 business days, one message per person who acts on them: counts only, never a patient's name."""
     from clinic.auth.models import StaffUser
-    from clinic.monitoring.models import RemsForm
-
     from clinic.billing.rules import add_business_days
-    from clinic.billing.service import closed_dates
+    from clinic.monitoring.models import RemsForm
 
     horizon = add_business_days(today, 3, await closed_dates(session, clinic.id))
     gfe_rows = (await session.execute(
@@ -236,7 +264,7 @@ async def delayed_since(session: AsyncSession, *, clinic: Clinic, now: datetime 
         select(func.min(Notice.send_after)).where(
             Notice.clinic_id == clinic.id, col(Notice.status).in_(("pending", "sending")), Notice.send_after <= now)
     )).scalar()
-    if oldest is None or now - oldest <= timedelta(minutes=int(setting(clinic, "notice_delay_minutes", DEFAULT_DELAY_MINUTES))):
+    if oldest is None or now - oldest <= timedelta(minutes=int(clinic.setting("notice_delay_minutes", DEFAULT_DELAY_MINUTES))):
         return None
     local = to_local(oldest, clinic.timezone)
     if local.date() == to_local(now, clinic.timezone).date():

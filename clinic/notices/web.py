@@ -14,27 +14,27 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import SYSTEM, record
 from clinic.billing import service as billing
 from clinic.billing.models import CostLink, Estimate
+from clinic.clinics import Clinic
 from clinic.errors import NotFound, RuleBroken
 from clinic.forms import read_form
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, CurrentClinic, DbSession
 from clinic.notices import devmail
 from clinic.notices import service as notices
 from clinic.notices.models import NOTICE_STATES
+from clinic.pages import notices_banner
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Clinic
 
 HEAD = '<link rel="stylesheet" href="/static/css/billing.css">'
 
 
 @get("/notices", opt={"permission": "billing.read"}, include_in_schema=False)
-async def notice_list(db_session: DbSession, actor: CurrentActor, status: str | None = None, done: str | None = None) -> Template:
+async def notice_list(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, status: str | None = None, done: str | None = None) -> Template:
     status = status if status in NOTICE_STATES else None
     rows = await notices.list_notices(db_session, actor=actor, status=status)
-    clinic = await db_session.get(Clinic, actor.clinic_id)
     return Template("notices/list.html", context={
         "head": HEAD, "rows": rows, "status": status, "states": NOTICE_STATES, "clinic": clinic,
         "counts": await notices.counts(db_session, clinic_id=actor.clinic_id),
-        "notices_delayed_since": await notices.delayed_since(db_session, clinic=clinic),
+        **await notices_banner(db_session, clinic),
         "done": "Queued again: it goes out within a minute." if done == "retried" else None,
     })
 
@@ -124,7 +124,7 @@ async def _what_they_see(session: AsyncSession, link: CostLink, clinic: Clinic, 
         "clinic": clinic, "patient": patient, "kind": link.kind, "focus": focus, "estimates": current,
         "focus_replaced": focus is not None and focus.id in replaced,
         "upcoming": [(a, st) for a, st in upcoming], "balance": balance.owed_cents if balance else 0, "public": True,
-        "today": billing.clinic_today(clinic), "deadline_state": lambda *a: "none",
+        "today": clinic.today(), "deadline_state": lambda *a: "none",
     }
 
 

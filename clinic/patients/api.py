@@ -8,12 +8,11 @@ import msgspec
 from litestar import get, patch, post
 from litestar.params import Parameter
 
-from clinic.http import CurrentActor, DbSession, given
+from clinic.http import CurrentActor, CurrentClinic, DbSession, given
 from clinic.patients import service
 from clinic.patients.models import Patient
 from clinic.patients.schemas import PatientChart, PatientIn, PatientOut, PatientPatch
 from clinic.scheduling.api import appointment_out
-from clinic.scheduling.service import clinic_of
 from clinic.timeutil import both_zones
 
 TAG = ["patients"]
@@ -49,23 +48,24 @@ def patient_out(p: Patient, tz: str, view: type[PatientOut] = PatientOut, **more
 async def search(
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     q: Annotated[str, Parameter(description="name words, a date of birth (YYYY-MM-DD or MM/DD/YYYY) or phone digits")] = "",
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
 ) -> list[PatientOut]:
-    tz = (await clinic_of(db_session, actor)).timezone
+    tz = clinic.timezone
     return [patient_out(p, tz) for p in await service.search_patients(db_session, actor=actor, q=q, limit=limit)]
 
 
 @post("/patients", opt={"permission": "patients.write"}, tags=TAG, summary="Register a patient")
-async def create(db_session: DbSession, actor: CurrentActor, data: PatientIn) -> PatientOut:
-    tz = (await clinic_of(db_session, actor)).timezone
+async def create(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, data: PatientIn) -> PatientOut:
+    tz = clinic.timezone
     patient = await service.create_patient(db_session, actor=actor, data=msgspec.structs.asdict(data))
     return patient_out(patient, tz)
 
 
 @get("/patients/{patient_id:int}", opt={"permission": "patients.read"}, tags=TAG, summary="A patient's chart with upcoming and past sessions (audited)")
-async def read(db_session: DbSession, actor: CurrentActor, patient_id: int) -> PatientChart:
-    tz = (await clinic_of(db_session, actor)).timezone
+async def read(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, patient_id: int) -> PatientChart:
+    tz = clinic.timezone
     chart = await service.read_chart(db_session, actor=actor, patient_id=patient_id)
     return patient_out(
         chart.patient, tz, PatientChart,
@@ -75,8 +75,8 @@ async def read(db_session: DbSession, actor: CurrentActor, patient_id: int) -> P
 
 
 @patch("/patients/{patient_id:int}", opt={"permission": "patients.write"}, tags=TAG, summary="Edit a patient (send only what changes)")
-async def edit(db_session: DbSession, actor: CurrentActor, patient_id: int, data: PatientPatch) -> PatientOut:
-    tz = (await clinic_of(db_session, actor)).timezone
+async def edit(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, patient_id: int, data: PatientPatch) -> PatientOut:
+    tz = clinic.timezone
     return patient_out(await service.update_patient(db_session, actor=actor, patient_id=patient_id, data=given(data)), tz)
 
 

@@ -11,13 +11,13 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Template
 from msgspec import Struct
 
+from clinic.clinics import Clinic
 from clinic.forms import read_form
-from clinic.http import CurrentActor, DbSession
-from clinic.pages import KIND_LABELS, STATUS_BADGES, STATUS_LABELS, can, go
+from clinic.http import CurrentActor, CurrentClinic, DbSession
+from clinic.pages import base_context, can, go
 from clinic.patients import service
 from clinic.patients.models import MEDICATION_FLAGS
 from clinic.patients.rules import NOTICE_CHANNELS, SEXES
-from clinic.scheduling.service import clinic_of
 
 FLAG_LABELS = {
     "benzodiazepines": "Benzodiazepines",
@@ -28,9 +28,8 @@ FLAG_LABELS = {
 }
 
 
-def _context(clinic, **kw: Any) -> dict[str, Any]:
-    return {"clinic": clinic, "tz": clinic.timezone, "flag_labels": FLAG_LABELS, "flags": MEDICATION_FLAGS, "sexes": SEXES,
-            "channels": NOTICE_CHANNELS, "kind_labels": KIND_LABELS, "status_badges": STATUS_BADGES, "status_labels": STATUS_LABELS, **kw}
+def _context(clinic: Clinic, **kw: Any) -> dict[str, Any]:
+    return base_context(clinic, flag_labels=FLAG_LABELS, flags=MEDICATION_FLAGS, sexes=SEXES, channels=NOTICE_CHANNELS, **kw)
 
 
 class PatientForm(Struct):
@@ -61,17 +60,15 @@ async def _form_data(request: HTMXRequest) -> tuple[dict[str, Any], str]:
 
 
 @get("/patients", opt={"permission": "patients.read"}, include_in_schema=False)
-async def patients_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await clinic_of(db_session, actor)
+async def patients_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     q = request.query_params.get("q") or ""
     results = await service.search_patients(db_session, actor=actor, q=q, limit=25)
     return Template("patients/list.html", context=_context(clinic, q=q, results=results, pick="", can_write=can(request, "patients.write"), extra=""))
 
 
 @get("/patients/search", opt={"permission": "patients.read"}, include_in_schema=False)
-async def patients_search(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
+async def patients_search(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     """Results as the front desk types; in a booking flow each result picks the patient for it."""
-    clinic = await clinic_of(db_session, actor)
     q = request.query_params.get("q") or ""
     pick = request.query_params.get("pick") or ""
     keep = {k: request.query_params.get(k) for k in ("start", "chair_id") if request.query_params.get(k)}
@@ -80,8 +77,7 @@ async def patients_search(request: HTMXRequest, db_session: DbSession, actor: Cu
 
 
 @get("/patients/new", opt={"permission": "patients.write"}, include_in_schema=False)
-async def new_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await clinic_of(db_session, actor)
+async def new_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     return Template("patients/form.html", context=_context(clinic, patient=None, then=request.query_params.get("then") or ""))
 
 
@@ -95,8 +91,7 @@ async def create_patient(request: HTMXRequest, db_session: DbSession, actor: Cur
 
 
 @get("/patients/{patient_id:int}", opt={"permission": "patients.read"}, include_in_schema=False)
-async def patient_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
-    clinic = await clinic_of(db_session, actor)
+async def patient_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, patient_id: int) -> Template:
     chart = await service.read_chart(db_session, actor=actor, patient_id=patient_id)
     p = chart.patient
     from datetime import date
@@ -107,8 +102,7 @@ async def patient_page(request: HTMXRequest, db_session: DbSession, actor: Curre
 
 
 @get("/patients/{patient_id:int}/edit", opt={"permission": "patients.write"}, include_in_schema=False)
-async def edit_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, patient_id: int) -> Template:
-    clinic = await clinic_of(db_session, actor)
+async def edit_patient(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, patient_id: int) -> Template:
     patient = await service.get_patient(db_session, actor=actor, patient_id=patient_id)
     return Template("patients/form.html", context=_context(clinic, patient=patient, then=""))
 

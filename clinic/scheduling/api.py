@@ -10,10 +10,11 @@ import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.params import Parameter
 
+from clinic.clinics import Clinic, ClosedDate
 from clinic.errors import NotFound, RuleBroken
-from clinic.http import CurrentActor, DbSession, given
+from clinic.http import CurrentActor, CurrentClinic, DbSession, given
 from clinic.scheduling import rules, service, setup
-from clinic.scheduling.models import APPOINTMENT_STATUSES, Chair, Clinic, ClosedDate, SessionType, Shift
+from clinic.scheduling.models import APPOINTMENT_STATUSES, Chair, SessionType, Shift
 from clinic.scheduling.protocols import Protocol
 from clinic.scheduling.schemas import (
     AppointmentOut,
@@ -209,9 +210,9 @@ async def availability(
 # ---- appointments -----------------------------------------------------------------------------------
 
 
-async def _one(db_session, actor, appointment_id: int) -> AppointmentOut:
+async def _one(db_session, actor, clinic: Clinic, appointment_id: int) -> AppointmentOut:
     row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
-    tz = (await service.clinic_of(db_session, actor)).timezone
+    tz = clinic.timezone
     return appointment_out(row, tz)
 
 
@@ -219,6 +220,7 @@ async def _one(db_session, actor, appointment_id: int) -> AppointmentOut:
 async def list_appointments(
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     day: Annotated[date | None, Parameter(query="date", description="clinic-local day, YYYY-MM-DD")] = None,
     day_from: Annotated[datetime | None, Parameter(query="from", description="instant, ISO 8601 with offset")] = None,
     day_to: Annotated[datetime | None, Parameter(query="to", description="instant, ISO 8601 with offset")] = None,
@@ -235,7 +237,7 @@ async def list_appointments(
     for name, v in (("from", day_from), ("to", day_to)):
         if v is not None and v.tzinfo is None:
             raise RuleBroken("Give the time with a UTC offset.", field=name, code="timezone_required")
-    tz = (await service.clinic_of(db_session, actor)).timezone
+    tz = clinic.timezone
     rows = await service.list_appointments(
         db_session, actor=actor, day=day, start=day_from, end=day_to, status=statuses, patient_id=patient_id,
         chair_id=chair_id, course_id=course_id, limit=limit, tz=tz,
@@ -246,8 +248,7 @@ async def list_appointments(
 @post("/appointments", opt={"permission": "schedule.write"}, tags=TAG, summary="Book one session",
       description="422 names the field and rule for bad input; 409 names the conflict (chair, patient, nurse capacity, "
                   "prescriber or therapist coverage) and offers `alternatives: [{start, end, chair_id}]`.")
-async def book(request: Request, db_session: DbSession, actor: CurrentActor, data: BookIn) -> AppointmentOut:
-    clinic = await service.clinic_of(db_session, actor)  # held here, the booking reads it from the session
+async def book(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, data: BookIn) -> AppointmentOut:
     row = await service.book(
         db_session, actor=actor, queue=queue_of(request), patient_id=data.patient_id, session_type=data.session_type,
         chair_id=data.chair_id, starts_at=data.starts_at, planned_dose_mg=data.planned_dose_mg, escort_name=data.escort_name,
@@ -257,26 +258,26 @@ async def book(request: Request, db_session: DbSession, actor: CurrentActor, dat
 
 
 @get("/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="One appointment")
-async def get_appointment(db_session: DbSession, actor: CurrentActor, appointment_id: int) -> AppointmentOut:
-    return await _one(db_session, actor, appointment_id)
+async def get_appointment(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int) -> AppointmentOut:
+    return await _one(db_session, actor, clinic, appointment_id)
 
 
 @post("/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, tags=TAG, summary="Move a booked session", status_code=200)
-async def move(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: MoveIn) -> AppointmentOut:
+async def move(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int, data: MoveIn) -> AppointmentOut:
     await service.move(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id, starts_at=data.starts_at, chair_id=data.chair_id)
-    return await _one(db_session, actor, appointment_id)
+    return await _one(db_session, actor, clinic, appointment_id)
 
 
 @post("/appointments/{appointment_id:int}/cancel", opt={"permission": "schedule.write"}, tags=TAG, summary="Cancel with a reason (late when under 24 h)", status_code=200)
-async def cancel(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int, data: CancelIn) -> AppointmentOut:
+async def cancel(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int, data: CancelIn) -> AppointmentOut:
     await service.cancel(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id, reason=data.reason)
-    return await _one(db_session, actor, appointment_id)
+    return await _one(db_session, actor, clinic, appointment_id)
 
 
 @post("/appointments/{appointment_id:int}/no-show", opt={"permission": "schedule.write"}, tags=TAG, summary="Record a no-show", status_code=200)
-async def no_show(request: Request, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> AppointmentOut:
+async def no_show(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int) -> AppointmentOut:
     await service.no_show(db_session, actor=actor, queue=queue_of(request), appointment_id=appointment_id)
-    return await _one(db_session, actor, appointment_id)
+    return await _one(db_session, actor, clinic, appointment_id)
 
 
 # ---- courses ----------------------------------------------------------------------------------------
@@ -304,30 +305,30 @@ async def book_course(request: Request, db_session: DbSession, actor: CurrentAct
     return service.plan_out(plan)
 
 
-async def _course_view(db_session, actor, course_id: int) -> CourseOut:
+async def _course_view(db_session, actor, clinic: Clinic, course_id: int) -> CourseOut:
     course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
-    tz = (await service.clinic_of(db_session, actor)).timezone
+    tz = clinic.timezone
     return CourseOut(id=course.id, patient_id=course.patient_id, session_type_id=course.session_type_id, template=course.template,
                      created_at=both_zones(course.created_at, tz), appointments=[appointment_out(r, tz) for r in rows])
 
 
 @get("/courses/{course_id:int}", opt={"permission": "schedule.read"}, tags=TAG, summary="A course with its sessions")
-async def get_course(db_session: DbSession, actor: CurrentActor, course_id: int) -> CourseOut:
-    return await _course_view(db_session, actor, course_id)
+async def get_course(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, course_id: int) -> CourseOut:
+    return await _course_view(db_session, actor, clinic, course_id)
 
 
 @post("/courses/{course_id:int}/cancel", opt={"permission": "schedule.write"}, tags=TAG, summary="Cancel all remaining sessions of a course", status_code=200)
-async def cancel_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseCancelIn) -> CourseOut:
+async def cancel_course(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, course_id: int, data: CourseCancelIn) -> CourseOut:
     await service.cancel_course(db_session, actor=actor, queue=queue_of(request), course_id=course_id, reason=data.reason,
                                 from_appointment_id=data.from_appointment_id)
-    return await _course_view(db_session, actor, course_id)
+    return await _course_view(db_session, actor, clinic, course_id)
 
 
 @post("/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, tags=TAG, summary="Move all remaining sessions of a course", status_code=200)
-async def move_course(request: Request, db_session: DbSession, actor: CurrentActor, course_id: int, data: CourseMoveIn) -> CourseOut:
+async def move_course(request: Request, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, course_id: int, data: CourseMoveIn) -> CourseOut:
     await service.move_course(db_session, actor=actor, queue=queue_of(request), course_id=course_id, shift_days=data.shift_days,
                               at_time=data.at_time, from_appointment_id=data.from_appointment_id)
-    return await _course_view(db_session, actor, course_id)
+    return await _course_view(db_session, actor, clinic, course_id)
 
 
 # ---- shifts and clinic setup --------------------------------------------------------------------------
@@ -337,10 +338,11 @@ async def move_course(request: Request, db_session: DbSession, actor: CurrentAct
 async def list_shifts(
     db_session: DbSession,
     actor: CurrentActor,
+    clinic: CurrentClinic,
     day_from: Annotated[date, Parameter(query="from", description="first clinic-local day")],
     day_to: Annotated[date | None, Parameter(query="to", description="last clinic-local day (inclusive)")] = None,
 ) -> list[ShiftOut]:
-    tz = (await service.clinic_of(db_session, actor)).timezone
+    tz = clinic.timezone
     day_to = day_to or day_from
     if (day_to - day_from).days > 92 or day_to < day_from:
         raise RuleBroken("Ask for at most 93 days, 'to' on or after 'from'.", field="to", code="range")
@@ -350,8 +352,8 @@ async def list_shifts(
 
 
 @post("/shifts", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Add a staff shift (admin)")
-async def create_shift(db_session: DbSession, actor: CurrentActor, data: ShiftIn) -> ShiftOut:
-    tz = (await service.clinic_of(db_session, actor)).timezone
+async def create_shift(db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, data: ShiftIn) -> ShiftOut:
+    tz = clinic.timezone
     shift = await setup.add_shift(db_session, actor=actor, user_id=data.user_id, role=data.role, starts_at=data.starts_at, ends_at=data.ends_at)
     return shift_out(shift, "", tz)
 
@@ -362,8 +364,8 @@ async def delete_shift(db_session: DbSession, actor: CurrentActor, shift_id: int
 
 
 @get("/clinic", opt={"permission": "schedule.read"}, tags=SETUP_TAG, summary="The clinic: zone, opening hours, settings")
-async def get_clinic(db_session: DbSession, actor: CurrentActor) -> ClinicOut:
-    return clinic_out(await service.clinic_of(db_session, actor))
+async def get_clinic(clinic: CurrentClinic) -> ClinicOut:
+    return clinic_out(clinic)
 
 
 @patch("/clinic", opt={"permission": "admin"}, tags=SETUP_TAG, summary="Change the clinic's zone, hours or settings (admin)")

@@ -1,5 +1,5 @@
 """The schedule's outbox: a booking, move or cancellation adds one row in its own transaction, and the worker follows
-it up after commit (the patient's estimate draft and notices, clinic.notices.hooks), so a request does only the booking.
+it up after commit (the patient's estimate draft and notices, subscribers of clinic.events), so a request does only the booking.
 
 The row is the source of truth: it is queued after commit and the cron sweep queues whatever is still pending, so a
 Redis outage only delays the follow-up. Following up is idempotent: a change is done once, in the transaction that
@@ -13,15 +13,19 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from clinic.clinics import Clinic
 from clinic.db import after_commit
-from clinic.notices import hooks
+from clinic.events import AppointmentBooked, AppointmentCancelled, AppointmentMoved, CourseBooked, publish
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, ChangeKind, Clinic, ScheduleChange
+from clinic.scheduling.models import Appointment, ChangeKind, ScheduleChange
 from clinic.timeutil import utcnow
 
 FOLLOW_JOB = "follow_schedule_change"
 # the newest change per patient this transaction added: its job follows up the earlier ones too
 _LATEST = "schedule_changes"
+
+
+EVENTS = {ChangeKind.BOOKED: AppointmentBooked, ChangeKind.MOVED: AppointmentMoved, ChangeKind.CANCELLED: AppointmentCancelled}
 
 
 def job_id(change_id: int) -> str:
@@ -56,7 +60,7 @@ async def pending(session: AsyncSession, limit: int = 5000) -> list[int]:
 
 async def follow(session: AsyncSession, *, queue: Any, change_id: int) -> int:
     """Follow up this change and the same patient's earlier pending ones, oldest first: the notices and estimate
-    work each owes (clinic.notices.hooks). Returns how many were done (0 when another run did them first)."""
+    work each owes (the subscribers of its event in clinic.events). Returns how many were done (0 when another run did them first)."""
     patient_of = select(ScheduleChange.patient_id).where(ScheduleChange.id == change_id).scalar_subquery()
     # locked in id order: a second run for the same patient waits, then finds them done
     q = (
@@ -71,16 +75,13 @@ async def follow(session: AsyncSession, *, queue: Any, change_id: int) -> int:
     clinic = await session.get(Clinic, changes[0].clinic_id)
     patient = await session.get(Patient, changes[0].patient_id)
     for change in changes:
-        appointment = await session.get(Appointment, change.appointment_id)
-        if change.kind == ChangeKind.BOOKED:
-            await hooks.appointment_booked(session, queue=queue, appointment=appointment, patient=patient, clinic=clinic)
-        elif change.kind == ChangeKind.MOVED:
-            await hooks.appointment_moved(session, queue=queue, appointment=appointment, patient=patient, clinic=clinic)
-        elif change.kind == ChangeKind.CANCELLED:
-            await hooks.appointment_cancelled(session, queue=queue, appointment=appointment, patient=patient, clinic=clinic)
-        else:
+        if change.kind == ChangeKind.COURSE_BOOKED:
             ids = change.payload["appointment_ids"]
             visits = (await session.exec(select(Appointment).where(col(Appointment.id).in_(ids)))).all()
-            await hooks.course_booked(session, queue=queue, appointments=list(visits), patient=patient, clinic=clinic)
+            event = CourseBooked(list(visits), patient, clinic)
+        else:
+            appointment = await session.get(Appointment, change.appointment_id)
+            event = EVENTS[change.kind](appointment, patient, clinic)
+        await publish(session, event, queue=queue)
         change.done_at = utcnow()
     return len(changes)

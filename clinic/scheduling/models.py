@@ -1,8 +1,8 @@
-"""Clinics, chairs, protocols (session types), staff shifts, courses, appointments and the schedule's changes outbox."""
+"""Chairs, protocols (session types), staff shifts, courses, appointments and the schedule's changes outbox."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -11,7 +11,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from clinic.timeutil import TimestampField
-
 
 
 class AppointmentStatus(StrEnum):
@@ -40,36 +39,6 @@ class SessionKind(StrEnum):
 class ChairKind(StrEnum):
     chair = "chair"
     room = "room"
-
-
-class Clinic(SQLModel, table=True):
-    __tablename__ = "clinics"
-
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(sa_type=String(200))
-    # what patients see in notices; need not say "ketamine"
-    display_name: str = Field(sa_type=String(200))
-    timezone: str = Field(default="America/New_York", sa_type=String(64))
-    phone: str = Field(default="", sa_type=String(40))
-    address: str = Field(default="", sa_type=String(300))
-    state: str = Field(default="", sa_type=String(2))
-    npi: str = Field(default="", sa_type=String(10))
-    tin: str = Field(default="", sa_type=String(12))
-    # {"0": [["09:00", "17:00"]], ... "6": []}: Monday=0, local wall times
-    opening_hours: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
-    # editable settings: nurse_ratio, grid_minutes, reminder_hours, idle_timeout_minutes, ...
-    settings: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
-    created_at: datetime = TimestampField(default_now=True)
-
-
-class ClosedDate(SQLModel, table=True):
-    __tablename__ = "closed_dates"
-    __table_args__ = (UniqueConstraint("clinic_id", "day", name="uq_closed_dates_clinic_day"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    clinic_id: int = Field(foreign_key="clinics.id", index=True)
-    day: date
-    reason: str = Field(default="", sa_type=String(200))
 
 
 class Chair(SQLModel, table=True):

@@ -12,13 +12,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
 from clinic.auth.models import StaffUser
+from clinic.clinics import Clinic, ClosedDate, clinic_of
 from clinic.db import conflict_message
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.names import single_line
 from clinic.scheduling import rules
-from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, Clinic, ClosedDate, SessionType, Shift
+from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, SessionType, Shift
 from clinic.scheduling.protocols import COLUMNS, Protocol
-from clinic.scheduling.service import clinic_of, count_live_between
+from clinic.scheduling.service import count_live_between
 from clinic.timeutil import utcnow
 
 GRID_CHOICES = (5, 10, 15, 20, 30, 60)

@@ -9,10 +9,10 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from clinic.billing import rules
-from clinic.billing.service import clinic_today
 from clinic.billing.demo import fee_schedule
 from clinic.billing.models import Charge, CostLink, Estimate, FeeScheduleEntry
-from clinic.notices import hooks, links
+from clinic.events import AppointmentBooked, AppointmentMoved, SessionDischarged, publish
+from clinic.notices import links
 from clinic.notices.models import Notice
 from clinic.scheduling.models import Appointment
 from clinic.timeutil import utcnow
@@ -35,7 +35,7 @@ async def world(factory, *, fees: bool = True, **patient_kw):
 async def book(db, factory, clinic, patient, days: int = 20, **kw) -> Appointment:
     appt = await appointment(factory, clinic, patient, utcnow().replace(microsecond=0) + timedelta(days=days), **kw)
     async with db.transaction() as s:
-        await hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic)
+        await publish(s, AppointmentBooked(appt, patient, clinic), queue=None)
     return appt
 
 
@@ -93,7 +93,7 @@ async def test_self_pay_booking_owes_a_gfe_with_its_legal_deadline(db, factory):
     clinic, _, _, patient = await world(factory)
     appt = await book(db, factory, clinic, patient, days=20)
     (draft,) = await rows(db, Estimate, Estimate.patient_id == patient.id)
-    today = clinic_today(clinic)
+    today = clinic.today()
     assert draft.kind == "gfe" and draft.issued_at is None and draft.appointment_id == appt.id
     assert draft.due_on == rules.gfe_due(scheduled_on=today, service_on=draft.service_date, reason="scheduled")
     # a second visit widens the same draft instead of adding another
@@ -134,7 +134,7 @@ async def test_moving_a_visit_after_the_gfe_makes_a_new_one_due_the_business_day
         a = await s.get(Appointment, appt.id)
         old = a.starts_at
         a.starts_at, a.ends_at = old + timedelta(days=7), a.ends_at + timedelta(days=7)
-        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic)
+        await publish(s, AppointmentMoved(a, patient, clinic), queue=None)
     first, second = await rows(db, Estimate, Estimate.patient_id == patient.id)
     assert second.supersedes_id == first.id and second.reason == "scope_change" and second.issued_at is None
     assert second.due_on == rules.business_day_before(second.service_date)
@@ -166,7 +166,7 @@ async def discharge(db, factory, clinic, patient, *, facts, kind="esketamine", p
                              dosing_started_at=start, discharged_at=start + timedelta(hours=2),
                              discharged_by=prescriber.id if prescriber else None)
     async with db.transaction() as s:
-        await hooks.session_discharged(s, queue=None, appointment=appt, patient=patient, clinic=clinic)
+        await publish(s, SessionDischarged(appt, patient, clinic), queue=None)
     return appt
 
 
@@ -178,7 +178,7 @@ async def test_discharge_makes_charges_a_superbill_a_balance_and_a_balance_notic
     assert [(c["code"], c["units"], c["amount_cents"]) for c in charges] == [("G2083", 1, 860_00)]
     # running the hook twice (a retried discharge) adds nothing
     async with db.transaction() as s:
-        await hooks.session_discharged(s, queue=None, appointment=appt, patient=patient, clinic=clinic)
+        await publish(s, SessionDischarged(appt, patient, clinic), queue=None)
     assert len(await rows(db, Charge, Charge.appointment_id == appt.id)) == 1
     (n,) = await rows(db, Notice, Notice.kind == "balance", Notice.patient_id == patient.id)
     bal = (await client.get(f"/api/v1/balances?patient_id={patient.id}", headers=bearer(token))).json()["items"]
@@ -217,7 +217,7 @@ async def test_billed_400_over_the_gfe_is_flagged(client, db, factory):
         await s.execute(text("UPDATE fee_schedule SET self_pay_cents = 99000 WHERE clinic_id = :c AND code = 'G2083'"), {"c": clinic.id})
         a = await s.get(Appointment, appt.id)
         a.status, a.facts = "fulfilled", {"dose_mg": 84}
-        await hooks.session_discharged(s, queue=None, appointment=a, patient=patient, clinic=clinic)
+        await publish(s, SessionDischarged(a, patient, clinic), queue=None)
     page = (await client.get("/billing")).text
     assert "Billed $400 or more above the Good Faith Estimate" in page and "$400.00" in page
 

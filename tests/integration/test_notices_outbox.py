@@ -18,7 +18,8 @@ from sqlalchemy import select, text
 
 from clinic.billing import service as billing
 from clinic.billing.demo import fee_schedule
-from clinic.notices import hooks, sender
+from clinic.events import AppointmentBooked, AppointmentCancelled, AppointmentMoved, CourseBooked, SessionDischarged, publish
+from clinic.notices import sender
 from clinic.notices.models import Notice
 from clinic.notices.outbox import add_notice
 from clinic.queue import Queue, redis_settings
@@ -88,7 +89,7 @@ def bodies(msg) -> str:
 async def test_booking_while_redis_is_down_is_delivered_once_redis_is_back(engine_db, settings, smtp_sink, redis):
     f, clinic, patient, appt = await setup(engine_db)
     dead = Queue("redis://127.0.0.1:1/0")
-    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=dead, appointment=appt, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, AppointmentBooked(appt, patient, clinic), queue=dead))
     await dead.close()
     rows = await notices_of(engine_db, clinic.id)
     assert [(n.kind, n.status) for n in rows] == [("booking_confirmation", "pending"), ("reminder", "pending")]
@@ -118,13 +119,13 @@ async def test_booking_while_redis_is_down_is_delivered_once_redis_is_back(engin
 async def test_cancelling_before_the_reminder_time_means_no_reminder(engine_db, settings, smtp_sink, redis):
     # reminder due 1 second from now
     f, clinic, patient, appt = await setup(engine_db, days_ahead=2 + 1 / 86400)
-    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, AppointmentBooked(appt, patient, clinic), queue=None))
 
     async def cancel(s):
         a = await s.get(Appointment, appt.id)
         a.status, a.cancelled_at, a.cancel_reason = "cancelled", utcnow(), "patient request"
         s.add(a)
-        await hooks.appointment_cancelled(s, queue=None, appointment=a, patient=patient, clinic=clinic)
+        await publish(s, AppointmentCancelled(a, patient, clinic), queue=None)
 
     await commit_with(engine_db, cancel)
     await asyncio.sleep(1.2)
@@ -141,7 +142,7 @@ async def test_cancelling_before_the_reminder_time_means_no_reminder(engine_db, 
 async def test_reminder_rechecks_the_visit_at_send_time(engine_db, settings, smtp_sink, redis):
     """Even if a cancellation somehow skipped the hook, the sender sees the visit is cancelled and sends nothing."""
     f, clinic, patient, appt = await setup(engine_db, days_ahead=2 + 1 / 86400)
-    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, AppointmentBooked(appt, patient, clinic), queue=None))
     async with engine_db.transaction() as s:
         await s.execute(text("UPDATE appointments SET status = 'cancelled' WHERE id = :id"), {"id": appt.id})
     await asyncio.sleep(1.2)
@@ -156,14 +157,14 @@ async def test_reminder_rechecks_the_visit_at_send_time(engine_db, settings, smt
 
 async def test_moved_visit_gets_a_new_reminder_and_the_old_one_is_cancelled(engine_db, settings, redis):
     f, clinic, patient, appt = await setup(engine_db)
-    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, AppointmentBooked(appt, patient, clinic), queue=None))
     old = appt.starts_at
 
     async def move(s):
         a = await s.get(Appointment, appt.id)
         a.starts_at, a.ends_at = old + timedelta(days=2), a.ends_at + timedelta(days=2)
         s.add(a)
-        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic)
+        await publish(s, AppointmentMoved(a, patient, clinic), queue=None)
 
     await commit_with(engine_db, move)
     rows = await notices_of(engine_db, clinic.id)
@@ -176,7 +177,7 @@ async def test_moved_visit_gets_a_new_reminder_and_the_old_one_is_cancelled(engi
         a = await s.get(Appointment, appt.id)
         a.starts_at, a.ends_at, a.updated_at = old, a.ends_at - timedelta(days=2), utcnow()
         s.add(a)
-        await hooks.appointment_moved(s, queue=None, appointment=a, patient=patient, clinic=clinic)
+        await publish(s, AppointmentMoved(a, patient, clinic), queue=None)
 
     await commit_with(engine_db, move_back)
     rows = await notices_of(engine_db, clinic.id)
@@ -188,7 +189,7 @@ async def test_moved_visit_gets_a_new_reminder_and_the_old_one_is_cancelled(engi
 
 async def test_opted_out_patient_gets_no_notice_rows(engine_db):
     f, clinic, patient, appt = await setup(engine_db, notices_opted_out=True)
-    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, AppointmentBooked(appt, patient, clinic), queue=None))
     assert await notices_of(engine_db, clinic.id) == []
 
 
@@ -205,8 +206,8 @@ async def test_no_notice_body_names_the_diagnosis_drug_dose_or_an_amount(engine_
     q = Queue(settings.redis_url)
 
     async def work(s):
-        await hooks.appointment_booked(s, queue=q, appointment=upcoming, patient=patient, clinic=clinic)
-        await hooks.session_discharged(s, queue=q, appointment=done, patient=patient, clinic=clinic)
+        await publish(s, AppointmentBooked(upcoming, patient, clinic), queue=q)
+        await publish(s, SessionDischarged(done, patient, clinic), queue=q)
         draft = await billing.draft_of(s, patient.id, "gfe")
         await billing.try_issue(s, estimate=draft, clinic=clinic, queue=q)
 
@@ -232,7 +233,7 @@ async def test_staff_digest_counts_what_is_due_without_naming_patients(engine_db
     f, clinic, patient, appt = await setup(engine_db, days_ahead=20)
     biller = await f.user(clinic, "billing")
     await f.user(clinic, "front_desk")
-    await commit_with(engine_db, lambda s: hooks.appointment_booked(s, queue=None, appointment=appt, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, AppointmentBooked(appt, patient, clinic), queue=None))
     pool = await create_pool(redis_settings(settings.redis_url))
     try:
         ctx = {"db": engine_db, "redis": pool, "digest_any_hour": True}
@@ -382,7 +383,7 @@ async def test_worker_killed_mid_batch_and_restarted_delivers_every_notice(engin
 async def test_a_course_is_confirmed_in_one_message_listing_every_visit(engine_db, settings, smtp_sink, redis):
     f, clinic, patient, first = await setup(engine_db, days_ahead=6)
     visits = [first] + [await appointment(f, clinic, patient, first.starts_at + timedelta(days=3 * n + 0.1 * n)) for n in (1, 2, 3)]
-    await commit_with(engine_db, lambda s: hooks.course_booked(s, queue=None, appointments=visits, patient=patient, clinic=clinic))
+    await commit_with(engine_db, lambda s: publish(s, CourseBooked(visits, patient, clinic), queue=None))
     rows = await notices_of(engine_db, clinic.id)
     assert sorted(n.kind for n in rows) == ["booking_confirmation"] + ["reminder"] * 4
     (confirmation,) = [n for n in rows if n.kind == "booking_confirmation"]

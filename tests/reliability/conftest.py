@@ -14,9 +14,9 @@ import pytest
 from clinic.app import create_app
 from clinic.auth.models import StaffUser
 from clinic.auth.permissions import ALL_ROLES
+from clinic.clinics import Clinic
 from clinic.config import Settings
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Clinic
 from tests.factories import Factory, bearer, staff_on_shift
 from tests.reliability.helpers import LiveServer, PrivateRedis
 

@@ -1,5 +1,5 @@
-"""Billing use cases by module, each inside the caller's transaction (routes and hooks decide when it commits): the fee
-schedule, coverage, estimate drafts and issuing, charges at discharge, claims, payments and balances."""
+"""Billing use cases by module, each inside the caller's transaction (the route or the worker decides when it commits):
+the fee schedule, coverage, estimate drafts and issuing, charges at discharge, claims, payments and balances."""
 
 from clinic.billing.service.charges import (
     Balance,
@@ -13,18 +13,16 @@ from clinic.billing.service.charges import (
     record_session_charges,
 )
 from clinic.billing.service.coverage import coverage_of, estimate_kind, list_coverages, set_coverage
-from clinic.billing.service.drafts import draft_of, on_booked, on_changed, on_coverage_changed, request_gfe, upcoming_appointments
+from clinic.billing.service.drafts import draft_of, on_booked, request_gfe, upcoming_appointments
 from clinic.billing.service.fees import add_fee, end_fee, fee_rows
 from clinic.billing.service.issuing import get_estimate, issue, list_estimates, superseded_ids, try_issue
-from clinic.billing.service.lookups import clinic_today, closed_dates, get_patient, real_id
+from clinic.billing.service.lookups import get_patient, real_id
 
 __all__ = [
     "Balance",
     "add_fee",
     "add_payment",
     "balances",
-    "clinic_today",
-    "closed_dates",
     "coverage_of",
     "draft_of",
     "end_fee",
@@ -40,8 +38,6 @@ __all__ = [
     "list_estimates",
     "move_claim",
     "on_booked",
-    "on_changed",
-    "on_coverage_changed",
     "read_balances",
     "real_id",
     "record_session_charges",

@@ -18,10 +18,12 @@ from clinic.billing.models import Charge, Claim, Coverage, Estimate, Payment
 from clinic.billing.service.coverage import coverage_of, estimate_kind, terms_of
 from clinic.billing.service.fees import fee_on, fee_rows
 from clinic.billing.service.issuing import superseded_ids
-from clinic.billing.service.lookups import get_patient, local_date, real_id
+from clinic.billing.service.lookups import get_patient, real_id
+from clinic.clinics import Clinic
 from clinic.errors import NotFound, RuleBroken
+from clinic.events import BalanceDue, SessionDischarged, publish
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic, SessionType
+from clinic.scheduling.models import Appointment, SessionType
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 
@@ -62,7 +64,7 @@ async def record_session_charges(session: AsyncSession, *, appointment: Appointm
     st = await session.get(SessionType, appointment.session_type_id)
     dosing = list((await session.exec(select(DosingEntry).where(DosingEntry.appointment_id == appointment.id))).all())
     facts = facts_of(appointment, st, dosing)
-    day = local_date(appointment.dosing_started_at or appointment.starts_at, clinic)
+    day = clinic.local_date(appointment.dosing_started_at or appointment.starts_at)
     fees = await fee_rows(session, clinic.id)
     existing = {c.code: c for c in (await session.exec(select(Charge).where(Charge.appointment_id == appointment.id))).all()}
     charges = list(existing.values())
@@ -92,6 +94,12 @@ async def record_session_charges(session: AsyncSession, *, appointment: Appointm
         session.add(claim)
         await session.flush()
     return claim.patient_cents
+
+
+async def charge_session(session: AsyncSession, event: SessionDischarged, *, queue) -> None:
+    """Subscriber (clinic.events): a discharged session's charges; a balance is due when the patient owes for it."""
+    if await record_session_charges(session, appointment=event.appointment, patient=event.patient, clinic=event.clinic) > 0:
+        await publish(session, BalanceDue(event.appointment, event.patient, event.clinic), queue=queue)
 
 
 async def move_claim(session: AsyncSession, *, actor: Actor, claim_id: int, data: dict[str, Any]) -> Claim:

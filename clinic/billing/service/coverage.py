@@ -11,9 +11,10 @@ from clinic.audit.service import Actor, record, record_read
 from clinic.billing import rules
 from clinic.billing.models import Coverage
 from clinic.billing.service.lookups import get_patient
+from clinic.clinics import clinic_of
 from clinic.db import register_conflicts
 from clinic.errors import RuleBroken
-from clinic.scheduling.models import Clinic
+from clinic.events import CoverageChanged, publish
 from clinic.timeutil import utcnow
 
 register_conflicts({"uq_coverages_patient_id": "This patient already has coverage on file; edit it instead."})
@@ -101,8 +102,6 @@ def _parse_pairs(text: str) -> dict[str, str]:
 
 
 async def set_coverage(session: AsyncSession, *, actor: Actor, patient_id: int, data: dict[str, Any], queue=None) -> Coverage:
-    from clinic.notices import hooks
-
     patient = await get_patient(session, actor.clinic_id, patient_id)
     values = clean_coverage(data)
     coverage = await coverage_of(session, actor.clinic_id, patient_id)
@@ -120,8 +119,7 @@ async def set_coverage(session: AsyncSession, *, actor: Actor, patient_id: int, 
     record(session, actor=actor, action="coverage.set", entity="coverage", entity_id=coverage.id, patient_id=patient_id,
            changes={"fields": changed, "kind": coverage.kind, "estimates": estimate_kind(coverage)})
     if changed or before != estimate_kind(coverage):
-        clinic = await session.get(Clinic, actor.clinic_id)
-        await hooks.coverage_changed(session, queue=queue, patient=patient, clinic=clinic)
+        await publish(session, CoverageChanged(patient, await clinic_of(session, actor)), queue=queue)
     return coverage
 
 

@@ -15,11 +15,13 @@ from clinic.audit.service import Actor, record
 from clinic.billing import rules
 from clinic.billing.models import Estimate
 from clinic.billing.service.coverage import coverage_of, estimate_kind
-from clinic.billing.service.lookups import clinic_today, closed_dates, get_patient, local_date
+from clinic.billing.service.lookups import get_patient
+from clinic.clinics import Clinic, clinic_of, closed_dates
 from clinic.db import register_conflicts
 from clinic.errors import RuleBroken
+from clinic.events import AppointmentBooked, AppointmentCancelled, AppointmentMoved, CourseBooked
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic, SessionType
+from clinic.scheduling.models import Appointment, SessionType
 from clinic.timeutil import utcnow
 
 register_conflicts(
@@ -55,7 +57,7 @@ async def open_draft(
     service_date: date | None, appointment_id: int | None, now: datetime | None = None, deadline_as: str | None = None,
 ) -> Estimate:
     """Create the patient's draft of this kind, or widen the one already open; its deadline is the earliest owed."""
-    today = clinic_today(clinic, now)
+    today = clinic.today(now)
     closed = await closed_dates(session, clinic.id)
     if kind == "gfe":
         due = rules.gfe_due(scheduled_on=today, service_on=service_date, reason=deadline_as or reason, closed=closed)
@@ -104,11 +106,11 @@ async def on_booked(session: AsyncSession, *, appointment: Appointment, patient:
     issued = await latest_issued(session, patient.id, kind)
     if _covered(issued, appointment.id):
         return None
-    service = local_date(appointment.starts_at, clinic)
+    service = clinic.local_date(appointment.starts_at)
     reason = "scope_change" if issued is not None and service <= date.fromisoformat(issued.content.get("last_date", "1900-01-01")) else "scheduled"
     if kind == "gfe" and reason == "scheduled":
         closed = await closed_dates(session, clinic.id)
-        if rules.gfe_due(scheduled_on=clinic_today(clinic), service_on=service, reason="scheduled", closed=closed) is None \
+        if rules.gfe_due(scheduled_on=clinic.today(), service_on=service, reason="scheduled", closed=closed) is None \
                 and await draft_of(session, patient.id, kind) is None:
             return None  # under 3 business days ahead: no GFE is owed (staff can still make one on request)
     return await open_draft(session, clinic=clinic, patient_id=patient.id, kind=kind, reason=reason,
@@ -128,7 +130,21 @@ async def on_changed(session: AsyncSession, *, appointment: Appointment, patient
         return None
     first = upcoming[0][0]
     return await open_draft(session, clinic=clinic, patient_id=patient.id, kind=kind, reason="scope_change",
-                            service_date=local_date(first.starts_at, clinic), appointment_id=first.id)
+                            service_date=clinic.local_date(first.starts_at), appointment_id=first.id)
+
+
+async def draft_for_booking(session: AsyncSession, event: AppointmentBooked, *, queue) -> None:
+    """Subscriber (clinic.events): the estimate a newly booked visit calls for."""
+    await on_booked(session, appointment=event.appointment, patient=event.patient, clinic=event.clinic)
+
+
+async def draft_for_course(session: AsyncSession, event: CourseBooked, *, queue) -> None:
+    for appt in sorted(event.appointments, key=lambda a: a.starts_at):
+        await on_booked(session, appointment=appt, patient=event.patient, clinic=event.clinic)
+
+
+async def draft_for_change(session: AsyncSession, event: AppointmentMoved | AppointmentCancelled, *, queue) -> None:
+    await on_changed(session, appointment=event.appointment, patient=event.patient, clinic=event.clinic)
 
 
 async def on_coverage_changed(session: AsyncSession, *, patient: Patient, clinic: Clinic) -> Estimate | None:
@@ -141,7 +157,7 @@ async def on_coverage_changed(session: AsyncSession, *, patient: Patient, clinic
     first = upcoming[0][0]
     # a patient who turns self-pay is owed a GFE as promptly as one who asks for it
     return await open_draft(session, clinic=clinic, patient_id=patient.id, kind=kind, reason="coverage", deadline_as="request",
-                            service_date=local_date(first.starts_at, clinic), appointment_id=first.id)
+                            service_date=clinic.local_date(first.starts_at), appointment_id=first.id)
 
 
 async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, session_type_id: Any = None,
@@ -153,7 +169,7 @@ async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, s
     if estimate_kind(await coverage_of(session, actor.clinic_id, patient_id)) != "gfe":
         raise RuleBroken("This patient's claims go to their plan: they get an insurance estimate, not a Good Faith Estimate.",
                            field="patient_id")
-    clinic = await session.get(Clinic, actor.clinic_id)
+    clinic = await clinic_of(session, actor)
     upcoming = await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
     if not upcoming and session_type_id is None:
         raise RuleBroken("Nothing is booked: choose the service the patient asked about.", field="session_type_id")
@@ -166,7 +182,7 @@ async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, s
         planned = {"session_type_id": st.id, "visits": n}
     first = upcoming[0][0] if upcoming else None
     draft = await open_draft(session, clinic=clinic, patient_id=patient.id, kind="gfe", reason="request",
-                             service_date=local_date(first.starts_at, clinic) if first else None,
+                             service_date=clinic.local_date(first.starts_at) if first else None,
                              appointment_id=first.id if first else None)
     if planned:
         draft.content = {"planned": planned}
@@ -179,7 +195,7 @@ async def request_gfe(session: AsyncSession, *, actor: Actor, patient_id: int, s
 async def upcoming_appointments(session: AsyncSession, *, clinic: Clinic, patient_id: int,
                                 now: datetime | None = None) -> list[tuple[Appointment, SessionType]]:
     now = now or utcnow()
-    start = datetime.combine(clinic_today(clinic, now), datetime.min.time(), ZoneInfo(clinic.timezone))
+    start = datetime.combine(clinic.today(now), datetime.min.time(), ZoneInfo(clinic.timezone))
     q = (
         select(Appointment, SessionType)
         .join(SessionType, SessionType.id == Appointment.session_type_id)

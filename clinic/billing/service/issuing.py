@@ -12,12 +12,14 @@ from clinic.audit.service import Actor, record, record_read
 from clinic.billing import rules
 from clinic.billing.models import Coverage, Estimate
 from clinic.billing.service.coverage import coverage_of, estimate_kind, terms_of
-from clinic.billing.service.drafts import upcoming_appointments
+from clinic.billing.service.drafts import on_coverage_changed, upcoming_appointments
 from clinic.billing.service.fees import fee_on, fee_rows
-from clinic.billing.service.lookups import clinic_today, get_patient, local_date, real_id
+from clinic.billing.service.lookups import get_patient, real_id
+from clinic.clinics import Clinic, clinic_of
 from clinic.errors import Conflict, NotFound, RuleBroken
+from clinic.events import CoverageChanged, EstimateIssued, publish
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic, SessionType
+from clinic.scheduling.models import Appointment, SessionType
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 
@@ -33,13 +35,13 @@ async def build_content(
     """The document the patient receives: every element 45 CFR 149.610 asks for, frozen at issue."""
     fees = await fee_rows(session, clinic.id)
     visits: list[tuple[int | None, date, SessionType]] = [
-        (a.id, local_date(a.starts_at, clinic), st) for a, st in await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
+        (a.id, clinic.local_date(a.starts_at), st) for a, st in await upcoming_appointments(session, clinic=clinic, patient_id=patient.id)
     ]
     plan_meta = (estimate.content or {}).get("planned")
     planned_dose: dict[int, int | None] = {}
     if not visits and plan_meta:
         st = await session.get(SessionType, plan_meta["session_type_id"])
-        start = estimate.service_date or rules.add_business_days(clinic_today(clinic), 3)
+        start = estimate.service_date or rules.add_business_days(clinic.today(), 3)
         visits = [(None, start + timedelta(days=7 * i), st) for i in range(int(plan_meta["visits"]))]
     if not visits:
         raise RuleBroken("Nothing is booked for this patient in the next 12 months: there is nothing to estimate.")
@@ -119,12 +121,18 @@ async def try_issue(session: AsyncSession, *, estimate: Estimate, clinic: Clinic
         return None
 
 
-async def _issue(session: AsyncSession, *, actor: Actor, estimate: Estimate, queue) -> Estimate:
-    from clinic.notices import service as notices
+async def estimate_for_coverage(session: AsyncSession, event: CoverageChanged, *, queue) -> None:
+    """Subscriber (clinic.events): a new estimate of the kind the coverage now calls for; an insurance estimate needs
+    no review, so it is issued at once when the coverage says enough to compute it."""
+    draft = await on_coverage_changed(session, patient=event.patient, clinic=event.clinic)
+    if draft is not None and draft.kind == "insurance":
+        await try_issue(session, estimate=draft, clinic=event.clinic, queue=queue)
 
+
+async def _issue(session: AsyncSession, *, actor: Actor, estimate: Estimate, queue) -> Estimate:
     if estimate.issued_at is not None:
         raise Conflict("This estimate was already issued; issued estimates are kept as sent and never edited.")
-    clinic = await session.get(Clinic, actor.clinic_id)
+    clinic = await clinic_of(session, actor)
     patient = await get_patient(session, actor.clinic_id, estimate.patient_id)
     coverage = await coverage_of(session, clinic.id, patient.id)
     if estimate_kind(coverage) != estimate.kind:
@@ -139,8 +147,8 @@ async def _issue(session: AsyncSession, *, actor: Actor, estimate: Estimate, que
     await session.flush()
     record(session, actor=actor, action="estimate.issue", entity="estimate", entity_id=estimate.id, patient_id=patient.id,
            changes={"kind": estimate.kind, "supersedes_id": estimate.supersedes_id, "due_on": estimate.due_on,
-                    "late": bool(estimate.due_on and clinic_today(clinic) > estimate.due_on)})
-    await notices.estimate_ready(session, queue=queue, estimate=estimate, patient=patient, clinic=clinic)
+                    "late": bool(estimate.due_on and clinic.today() > estimate.due_on)})
+    await publish(session, EstimateIssued(estimate, patient, clinic), queue=queue)
     return estimate
 
 

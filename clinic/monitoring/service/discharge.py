@@ -11,9 +11,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from clinic.audit.service import Actor
 from clinic.auth.permissions import allows
 from clinic.errors import Conflict, Forbidden, RuleBroken
+from clinic.events import SessionDischarged, publish
 from clinic.monitoring import rules
 from clinic.monitoring.service.session import SessionState, charted, evaluate, load_session, require_monitoring
-from clinic.notices import hooks
 from clinic.timeutil import utcnow
 
 
@@ -85,5 +85,5 @@ async def discharge(
         session, actor=actor, appointment=appt, what="discharge", action="session.discharged", entity="appointment", entity_id=appt.id,
         changes={"discharged_at": now, "facts": facts},
     )
-    await hooks.session_discharged(session, queue=queue, appointment=appt, patient=data.patient, clinic=data.clinic)
+    await publish(session, SessionDischarged(appt, data.patient, data.clinic), queue=queue)
     return evaluate(data, now)

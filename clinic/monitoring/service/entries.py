@@ -15,12 +15,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor
 from clinic.auth.permissions import allows
+from clinic.clinics import Clinic
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, AlertView, ClinicalEntry, EntryView
 from clinic.monitoring.rules import Measurements
 from clinic.monitoring.service.session import CURRENT_ENTRY, charted, insert_once, load_session, reading_of, submitted
-from clinic.scheduling.models import Clinic
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 

@@ -10,12 +10,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
+from clinic.clinics import Clinic
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.monitoring import rules
 from clinic.monitoring.models import RemsForm
 from clinic.monitoring.service.session import MONITORED_STATES, SessionState, evaluate, load_session, lock_chart
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic, SessionType
+from clinic.scheduling.models import Appointment, SessionType
 from clinic.scheduling.protocols import PreDoseCaution
 from clinic.timeutil import to_local, utcnow
 

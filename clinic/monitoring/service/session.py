@@ -20,12 +20,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
 from clinic.auth.models import StaffUser
+from clinic.clinics import Clinic
 from clinic.errors import Conflict, NotFound
 from clinic.monitoring import rules
 from clinic.monitoring.models import Alert, ClinicalEntry, DosingEntry, RemsForm
 from clinic.outcomes import service as outcomes  # questionnaires that block dosing: a course's baseline, a safety review
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Chair, Clinic, SessionType
+from clinic.scheduling.models import Appointment, Chair, SessionType
 from clinic.scheduling.protocols import Protocol
 from clinic.timeutil import utcnow
 

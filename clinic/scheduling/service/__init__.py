@@ -5,7 +5,7 @@ from clinic.scheduling.service.appointments import AppointmentRow, get_appointme
 from clinic.scheduling.service.availability import Availability, candidate_out, count_live_between, find_availability
 from clinic.scheduling.service.booking import book, cancel, move, no_show
 from clinic.scheduling.service.courses import CoursePlan, book_course, cancel_course, get_course, move_course, plan_out
-from clinic.scheduling.service.lookups import calendar_of, chairs, clinic_of, patient_of, session_type_of, session_types
+from clinic.scheduling.service.lookups import calendar_of, chairs, patient_of, session_type_of, session_types
 
 __all__ = [
     "AppointmentRow",
@@ -18,7 +18,6 @@ __all__ = [
     "cancel_course",
     "candidate_out",
     "chairs",
-    "clinic_of",
     "count_live_between",
     "find_availability",
     "get_appointment",

@@ -10,12 +10,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record_read
+from clinic.clinics import clinic_of
 from clinic.errors import NotFound
 from clinic.patients.models import Patient
 from clinic.scheduling import rules
 from clinic.scheduling.models import Appointment, Chair, SessionType
 from clinic.scheduling.service.availability import MAX_HOLD
-from clinic.scheduling.service.lookups import clinic_of
 
 
 @dataclass

@@ -12,13 +12,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor
+from clinic.clinics import clinic_of
 from clinic.errors import RuleBroken
 from clinic.scheduling import rules
 from clinic.scheduling.models import LIVE_STATUSES, Appointment, Chair, SessionType, Shift
 from clinic.scheduling.protocols import Protocol
 from clinic.scheduling.rules import Booked, Candidate, ClinicCalendar, OnShift
 from clinic.scheduling.schemas import CandidateOut
-from clinic.scheduling.service.lookups import calendar_of, chair_of, chairs, clinic_of, patient_of, places_of, session_type_of
+from clinic.scheduling.service.lookups import calendar_of, chair_of, chairs, patient_of, places_of, session_type_of
 from clinic.timeutil import both_zones, utcnow
 
 MAX_RANGE_DAYS = 62

@@ -17,17 +17,18 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
+from clinic.clinics import Clinic, clinic_of
 from clinic.db import conflict_message, register_conflicts
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.patients.models import Patient
 from clinic.patients.rules import clean_phone
 from clinic.scheduling import changes, rules
-from clinic.scheduling.models import Appointment, Chair, ChangeKind, Clinic, SessionType
+from clinic.scheduling.models import Appointment, Chair, ChangeKind, SessionType
 from clinic.scheduling.protocols import Protocol
 from clinic.scheduling.rules import ClinicCalendar
 from clinic.scheduling.service.appointments import AppointmentRow
 from clinic.scheduling.service.availability import alternatives_near, booked_between, candidate_out, lock_days, shifts_between
-from clinic.scheduling.service.lookups import calendar_of, chair_of, clinic_of, patient_of, patient_problem, session_type_of
+from clinic.scheduling.service.lookups import calendar_of, chair_of, patient_of, patient_problem, session_type_of
 from clinic.timeutil import utcnow
 
 CHAIR_OVERLAP = "ex_appointments_chair_overlap"

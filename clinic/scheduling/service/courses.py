@@ -12,17 +12,18 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor, record
+from clinic.clinics import Clinic, clinic_of
 from clinic.errors import Conflict, NotFound, RuleBroken
 from clinic.patients.models import Patient
 from clinic.scheduling import changes, rules
-from clinic.scheduling.models import Appointment, Chair, ChangeKind, Clinic, Course, SessionType
+from clinic.scheduling.models import Appointment, Chair, ChangeKind, Course, SessionType
 from clinic.scheduling.protocols import CourseTemplate, Protocol
 from clinic.scheduling.rules import Candidate, ClinicCalendar
 from clinic.scheduling.schemas import CoursePlanOut, OccurrenceConflict, OccurrenceOut
 from clinic.scheduling.service.appointments import AppointmentRow, list_appointments
 from clinic.scheduling.service.availability import booked_between, candidate_out, lock_days, shifts_between
 from clinic.scheduling.service.booking import cancel_row, cancellation_reason, escort_for, parse_start, place_slot
-from clinic.scheduling.service.lookups import calendar_of, chair_of, clinic_of, patient_of, patient_problem, places_of, session_type_of
+from clinic.scheduling.service.lookups import calendar_of, chair_of, patient_of, patient_problem, places_of, session_type_of
 from clinic.timeutil import both_zones, utcnow
 
 

@@ -9,22 +9,16 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from clinic.audit.service import Actor
-from clinic.errors import NotFound, RuleBroken
+from clinic.clinics import Clinic, closed_dates
+from clinic.errors import RuleBroken
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Chair, Clinic, ClosedDate, SessionType
+from clinic.scheduling.models import Chair, SessionType
 from clinic.scheduling.protocols import Protocol
 from clinic.scheduling.rules import ClinicCalendar, Place
 
 
-async def clinic_of(session: AsyncSession, actor: Actor) -> Clinic:
-    clinic = await session.get(Clinic, actor.clinic_id)
-    if clinic is None:
-        raise NotFound("No such clinic.")
-    return clinic
-
-
 async def calendar_of(session: AsyncSession, clinic: Clinic) -> ClinicCalendar:
-    closed = (await session.exec(select(ClosedDate.day).where(ClosedDate.clinic_id == clinic.id))).all()
+    closed = await closed_dates(session, clinic.id)
     return ClinicCalendar.build(tz=clinic.timezone, opening_hours=clinic.opening_hours, closed=closed, settings=clinic.settings)
 
 

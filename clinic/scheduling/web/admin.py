@@ -15,7 +15,7 @@ from msgspec import Struct
 
 from clinic.errors import RuleBroken
 from clinic.forms import decode_form, read_form
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, CurrentClinic, DbSession
 from clinic.pages import base_context, go, parse_day, week_start
 from clinic.scheduling import rules, service, setup
 from clinic.scheduling.models import SessionType
@@ -77,8 +77,7 @@ class ShiftRemoveForm(Struct):
 
 
 @get("/admin/clinic", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_clinic(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def admin_clinic(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     today = utcnow().astimezone(ZoneInfo(clinic.timezone)).date()
     hours = []
     for d in range(7):
@@ -127,8 +126,7 @@ async def admin_closed_remove(request: HTMXRequest, db_session: DbSession, actor
 
 
 @get("/admin/chairs", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_chairs(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def admin_chairs(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     return Template("scheduling/admin_chairs.html", context=base_context(
         clinic, chairs=await service.chairs(db_session, actor, active_only=False), section="chairs", done=request.query_params.get("done")))
 
@@ -149,16 +147,14 @@ async def admin_chair_save(request: HTMXRequest, db_session: DbSession, actor: C
 
 
 @get("/admin/protocols", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_protocols(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def admin_protocols(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     types = await service.session_types(db_session, actor, active_only=False)
     return Template("scheduling/admin_protocols.html", context=base_context(
         clinic, types=types, timing=Protocol.of, section="protocols", done=request.query_params.get("done")))
 
 
 @get("/admin/protocols/{session_type_id:int}", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_protocol(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, session_type_id: int) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def admin_protocol(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, session_type_id: int) -> Template:
     st = await db_session.get(SessionType, session_type_id)
     if st is None or st.clinic_id != actor.clinic_id:
         from clinic.errors import NotFound
@@ -187,8 +183,7 @@ async def admin_protocol_save(request: HTMXRequest, db_session: DbSession, actor
 
 
 @get("/admin/shifts", opt={"permission": "admin"}, include_in_schema=False)
-async def admin_shifts(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def admin_shifts(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     monday = week_start(parse_day(request.query_params.get("date"), clinic.timezone))
     lo, _ = rules.local_day_bounds(monday, clinic.timezone)
     _, hi = rules.local_day_bounds(monday + timedelta(days=6), clinic.timezone)

@@ -11,9 +11,10 @@ from litestar.response import Template
 from msgspec import Struct
 
 from clinic.audit.service import Actor
+from clinic.clinics import Clinic
 from clinic.errors import Conflict, RuleBroken
 from clinic.forms import decode_form, read_form
-from clinic.http import CurrentActor, DbSession, swapped
+from clinic.http import CurrentActor, CurrentClinic, DbSession, swapped
 from clinic.outcomes import service as outcomes
 from clinic.pages import base_context, can, go, parse_day
 from clinic.scheduling import rules, service
@@ -79,9 +80,8 @@ async def last_booking(db_session, actor: Actor, patient_id: int) -> Appointment
 
 
 @get("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def book_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
+async def book_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     """Patient -> protocol -> slot -> confirm. A returning patient starts with their usual protocol, dose and time."""
-    clinic = await service.clinic_of(db_session, actor)
     q = request.query_params
     picked = decode_form(q, Picked)
     patient = None
@@ -117,11 +117,10 @@ async def book_page(request: HTMXRequest, db_session: DbSession, actor: CurrentA
 
 
 @get("/schedule/book/slots", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def book_slots(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
+async def book_slots(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     """The slot picker fragment: one choice per free start time (the preferred chair first), seven days from `from`."""
     q = request.query_params
     wanted = decode_form(q, SlotsQuery)
-    clinic = await service.clinic_of(db_session, actor)
     day = parse_day(q.get("from"), clinic.timezone)
     today = utcnow().astimezone(ZoneInfo(clinic.timezone)).date()
     day = max(day, today)
@@ -166,7 +165,7 @@ async def book_slots(request: HTMXRequest, db_session: DbSession, actor: Current
 
 
 @post("/schedule/book", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def book_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
+async def book_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Response:
     form = await read_form(request, BookForm)
     slot = form.alt_slot or form.slot
     if not slot:
@@ -181,13 +180,12 @@ async def book_submit(request: HTMXRequest, db_session: DbSession, actor: Curren
             escort_name=form.escort_name, escort_phone=form.escort_phone, notes=form.notes,
         )
     except Conflict as exc:
-        return await _conflict_fragment(request, db_session, actor, exc, target_form="book-form")
+        return await _conflict_fragment(request, db_session, actor, clinic, exc, target_form="book-form")
     return go(request, f"/schedule/appointments/{booked.appointment.id}?done=booked")
 
 
-async def _conflict_fragment(request: HTMXRequest, db_session, actor: Actor, exc: Conflict, *, target_form: str) -> Response:
+async def _conflict_fragment(request: HTMXRequest, db_session, actor: Actor, clinic: Clinic, exc: Conflict, *, target_form: str) -> Response:
     """A lost race or an unstaffed time: say why, and offer the nearest free times as one-click choices."""
-    clinic = await service.clinic_of(db_session, actor)
     zone = ZoneInfo(clinic.timezone)
     alts = []
     for a in exc.extra.get("alternatives", []):
@@ -201,8 +199,7 @@ async def _conflict_fragment(request: HTMXRequest, db_session, actor: Actor, exc
 
 
 @get("/schedule/appointments/{appointment_id:int}", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def appointment_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def appointment_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int) -> Template:
     cal = await service.calendar_of(db_session, clinic)
     row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
     a = row.appointment
@@ -222,8 +219,7 @@ async def appointment_page(request: HTMXRequest, db_session: DbSession, actor: C
 
 
 @get("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def move_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def move_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int) -> Template:
     row = await service.get_appointment(db_session, actor=actor, appointment_id=appointment_id)
     zone = ZoneInfo(clinic.timezone)
     day = parse_day(request.query_params.get("from"), clinic.timezone) if request.query_params.get("from") else row.appointment.starts_at.astimezone(zone).date()
@@ -232,7 +228,7 @@ async def move_page(request: HTMXRequest, db_session: DbSession, actor: CurrentA
 
 
 @post("/schedule/appointments/{appointment_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def move_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, appointment_id: int) -> Response:
+async def move_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, appointment_id: int) -> Response:
     form = await read_form(request, SlotForm)
     start, chair_id = parse_slot(form.alt_slot or form.slot)
     try:
@@ -240,7 +236,7 @@ async def move_submit(request: HTMXRequest, db_session: DbSession, actor: Curren
     except Conflict as exc:
         if exc.code in ("not_booked",):
             raise
-        return await _conflict_fragment(request, db_session, actor, exc, target_form="move-form")
+        return await _conflict_fragment(request, db_session, actor, clinic, exc, target_form="move-form")
     return go(request, f"/schedule/appointments/{appointment_id}?done=moved")
 
 

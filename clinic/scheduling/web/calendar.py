@@ -12,7 +12,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Template
 
 from clinic.audit.service import Actor
-from clinic.http import CurrentActor, DbSession
+from clinic.http import CurrentActor, CurrentClinic, DbSession
 from clinic.outcomes import service as outcomes
 from clinic.pages import base_context, can, parse_day, week_start
 from clinic.scheduling import rules, service, setup
@@ -88,9 +88,8 @@ async def _staff_summary(db_session, actor: Actor, day: date, tz: str) -> list[d
 
 
 @get("/schedule", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def day_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
+async def day_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     """One column per chair, the clinic's hours as rows; click an empty slot to book it."""
-    clinic = await service.clinic_of(db_session, actor)
     cal = await service.calendar_of(db_session, clinic)
     day = parse_day(request.query_params.get("date"), clinic.timezone)
     chairs = await service.chairs(db_session, actor)
@@ -112,8 +111,7 @@ async def day_view(request: HTMXRequest, db_session: DbSession, actor: CurrentAc
 
 
 @get("/schedule/week", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def week_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def week_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     cal = await service.calendar_of(db_session, clinic)
     monday = week_start(parse_day(request.query_params.get("date"), clinic.timezone))
     lo, _ = rules.local_day_bounds(monday, clinic.timezone)

@@ -15,7 +15,7 @@ from msgspec import Struct
 from clinic.audit.service import Actor
 from clinic.errors import Conflict, RuleBroken
 from clinic.forms import decode_form, read_form
-from clinic.http import CurrentActor, DbSession, swapped
+from clinic.http import CurrentActor, CurrentClinic, DbSession, swapped
 from clinic.pages import base_context, can, go
 from clinic.patients.models import Patient
 from clinic.scheduling import rules, service
@@ -41,8 +41,7 @@ def _grid_times(cal: ClinicCalendar) -> list[str]:
 
 
 @get("/schedule/courses/new", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def course_page(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     cal = await service.calendar_of(db_session, clinic)
     q = request.query_params
     picked = decode_form(q, Picked)
@@ -101,16 +100,14 @@ async def _course_args(db_session, actor: Actor, form: CourseForm) -> dict[str, 
 
 
 @post("/schedule/courses/preview", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_preview(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def course_preview(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Template:
     form = await read_form(request, CourseForm)
     plan = await service.book_course(db_session, actor=actor, queue=None, dry_run=True, **(await _course_args(db_session, actor, form)))
     return Template("scheduling/_course_plan.html", context=base_context(clinic, plan=plan, slot_value=slot_value))
 
 
 @post("/schedule/courses", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor) -> Response:
-    clinic = await service.clinic_of(db_session, actor)
+async def course_submit(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic) -> Response:
     raw = await request.form()
     form = decode_form(raw, CourseForm)
     args = await _course_args(db_session, actor, form)
@@ -135,8 +132,7 @@ async def course_submit(request: HTMXRequest, db_session: DbSession, actor: Curr
 
 
 @get("/schedule/courses/{course_id:int}", opt={"permission": "schedule.read"}, include_in_schema=False)
-async def course_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, course_id: int) -> Template:
-    clinic = await service.clinic_of(db_session, actor)
+async def course_view(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, course_id: int) -> Template:
     course, rows = await service.get_course(db_session, actor=actor, course_id=course_id)
     st = await db_session.get(SessionType, course.session_type_id)
     patient = await db_session.get(Patient, course.patient_id)
@@ -158,7 +154,7 @@ async def course_cancel(request: HTMXRequest, db_session: DbSession, actor: Curr
 
 
 @post("/schedule/courses/{course_id:int}/move", opt={"permission": "schedule.write"}, include_in_schema=False)
-async def course_move(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, course_id: int) -> Response:
+async def course_move(request: HTMXRequest, db_session: DbSession, actor: CurrentActor, clinic: CurrentClinic, course_id: int) -> Response:
     form = await read_form(request, CourseMoveForm)
     try:
         await service.move_course(db_session, actor=actor, queue=request.app.state.queue, course_id=course_id,
@@ -167,7 +163,6 @@ async def course_move(request: HTMXRequest, db_session: DbSession, actor: Curren
     except Conflict as exc:
         if exc.code != "course_conflicts":
             raise
-        clinic = await service.clinic_of(db_session, actor)
         zone = ZoneInfo(clinic.timezone)
         lines = []
         for o in exc.extra.get("occurrences", []):

@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post, put
 from litestar.params import Parameter
 
 from clinic.auth.permissions import allows
+from clinic.clinics import clinic_of
 from clinic.fhir import FhirBundle
 from clinic.http import CurrentActor, DbSession
 from clinic.outcomes import fhir, rules, service
@@ -34,7 +35,6 @@ from clinic.outcomes.schemas import (
     trend_out,
     visit_out,
 )
-from clinic.scheduling.service import clinic_of
 from clinic.timeutil import both_zones
 
 TAGS = ["outcomes"]

@@ -25,18 +25,24 @@ from clinic.audit.service import SYSTEM, Actor, record, record_read
 from clinic.auth.models import StaffUser, WebSession
 from clinic.auth.permissions import allows
 from clinic.billing.models import CostLink
+from clinic.clinics import Clinic
 from clinic.db import register_conflicts
 from clinic.errors import Conflict, Forbidden, NotFound, RuleBroken
-from clinic.monitoring.service import session as monitoring
 from clinic.monitoring.rules import Blocker
+from clinic.monitoring.service import session as monitoring
 from clinic.notices import service as notices
 from clinic.notices.models import Notice
 from clinic.notices.outbox import add_notice
 from clinic.outcomes import rules
 from clinic.outcomes.instruments import INSTRUMENTS, ORDER
-from clinic.outcomes.models import BaselineWaiver, OutcomeMeasure, QuestionnaireDraft, SafetyReview
+from clinic.outcomes.models import (
+    BaselineWaiver,
+    OutcomeMeasure,
+    QuestionnaireDraft,
+    SafetyReview,
+)
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Appointment, Clinic, Course, SessionType, Shift
+from clinic.scheduling.models import Appointment, Course, SessionType, Shift
 from clinic.timeutil import utcnow
 
 register_conflicts(

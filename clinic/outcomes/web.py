@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Response, get, post
-from litestar.plugins.htmx import HTMXRequest
 from litestar.datastructures import Cookie
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 from msgspec import Struct
 
@@ -21,6 +21,7 @@ from clinic.auth.models import StaffUser
 from clinic.auth.permissions import allows
 from clinic.auth.web import safe_next
 from clinic.billing.models import CostLink
+from clinic.clinics import Clinic
 from clinic.errors import ClinicError, NotFound, RuleBroken
 from clinic.forms import decode_form, read_form
 from clinic.http import CurrentActor, DbSession
@@ -30,7 +31,7 @@ from clinic.notices.web import date_of_birth
 from clinic.outcomes import chart, rules, service
 from clinic.outcomes.instruments import INSTRUMENTS, ORDER, Instrument
 from clinic.patients.models import Patient
-from clinic.scheduling.models import Clinic, SessionType
+from clinic.scheduling.models import SessionType
 from clinic.timeutil import utcnow
 
 HEAD = '<link rel="stylesheet" href="/static/css/outcomes.css">'

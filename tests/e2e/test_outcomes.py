@@ -28,7 +28,8 @@ async def _visit_and_notice(url: str) -> dict:
     """A patient booked for esketamine in three hours (a chair of their own), and the worker's notice job run now: 18:00
     yesterday has passed, so the notice is due at once and the running worker mails it."""
     from clinic.outcomes import service as outcomes
-    from clinic.scheduling.models import Chair, Clinic
+    from clinic.clinics import Clinic
+    from clinic.scheduling.models import Chair
     from clinic.timeutil import utcnow
     from sqlmodel import select
     from tests.factories import Factory, appointment
